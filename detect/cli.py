@@ -1,0 +1,288 @@
+"""`detect`: the command line. Thin: every command calls a library function.
+
+User errors (DetectError, missing files, bad options) print one line and exit non-zero,
+without a traceback.
+"""
+
+import functools
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import click  # noqa: E402
+
+from detect import __version__  # noqa: E402
+from detect.errors import DetectError  # noqa: E402
+
+
+def _quiet_tensorflow():
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _setup_logging():
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    _quiet_tensorflow()
+
+
+def handle_errors(func):
+    """Turn user errors into one clear line and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DetectError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+            name = e.filename or ""
+            click.echo(f"error: {name}: {e.strerror}", err=True)
+            sys.exit(2)
+        except OSError as e:
+            if e.errno == 28:  # ENOSPC
+                click.echo(f"error: no space left on device while writing {e.filename or ''}", err=True)
+                sys.exit(2)
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="detect")
+def main():
+    """detect: R-CNN, Fast R-CNN and Faster R-CNN in Keras 3 - data, train, evaluate, predict."""
+    _setup_logging()
+
+
+# --------------------------------------------------------------------------- data
+@main.group()
+def data():
+    """Datasets: generate the synthetic shapes set, inspect and convert annotations."""
+
+
+@data.command("shapes")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--num-images", default=1000, show_default=True, type=click.IntRange(1), help="Images in all.")
+@click.option("--image-size", default=128, show_default=True, type=click.IntRange(32), help="Side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@handle_errors
+def data_shapes(out, num_images, image_size, seed):
+    """Write a COCO-format dataset of shapes on textured backgrounds (train and val)."""
+    from detect.data.shapes import generate_shapes
+
+    result = generate_shapes(out, num_images=num_images, image_size=image_size, seed=seed)
+    counts = result["num_images"]
+    click.echo(f"shapes dataset written to {out} ({counts['train']} train / {counts['val']} val images)")
+
+
+_FORMAT = click.Choice(["coco", "voc", "csv"])
+
+
+@data.command("inspect")
+@click.option("--format", "fmt", type=_FORMAT, required=True, help="Annotation format.")
+@click.option("--annotations", required=True, type=click.Path(), help="COCO json, VOC root, or CSV file.")
+@click.option("--images", type=click.Path(), default=None, help="Image folder (default: per format).")
+@click.option("--split", default=None, help="VOC split name (ImageSets/Main/<split>.txt).")
+@click.option("--classes", default=None, help="CSV class-mapping file (name,id).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save a grid of labelled images.")
+@handle_errors
+def data_inspect(fmt, annotations, images, split, classes, plot):
+    """Count images, boxes per class, negatives and box sizes; validate; optionally plot."""
+    from detect.data.inspect import format_report, inspect, plot_grid
+    from detect.data.records import load_dataset
+
+    dataset = load_dataset(fmt, annotations, images=images, split=split, classes=classes)
+    click.echo(format_report(inspect(dataset)))
+    if plot:
+        plot_grid(dataset, plot)
+        click.echo(f"labelled image grid saved to {plot}")
+
+
+@data.command("convert")
+@click.option("--from", "src_format", type=_FORMAT, required=True, help="Source format.")
+@click.option("--to", "dst_format", type=click.Choice(["coco"]), default="coco", show_default=True)
+@click.option("--images", type=click.Path(), default=None, help="Image folder of the source.")
+@click.option("--split", default=None, help="VOC split name.")
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path(dir_okay=False))
+@handle_errors
+def data_convert(src_format, dst_format, images, split, src, dst):
+    """Convert SRC annotations (voc, csv, coco) to a COCO json file DST."""
+    from detect.data.convert import convert, images_root
+
+    dataset = convert(src_format, src, dst, split=split, images=images)
+    click.echo(f"{len(dataset)} images written to {dst} (file names relative to {images_root(dataset)})")
+
+
+# --------------------------------------------------------------------------- proposals
+@main.group(invoke_without_command=True)
+@click.option("--config", "config_path", type=click.Path(), help="Detector config (dataset paths).")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--mode", default=None, type=click.Choice(["fast", "quality"]), help="Selective search mode.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Proposal file (.npz).")
+@click.option("--workers", default=None, type=click.IntRange(1), help="Worker processes (default: CPUs).")
+@click.option("--set", "overrides", multiple=True, help="Override a config key: a.b=value.")
+@click.pass_context
+@handle_errors
+def proposals(ctx, config_path, split, mode, out, workers, overrides):
+    """Selective-search proposals for a dataset split (resumable), and proposal recall."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not config_path or not out:
+        raise DetectError("detect proposals needs --config CONFIG and --out FILE")
+    from detect.config import load_config
+    from detect.proposals.cache import compute_proposals
+    from detect.training.train import load_split
+
+    config = load_config(config_path, overrides)
+    dataset = load_split(config, split)
+    if dataset is None:
+        raise DetectError(f"config: dataset.{split}.annotations is not set")
+    p = config["proposals"]
+    path = compute_proposals(
+        dataset, out, mode=mode or p["mode"], max_side=p["max_side"], max_proposals=p["max_proposals"], workers=workers
+    )
+    click.echo(f"proposals for {len(dataset)} images written to {path}")
+
+
+@proposals.command("recall")
+@click.option("--config", "config_path", required=True, type=click.Path(), help="Detector config.")
+@click.option("--model", "model_dir", type=click.Path(), default=None, help="Trained model folder (RPN recall).")
+@click.option("--split", default="val", show_default=True)
+@click.option("--proposals", "proposal_file", type=click.Path(), default=None, help="Selective-search proposal file.")
+@click.option("--out", default="runs/recall", show_default=True, type=click.Path(file_okay=False))
+@handle_errors
+def proposals_recall(config_path, model_dir, split, proposal_file, out):
+    """Recall vs IoU and vs number of proposals: selective search and a trained RPN."""
+    from detect.config import load_config
+    from detect.proposals.compare import compare_recall
+
+    config = load_config(config_path)
+    result = compare_recall(config, split=split, model_dir=model_dir, proposal_file=proposal_file, out_dir=out)
+    click.echo(result["table"])
+    click.echo(f"recall table and plot written to {out}")
+
+
+# --------------------------------------------------------------------------- train
+@main.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path())
+@click.option("--set", "overrides", multiple=True, help="Override a config key: a.b=value (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Model folder (default models/<config>).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (rerunning does it too).")
+@click.option(
+    "--strategy",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "mirrored", "multi_worker"]),
+    help="tf.distribute strategy (multi_worker reads TF_CONFIG).",
+)
+@handle_errors
+def train(config_path, overrides, out, resume, strategy):
+    """Train the detector CONFIG describes with model.fit and Keras callbacks."""
+    from detect.config import load_config
+    from detect.training.train import train as run
+
+    config = load_config(config_path, overrides)
+    out = out or os.path.join("models", os.path.splitext(os.path.basename(config_path))[0])
+    result = run(config, out, resume=resume, strategy=strategy)
+    click.echo(f"trained in {result['minutes']:.1f} min; model, history and loss curve in {out}")
+
+
+# --------------------------------------------------------------------------- evaluate
+@main.command()
+@click.argument("model_dir", required=False, type=click.Path())
+@click.option("--config", "config_path", type=click.Path(), default=None, help="Config (default: the model's).")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--detections", type=click.Path(), default=None, help="COCO results file to score (no model).")
+@click.option("--annotations", type=click.Path(), default=None, help="COCO ground truth for --detections.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@handle_errors
+def evaluate(model_dir, config_path, split, detections, annotations, out, batch_size):
+    """COCO (pycocotools) and VOC metrics for a model on a split, or for a detections file."""
+    from detect.evaluation.report import evaluate_files, format_table
+
+    if detections or annotations:
+        if not (detections and annotations) or model_dir:
+            raise DetectError("use either MODEL_DIR or both --detections FILE and --annotations FILE")
+        out = out or os.path.dirname(os.path.abspath(detections))
+        metrics = evaluate_files(detections, annotations, out)
+    else:
+        if not model_dir:
+            raise DetectError("give MODEL_DIR, or --detections FILE --annotations FILE")
+        from detect.evaluation.evaluate_model import evaluate_model
+
+        out = out or os.path.join(model_dir, f"eval_{split}")
+        metrics = evaluate_model(model_dir, config_path=config_path, split=split, out_dir=out, batch_size=batch_size)
+    click.echo(format_table(metrics))
+    click.echo(f"metrics.json, detections.json and plots written to {out}")
+
+
+# --------------------------------------------------------------------------- predict
+@main.command()
+@click.argument("model_dir", type=click.Path())
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder.")
+@click.option("--score-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--classes", default=None, help="Comma-separated class names to keep.")
+@click.option("--show", is_flag=True, help="Show frames in a window (needs a display).")
+@handle_errors
+def predict(model_dir, sources, out, score_threshold, batch_size, classes, show):
+    """Detect objects in images, folders, globs, list files, videos or a webcam index."""
+    from detect.inference.run import run_predict
+
+    out = out or os.path.join(model_dir, "predictions")
+    keep = [c.strip() for c in classes.split(",")] if classes else None
+    result = run_predict(
+        model_dir, list(sources), out, score_threshold=score_threshold, batch_size=batch_size, classes=keep, show=show
+    )
+    click.echo(f"{result['frames']} frames processed; annotated outputs and detections written to {out}")
+
+
+# --------------------------------------------------------------------------- benchmark
+@main.command()
+@click.option("--detectors", default="faster_rcnn", show_default=True, help="Comma list: rcnn,fast_rcnn,faster_rcnn.")
+@click.option("--backbone", default="vgg16", show_default=True, help="Backbone (vgg16 = paper config, tiny).")
+@click.option("--images", type=click.Path(), default=None, help="Folder of images to time on.")
+@click.option("--dataset", "dataset_config", type=click.Path(), default=None, help="Config whose val split adds AP.")
+@click.option("--runs", default=5, show_default=True, type=click.IntRange(1), help="Timed runs per stage.")
+@click.option("--out", default="runs/benchmark", show_default=True, type=click.Path(file_okay=False))
+@handle_errors
+def benchmark(detectors, backbone, images, dataset_config, runs, out):
+    """Per-stage speed table of the R-CNN family (markdown, CSV, bar chart)."""
+    from detect.benchmark.speed_table import run_benchmark
+
+    names = [d.strip() for d in detectors.split(",") if d.strip()]
+    result = run_benchmark(names, backbone=backbone, images=images, dataset_config=dataset_config, runs=runs, out_dir=out)
+    click.echo(result["table"])
+    click.echo(f"speed table, CSV and chart written to {out}")
+
+
+# --------------------------------------------------------------------------- export
+@main.command()
+@click.argument("model_dir", type=click.Path())
+@click.option("--format", "fmt", required=True, type=click.Choice(["saved_model", "onnx", "litert"]))
+@click.option("--svd", default=None, help="Truncated SVD of fc6,fc7 before export, e.g. 1024,256.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@handle_errors
+def export(model_dir, fmt, svd, out):
+    """Export a trained model (SavedModel, ONNX or LiteRT) through Keras' model.export."""
+    from detect.inference.export import export_model
+
+    path = export_model(model_dir, fmt, out, svd=svd)
+    click.echo(f"exported {fmt} to {path}")
+
+
+if __name__ == "__main__":
+    main()

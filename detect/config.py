@@ -1,0 +1,233 @@
+"""YAML configs: `_base_` inheritance, `--set a.b=c` overrides, validation against DEFAULTS.
+
+A config is a plain nested dict. Every key a config may hold is listed in DEFAULTS with its
+default value; a key that is not there is an error that names it and suggests the closest
+valid key. Configs are translated into keyword arguments once, in each model's
+`from_config`; layers never see a config object.
+"""
+
+import copy
+import difflib
+import os
+
+import yaml
+
+from detect.errors import DetectError
+
+# A mapping whose value is None means "any mapping" (free-form keyword arguments).
+_FREE = None
+
+DEFAULTS = {
+    "detector": "faster_rcnn",
+    "seed": 0,
+    "backbone": {
+        "name": "tiny",  # tiny | vgg16 | resnet50 | resnet101
+        "weights": "none",  # none | imagenet | PATH
+        "width": 32,  # tiny only: channels of the first block, doubled per block
+    },
+    "dataset": {
+        "format": "coco",  # coco | voc | csv
+        "classes": None,  # csv: class-mapping file; voc: optional list of names
+        "train": {"annotations": None, "images": None, "split": None},
+        "val": {"annotations": None, "images": None, "split": None},
+        "test": {"annotations": None, "images": None, "split": None},
+    },
+    "input": {
+        "min_size": 600,  # shorter side after resizing
+        "max_size": 1000,  # longer side at most; also the padded canvas side
+        "flip": True,
+        "max_boxes": 100,  # ground-truth boxes padded (label -1) to this count
+        "cache": False,  # keep decoded, resized images in memory between epochs
+        "canvas": None,  # fixed padded canvas [height, width]; default square max_size
+    },
+    "rpn": {
+        "anchor_sizes": [128, 256, 512],
+        "anchor_ratios": [0.5, 1.0, 2.0],
+        "channels": 512,
+        "fg_iou": 0.7,
+        "bg_iou": 0.3,
+        "batch_size": 256,
+        "positive_fraction": 0.5,
+        "pre_nms_top_n_train": 12000,
+        "post_nms_top_n_train": 2000,
+        "pre_nms_top_n_test": 6000,
+        "post_nms_top_n_test": 300,
+        "nms_iou": 0.7,
+        "min_size": 0.0,
+        "ignore_border": True,
+        "loss_weight": 1.0,
+    },
+    "roi": {
+        "pool": "align",  # align | pool
+        "size": 7,
+        "sampling_ratio": 2,
+        "batch_size": 128,
+        "positive_fraction": 0.25,
+        "fg_iou": 0.5,
+        "head_dim": 4096,  # fc head width (fc6/fc7); ResNet backbones use res5 instead
+        "box_weights": [10.0, 10.0, 5.0, 5.0],
+        "loss_weight": 1.0,
+    },
+    "test": {
+        "score_threshold": 0.05,
+        "nms_iou": 0.5,
+        "max_detections": 100,
+    },
+    "proposals": {
+        "train": None,  # proposal file (Fast R-CNN, R-CNN)
+        "val": None,
+        "mode": "fast",
+        "max_proposals": 2000,
+        "max_side": 500,
+    },
+    "training": {
+        "epochs": 30,
+        "batch_size": 8,
+        "steps_per_epoch": None,
+        "optimizer": "sgd",  # sgd | adam | adamw
+        "learning_rate": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "warmup_steps": 100,
+        "lr_schedule": "constant",  # constant | cosine
+        "clipnorm": None,
+        "schedule": "joint",  # joint | alternating
+        "time_budget_minutes": None,  # stop after this many minutes (end of an epoch)
+        "val_steps": None,
+    },
+    "callbacks": {
+        "reduce_lr_on_plateau": _FREE,
+        "early_stopping": _FREE,
+        "model_checkpoint": {"enabled": True, "monitor": "val_loss", "mode": "auto"},
+        "backup_and_restore": {"enabled": True},
+        "tensorboard": {"enabled": True},
+        "csv_logger": {"enabled": True},
+        "terminate_on_nan": {"enabled": True},
+        "coco_map": _FREE,  # {every: N epochs, max_images: M}: adds val_AP, val_AP50
+    },
+}
+
+_REQUIRED_CHOICES = {
+    "detector": ("rcnn", "fast_rcnn", "faster_rcnn"),
+    "backbone.name": ("tiny", "vgg16", "resnet50", "resnet101"),
+    "dataset.format": ("coco", "voc", "csv"),
+    "roi.pool": ("align", "pool"),
+    "training.optimizer": ("sgd", "adam", "adamw"),
+    "training.schedule": ("joint", "alternating"),
+    "training.lr_schedule": ("constant", "cosine"),
+}
+
+
+def _merge(base, override):
+    """Recursive dict merge; `override` wins. Neither argument is modified."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path, seen=()):
+    path = os.path.abspath(path)
+    if path in seen:
+        raise DetectError(f"{path}: `_base_` inheritance loops back to this file")
+    if not os.path.isfile(path):
+        raise DetectError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise DetectError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise DetectError(f"{path}: a config must be a YAML mapping")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    base_path = os.path.join(os.path.dirname(path), base)
+    return _merge(_read_yaml(base_path, seen + (path,)), data)
+
+
+def _parse_override(item):
+    if "=" not in item:
+        raise DetectError(f"--set {item!r}: expected key=value, e.g. training.epochs=5")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_key(config, dotted, value):
+    node = config
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _check_keys(config, defaults, prefix=""):
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f" (did you mean `{prefix}{close[0]}`?)" if close else ""
+            raise DetectError(f"unknown config key `{dotted}`{hint}")
+        expected = defaults[key]
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise DetectError(f"config key `{dotted}` must be a mapping, got {value!r}")
+            _check_keys(value, expected, dotted + ".")
+        elif expected is _FREE and value is not None and not isinstance(value, dict):
+            raise DetectError(f"config key `{dotted}` must be a mapping or null, got {value!r}")
+
+
+def _get(config, dotted):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def validate(config):
+    """Raise DetectError for unknown keys or invalid choices; returns the config."""
+    _check_keys(config, DEFAULTS)
+    for dotted, choices in _REQUIRED_CHOICES.items():
+        value = _get(config, dotted)
+        if value not in choices:
+            raise DetectError(f"config key `{dotted}`: {value!r} is not one of {', '.join(choices)}")
+    if config["input"]["min_size"] > config["input"]["max_size"]:
+        raise DetectError("config: input.min_size must not exceed input.max_size")
+    return config
+
+
+def load_config(path, overrides=()):
+    """Read a YAML config with `_base_` inheritance, apply `key=value` overrides, validate.
+
+    Relative dataset paths are kept as written (they are relative to the working
+    directory, as on the command line). Returns a nested dict with every default filled.
+    """
+    data = _read_yaml(path)
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_key(data, key, value)
+    _check_keys(data, DEFAULTS)
+    return validate(_merge(DEFAULTS, data))
+
+
+def from_dict(data):
+    """Fill defaults into a config dict (e.g. one saved beside a model) and validate."""
+    _check_keys(data, DEFAULTS)
+    return validate(_merge(DEFAULTS, data))
+
+
+def dump_config(config, path):
+    """Write the resolved config as YAML (atomically)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    os.replace(tmp, path)

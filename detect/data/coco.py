@@ -1,0 +1,168 @@
+"""COCO detection JSON -> Dataset.
+
+COCO boxes are [x, y, w, h] in absolute pixels with continuous edges, so xyxy is
+[x, y, x + w, y + h]. Category ids may be any integers (COCO itself uses 1..90 with gaps);
+they are mapped to labels 1..K in ascending id order, and Dataset.category_ids maps back.
+"""
+
+import json
+import logging
+import os
+
+import numpy as np
+
+from detect.data.images import image_size
+from detect.data.records import Dataset, Record
+from detect.errors import DetectError
+
+logger = logging.getLogger(__name__)
+
+
+def load_coco(annotations_path, images_dir=None):
+    """Read a COCO json into an unvalidated Dataset.
+
+    Args:
+        annotations_path: the COCO json file.
+        images_dir: folder the image file_names are relative to. None: the json's folder,
+            or <json dir>/../images when the image is found there instead.
+
+    Returns:
+        Dataset with one Record per entry of "images" (in file order; images without
+        annotations are kept as negatives); crowd annotations are kept with iscrowd=True.
+    """
+    data = _read_json(annotations_path)
+    categories = _categories(data["categories"], annotations_path)
+    category_ids = sorted(categories)
+    label_of = {cat_id: label for label, cat_id in enumerate(category_ids, start=1)}
+    images = _images(data["images"], annotations_path, images_dir)
+
+    per_image = {image_id: [] for image_id in images}
+    for index, ann in enumerate(data["annotations"]):
+        image_id, row = _annotation(ann, index, annotations_path, images, label_of)
+        per_image[image_id].append(row)
+
+    records = []
+    for image_id, (file_name, path, width, height) in images.items():
+        rows = per_image[image_id]
+        records.append(
+            Record(
+                image_id=image_id,
+                file_name=file_name,
+                path=path,
+                width=width,
+                height=height,
+                boxes=[r[0] for r in rows],
+                labels=[r[1] for r in rows],
+                iscrowd=[r[2] for r in rows],
+                difficult=[r[3] for r in rows],
+            )
+        )
+    return Dataset(
+        classes=[categories[c] for c in category_ids],
+        records=records,
+        category_ids=category_ids,
+        source=os.path.abspath(annotations_path),
+    )
+
+
+def _read_json(path):
+    if not os.path.isfile(path):
+        raise DetectError(f"COCO annotation file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as error:
+        raise DetectError(
+            f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DetectError(f"{path}: cannot read: {error}") from None
+    if not isinstance(data, dict):
+        raise DetectError(f"{path}: expected a JSON object with images/annotations/categories")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DetectError(f"{path}: missing key {key!r}")
+        if not isinstance(data[key], list):
+            raise DetectError(f"{path}: {key!r} must be a list")
+    return data
+
+
+def _categories(entries, path):
+    """{category id: name}."""
+    categories = {}
+    for entry in entries:
+        try:
+            cat_id, name = int(entry["id"]), str(entry["name"])
+        except (KeyError, TypeError, ValueError):
+            raise DetectError(
+                f"{path}: category {entry!r} needs an integer id and a name"
+            ) from None
+        if cat_id in categories:
+            raise DetectError(f"{path}: duplicate category id {cat_id}")
+        categories[cat_id] = name
+    return categories
+
+
+def _images(entries, path, images_dir):
+    """{image id: (file_name, absolute path, width, height)} in file order."""
+    json_dir = os.path.dirname(os.path.abspath(path))
+    images = {}
+    for index, entry in enumerate(entries):
+        try:
+            image_id, file_name = int(entry["id"]), str(entry["file_name"])
+        except (KeyError, TypeError, ValueError):
+            raise DetectError(
+                f"{path}: image entry {index} needs an integer 'id' and a 'file_name'"
+            ) from None
+        if image_id in images:
+            raise DetectError(f"{path}: duplicate image id {image_id} ({file_name})")
+        image_path = _resolve(file_name, images_dir, json_dir)
+        width, height = _size(entry, image_path, path)
+        images[image_id] = (file_name, image_path, width, height)
+    return images
+
+
+def _resolve(file_name, images_dir, json_dir):
+    if images_dir is not None:
+        return os.path.abspath(os.path.join(images_dir, file_name))
+    beside = os.path.join(json_dir, file_name)
+    sibling = os.path.join(json_dir, os.pardir, "images", file_name)
+    if not os.path.exists(beside) and os.path.exists(sibling):
+        return os.path.abspath(sibling)
+    return os.path.abspath(beside)
+
+
+def _size(entry, image_path, path):
+    """(width, height) from the entry, else from the image header with a warning."""
+    if "width" in entry and "height" in entry:
+        try:
+            return int(entry["width"]), int(entry["height"])
+        except (TypeError, ValueError):
+            raise DetectError(
+                f"{path}: image {entry.get('file_name')}: width/height must be integers"
+            ) from None
+    logger.warning("%s: image %s has no width/height; reading the image header",
+                   path, entry.get("file_name"))
+    return image_size(image_path)
+
+
+def _annotation(ann, index, path, images, label_of):
+    """(image_id, (box xyxy, label, iscrowd, difficult)) for one annotation dict."""
+    name = f"annotation id {ann.get('id', '?')} (entry {index})" if isinstance(ann, dict) \
+        else f"annotation entry {index}"
+    if not isinstance(ann, dict):
+        raise DetectError(f"{path}: {name} is not an object")
+    image_id = ann.get("image_id")
+    if image_id not in images:
+        raise DetectError(f"{path}: {name} refers to unknown image_id {image_id!r}")
+    cat_id = ann.get("category_id")
+    if cat_id not in label_of:
+        raise DetectError(f"{path}: {name} has unknown category_id {cat_id!r}")
+    bbox = ann.get("bbox")
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise DetectError(f"{path}: {name} needs a bbox [x, y, w, h], got {bbox!r}") from None
+    box = np.array([x, y, x + w, y + h], np.float32)
+    return image_id, (box, label_of[cat_id], bool(ann.get("iscrowd", 0)),
+                      bool(ann.get("difficult", 0)))

@@ -1,0 +1,70 @@
+"""Image + box transforms as TF functions (usable inside tf.data and tf.function).
+
+Boxes are (G, 4) xyxy in pixels of the image they come with.
+"""
+
+import tensorflow as tf
+
+
+def resize_scale(height, width, min_size, max_size, canvas_size=None):
+    """Scale factor for "shorter side to min_size, longer side at most max_size".
+
+    With a canvas (canvas_h, canvas_w) the image must also fit inside it.
+    """
+    height = tf.cast(height, tf.float32)
+    width = tf.cast(width, tf.float32)
+    short = tf.minimum(height, width)
+    long = tf.maximum(height, width)
+    scale = tf.minimum(min_size / short, max_size / long)
+    if canvas_size is not None:
+        scale = tf.minimum(scale, tf.minimum(canvas_size[0] / height, canvas_size[1] / width))
+    return scale
+
+
+def resized_shape(height, width, min_size, max_size, canvas_size=None):
+    """(new_height, new_width) int32 after resize_scale, at least 1 pixel each."""
+    scale = resize_scale(height, width, min_size, max_size, canvas_size)
+    new_h = tf.maximum(tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32), 1)
+    new_w = tf.maximum(tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32), 1)
+    if canvas_size is not None:
+        new_h = tf.minimum(new_h, canvas_size[0])
+        new_w = tf.minimum(new_w, canvas_size[1])
+    return new_h, new_w
+
+
+def resize(image, boxes, min_size, max_size, canvas_size=None):
+    """Resize a (H, W, 3) image and its boxes; returns image float32, boxes, (sy, sx).
+
+    The per-axis scales (sy, sx) are new/old sizes after rounding, so boxes map exactly
+    onto the resized pixels.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    new_h, new_w = resized_shape(height, width, min_size, max_size, canvas_size)
+    resized = tf.image.resize(tf.cast(image, tf.float32), [new_h, new_w], method="bilinear", antialias=True)
+    sy = tf.cast(new_h, tf.float32) / tf.cast(height, tf.float32)
+    sx = tf.cast(new_w, tf.float32) / tf.cast(width, tf.float32)
+    boxes = boxes * tf.stack([sx, sy, sx, sy])
+    return resized, boxes, tf.stack([sy, sx])
+
+
+def horizontal_flip(image, boxes):
+    """Mirror a (H, W, C) image and its boxes: x1' = W - x2, x2' = W - x1."""
+    width = tf.cast(tf.shape(image)[1], boxes.dtype)
+    flipped = tf.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
+    return tf.reverse(image, axis=[1]), flipped
+
+
+def pad_to_canvas(image, canvas_size):
+    """Place the image at the top-left of a zero canvas (canvas_h, canvas_w, C)."""
+    return tf.image.pad_to_bounding_box(image, 0, 0, canvas_size[0], canvas_size[1])
+
+
+def pad_boxes(boxes, labels, max_boxes):
+    """Pad (or truncate) boxes/labels to max_boxes rows; padding rows: box 0, label -1."""
+    boxes = boxes[:max_boxes]
+    labels = labels[:max_boxes]
+    extra = max_boxes - tf.shape(boxes)[0]
+    boxes = tf.pad(boxes, [[0, extra], [0, 0]])
+    labels = tf.pad(labels, [[0, extra]], constant_values=-1)
+    return tf.ensure_shape(boxes, [max_boxes, 4]), tf.ensure_shape(labels, [max_boxes])

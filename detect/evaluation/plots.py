@@ -1,0 +1,153 @@
+"""Evaluation plots: per-class precision/recall curves and a confusion matrix.
+
+Figures are drawn with `matplotlib.figure.Figure` on the Agg canvas (no pyplot state, no
+display) and written atomically (temp file + os.replace). Class order is ascending
+category id, as in `coco_eval.category_names`.
+"""
+
+import os
+import uuid
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from detect.evaluation.coco_eval import check_detections, check_ground_truth
+from detect.evaluation.voc_eval import iou_one_to_many, xywh_to_xyxy
+
+# COCOeval's default IoU thresholds are .50:.05:.95; these are the indices of .50 and .75.
+_IOU_INDEX = {"0.50": 0, "0.75": 5}
+
+
+def save_figure(fig, path, dpi=100):
+    """Write `fig` as PNG to `path` atomically (a temp file in the same folder, then os.replace)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    # A unique name in the target folder: os.replace is atomic within a file system,
+    # and open() (unlike mkstemp) leaves the permissions to the umask.
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def plot_pr_curves(precision, class_names, path):
+    """Per-class precision/recall curves at IoU 0.50 and 0.75 (area all, 100 dets/image).
+
+    precision: (T=10, R, K, A, M) COCOeval precision array (recall sampled at
+        linspace(0, 1, R)); -1 entries (class without ground truth) are not drawn.
+    class_names: K names in the order of the K axis.
+    path: PNG file written (two side-by-side axes, one line per class).
+    """
+    precision = np.asarray(precision)
+    if precision.ndim != 5 or precision.shape[0] != 10 or precision.shape[2] != len(class_names):
+        raise ValueError(f"precision must be (10, R, {len(class_names)}, A, M), got {precision.shape}")
+    recall = np.linspace(0.0, 1.0, precision.shape[1])
+    fig = Figure(figsize=(12, 5))
+    for col, (label, t) in enumerate(_IOU_INDEX.items()):
+        ax = fig.add_subplot(1, 2, col + 1)
+        for k, name in enumerate(class_names):
+            curve = precision[t, :, k, 0, -1]
+            if np.all(curve < 0):
+                continue
+            ax.plot(recall, curve, linewidth=1.5, label=f"{name} (AP {curve.mean():.3f})")
+        ax.set(title=f"IoU = {label}", xlabel="recall", ylabel="precision",
+               xlim=(0, 1), ylim=(0, 1.02))
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="best", fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no class with ground truth", ha="center", va="center")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _image_confusion(gts, dets, iou_threshold, matrix):
+    """Add one image's counts to `matrix` (gts: (labels, xyxy, crowd), dets: (labels, xyxy, scores))."""
+    gt_labels, gt_boxes, crowd = gts
+    det_labels, det_boxes, scores = dets
+    real = np.flatnonzero(~crowd)
+    taken = np.zeros(len(real), dtype=bool)
+    for d in np.argsort(-scores, kind="stable"):
+        ious = iou_one_to_many(det_boxes[d], gt_boxes[real]) if real.size else np.zeros(0)
+        ious = np.where(taken, -1.0, ious)
+        best = int(np.argmax(ious)) if ious.size else -1
+        if best >= 0 and ious[best] >= iou_threshold:
+            taken[best] = True
+            matrix[gt_labels[real[best]], det_labels[d]] += 1
+        elif not _inside_crowd(det_boxes[d], gt_boxes[crowd], iou_threshold):
+            matrix[0, det_labels[d]] += 1
+    for g in real[~taken]:
+        matrix[gt_labels[g], 0] += 1
+
+
+def _inside_crowd(box, crowd_boxes, threshold):
+    """True when the share of `box` (4,) xyxy covered by a crowd box reaches `threshold`."""
+    if not len(crowd_boxes):
+        return False
+    wh = np.clip(np.minimum(box[2:], crowd_boxes[:, 2:]) - np.maximum(box[:2], crowd_boxes[:, :2]), 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return bool(area > 0 and np.max(wh[:, 0] * wh[:, 1]) / area >= threshold)
+
+
+def confusion_matrix(gt, detections, iou_threshold=0.5, score_threshold=0.5):
+    """Detection confusion matrix, (K+1, K+1) int64 counts.
+
+    Index 0 is background, 1..K the classes in ascending category id order. Rows are the
+    ground truth, columns the prediction: [g, p] counts gt boxes of class g matched by a
+    detection of class p; row 0 holds false positives (detections matching no gt), column
+    0 missed gt boxes. Detections with score >= `score_threshold` are matched per image in
+    descending score order, class-agnostically, to the free gt box of highest IoU
+    (>= `iou_threshold`). Crowd gt boxes are ignore regions: never counted as missed, and
+    an unmatched detection lying inside one (intersection / detection area >= the
+    threshold) is not a false positive. "difficult" boxes count as ordinary gt.
+    """
+    check_ground_truth(gt)
+    plain = check_detections(gt, detections)
+    cat_ids = sorted(c["id"] for c in gt["categories"])
+    label_of = {cat_id: k + 1 for k, cat_id in enumerate(cat_ids)}
+    matrix = np.zeros((len(cat_ids) + 1,) * 2, dtype=np.int64)
+    gt_by_image, det_by_image = {}, {}
+    for ann in gt["annotations"]:
+        gt_by_image.setdefault(ann["image_id"], []).append(ann)
+    for det in plain:
+        if det["score"] >= score_threshold:
+            det_by_image.setdefault(det["image_id"], []).append(det)
+    for image in gt["images"]:
+        anns = gt_by_image.get(image["id"], [])
+        dets = det_by_image.get(image["id"], [])
+        gts = (np.array([label_of[a["category_id"]] for a in anns], dtype=np.int64),
+               xywh_to_xyxy([a["bbox"] for a in anns]),
+               np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool))
+        preds = (np.array([label_of[d["category_id"]] for d in dets], dtype=np.int64),
+                 xywh_to_xyxy([d["bbox"] for d in dets]),
+                 np.array([d["score"] for d in dets], dtype=np.float64))
+        _image_confusion(gts, preds, iou_threshold, matrix)
+    return matrix
+
+
+def plot_confusion_matrix(matrix, class_names, path):
+    """Draw a (K+1, K+1) confusion matrix (index 0 = background) with its counts to PNG `path`."""
+    matrix = np.asarray(matrix)
+    labels = ["background"] + list(class_names)
+    if matrix.shape != (len(labels), len(labels)):
+        raise ValueError(f"matrix must be ({len(labels)}, {len(labels)}), got {matrix.shape}")
+    size = 3 + 0.6 * len(labels)
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(matrix, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels)
+    ax.set(xlabel="predicted", ylabel="ground truth", title="confusion matrix")
+    high = matrix.max() / 2 if matrix.size else 0
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha="center", va="center",
+                color="white" if count > high else "black", fontsize="small")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,213 @@
+"""RoI feature extraction: RoIAlign (aligned, bilinear) and RoIPool (Fast R-CNN max pooling).
+
+Shapes: B images, Hf x Wf feature cells, C channels, R RoIs per image, S output size.
+RoIs are (B, R, 4) xyxy in image pixels; feature cell k covers image pixels
+[k * stride, (k + 1) * stride) with stride = 1 / spatial_scale, so its centre is at
+(k + 0.5) * stride. No gradient flows to the RoIs (they are proposals, held fixed).
+"""
+
+import keras
+import tensorflow as tf
+
+
+def _check_size(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _roi_output_shape(features_shape, rois_shape, output_size):
+    return (features_shape[0], rois_shape[1], output_size, output_size, features_shape[-1])
+
+
+def _channels(features):
+    channels = features.shape[-1]
+    return channels if channels is not None else tf.shape(features)[-1]
+
+
+class _RoILayer(keras.layers.Layer):
+    """Shared plumbing: no autocast, so pixel RoIs keep float32 precision."""
+
+    def __init__(self, output_size, spatial_scale, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.output_size = _check_size("output_size", output_size)
+        self.spatial_scale = float(spatial_scale)
+
+    def compute_output_shape(self, features_shape, rois_shape):
+        return _roi_output_shape(features_shape, rois_shape, self.output_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(output_size=self.output_size, spatial_scale=self.spatial_scale)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class RoIAlign(_RoILayer):
+    """Aligned RoIAlign (detectron2 ROIAlign with aligned=True).
+
+    Each of the S x S bins averages `sampling_ratio` x `sampling_ratio` bilinear samples
+    taken at the centres of a regular sub-grid of the bin; a sample within one cell
+    outside the map takes the border value, farther out it is 0.
+
+    call(features (B, Hf, Wf, C), rois (B, R, 4) xyxy image pixels) -> (B, R, S, S, C)
+    """
+
+    def __init__(self, output_size=7, spatial_scale=1.0 / 16, sampling_ratio=2, **kwargs):
+        super().__init__(output_size, spatial_scale, **kwargs)
+        self.sampling_ratio = _check_size("sampling_ratio", sampling_ratio)
+
+    def call(self, features, rois):
+        features = tf.convert_to_tensor(features)
+        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
+        size, ratio = self.output_size, self.sampling_ratio
+        samples = size * ratio
+        batch, height, width = tf.unstack(tf.shape(features)[:3])
+        num_rois = tf.shape(rois)[1]
+
+        # Feature coordinates in which cell k's centre is at k (hence the -0.5).
+        scaled = rois * self.spatial_scale - 0.5
+        step_x = (scaled[..., 2] - scaled[..., 0]) / samples
+        step_y = (scaled[..., 3] - scaled[..., 1]) / samples
+        # Replicating the border once reproduces detectron2's clamping for samples in
+        # [-1, 0) and (H - 1, H]; crop_and_resize extrapolates 0 beyond that.
+        padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+        padded_h = tf.cast(height + 1, tf.float32)
+        padded_w = tf.cast(width + 1, tf.float32)
+        # crop_and_resize samples the normalized box [y1, y2] at y1 * (Hp - 1) ...
+        # y2 * (Hp - 1) inclusive, so the box spans the first to the last sample centre.
+        boxes = tf.stack(
+            [
+                (scaled[..., 1] + 0.5 * step_y + 1.0) / padded_h,
+                (scaled[..., 0] + 0.5 * step_x + 1.0) / padded_w,
+                (scaled[..., 3] - 0.5 * step_y + 1.0) / padded_h,
+                (scaled[..., 2] - 0.5 * step_x + 1.0) / padded_w,
+            ],
+            axis=-1,
+        )
+        crops = tf.image.crop_and_resize(
+            padded,
+            tf.reshape(boxes, [-1, 4]),
+            tf.repeat(tf.range(batch), num_rois),
+            [samples, samples],
+            extrapolation_value=0.0,
+        )
+        channels = _channels(features)
+        crops = tf.reshape(crops, [-1, size, ratio, size, ratio, channels])
+        pooled = tf.reduce_mean(crops, axis=[2, 4])
+        pooled = tf.reshape(pooled, [batch, num_rois, size, size, channels])
+        return tf.cast(pooled, features.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(sampling_ratio=self.sampling_ratio)
+        return config
+
+
+def _c_round(values):
+    """Rounds half away from zero like C's round(); tf.round rounds half to even."""
+    return tf.sign(values) * tf.floor(tf.abs(values) + 0.5)
+
+
+def _bin_edges(start, end, size, limit):
+    """Caffe RoIPool bin edges along one axis.
+
+    start, end: (B, R) float roi edges in image pixels times spatial_scale.
+    Returns (B, R, S) int32 first and one-past-last cell of each bin, within [0, limit].
+    """
+    first = tf.cast(_c_round(start), tf.int32)
+    last = tf.cast(_c_round(end), tf.int32)
+    length = tf.maximum(last - first + 1, 1)
+    bin_size = tf.cast(length, tf.float32) / float(size)
+    index = tf.range(size, dtype=tf.float32)
+    lower = tf.cast(tf.floor(index * bin_size[..., None]), tf.int32) + first[..., None]
+    upper = tf.cast(tf.math.ceil((index + 1.0) * bin_size[..., None]), tf.int32) + first[..., None]
+    return tf.clip_by_value(lower, 0, limit), tf.clip_by_value(upper, 0, limit)
+
+
+def _num_levels(length):
+    """Number of power-of-two window sizes 1, 2, 4, ... that fit in `length` (>= 1)."""
+    return _floor_log2(tf.maximum(length, 1)) + 1
+
+
+def _floor_log2(values):
+    # float64 keeps log2 of integers below 2**40 on the right side of the floor.
+    logs = tf.math.log(tf.cast(values, tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64))
+    return tf.cast(tf.floor(logs + 1e-9), tf.int32)
+
+
+def _window_levels(values, count, axis):
+    """Stack (count, ...) whose entry l holds the max over windows of 2**l along `axis`.
+
+    Entry l at position p covers positions [p, p + 2**l) of `values`, cut at the end.
+    """
+    length = tf.shape(values)[axis]
+    positions = tf.range(length)
+    levels = tf.TensorArray(values.dtype, size=count, element_shape=values.shape)
+
+    def body(level, current, levels):
+        levels = levels.write(level, current)
+        ahead = tf.minimum(positions + 2**level, length - 1)
+        return level + 1, tf.maximum(current, tf.gather(current, ahead, axis=axis)), levels
+
+    _, _, levels = tf.while_loop(
+        lambda level, *_: level < count, body, (tf.constant(0), values, levels)
+    )
+    return levels.stack()
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class RoIPool(_RoILayer):
+    """Fast R-CNN RoI max pooling (the Caffe layer, as torchvision's roi_pool).
+
+    The roi is rounded to cells (round(x1 * scale) .. round(x2 * scale), both ends
+    included, at least 1 x 1), cut into S x S bins with floor / ceil edges, and each bin
+    takes the max of its cells; a bin that lies outside the map gives 0. The gradient
+    of each output goes to one cell holding the max.
+
+    Bin maxima are read from a table of maxima over power-of-two windows (a 2-D sparse
+    table): any bin is the union of four such windows, so memory does not grow with R.
+
+    call(features (B, Hf, Wf, C), rois (B, R, 4) xyxy image pixels) -> (B, R, S, S, C)
+    """
+
+    def __init__(self, output_size=7, spatial_scale=1.0 / 16, **kwargs):
+        super().__init__(output_size, spatial_scale, **kwargs)
+
+    def call(self, features, rois):
+        features = tf.convert_to_tensor(features)
+        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
+        size = self.output_size
+        batch, height, width = tf.unstack(tf.shape(features)[:3])
+        scaled = rois * self.spatial_scale
+        y_lo, y_hi = _bin_edges(scaled[..., 1], scaled[..., 3], size, height)
+        x_lo, x_hi = _bin_edges(scaled[..., 0], scaled[..., 2], size, width)
+        empty = tf.logical_or((y_hi <= y_lo)[..., :, None], (x_hi <= x_lo)[..., None, :])
+
+        # table[ly, lx, b, y, x] = max of features[b, y:y + 2**ly, x:x + 2**lx].
+        table = _window_levels(features, _num_levels(width), axis=2)
+        table = _window_levels(table, _num_levels(height), axis=3)
+
+        level_y = _floor_log2(tf.maximum(y_hi - y_lo, 1))
+        level_x = _floor_log2(tf.maximum(x_hi - x_lo, 1))
+        # Two windows of the largest power-of-two size per axis, flush with each end of
+        # the bin, cover it exactly; empty bins are pointed at a valid cell and zeroed.
+        y_near = tf.minimum(y_lo, height - 1)
+        y_far = tf.maximum(y_hi - 2**level_y, 0)
+        x_near = tf.minimum(x_lo, width - 1)
+        x_far = tf.maximum(x_hi - 2**level_x, 0)
+        target = tf.stack([batch, tf.shape(rois)[1], size, size])
+        image = tf.range(batch)[:, None, None, None]
+
+        def lookup(y, x):
+            index = [level_y[..., :, None], level_x[..., None, :], image,
+                     y[..., :, None], x[..., None, :]]
+            index = tf.stack([tf.broadcast_to(i, target) for i in index], axis=-1)
+            return tf.gather_nd(table, index)
+
+        pooled = tf.maximum(
+            tf.maximum(lookup(y_near, x_near), lookup(y_near, x_far)),
+            tf.maximum(lookup(y_far, x_near), lookup(y_far, x_far)),
+        )
+        return tf.where(empty[..., None], tf.zeros([], pooled.dtype), pooled)

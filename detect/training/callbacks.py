@@ -1,0 +1,140 @@
+"""Training callbacks of our own; the rest are keras.callbacks configured in train.py."""
+
+import csv
+import math
+import os
+import time
+
+import keras
+
+from detect.errors import DetectError
+
+
+def _set_lr(optimizer, value):
+    optimizer.learning_rate.assign(float(value))
+
+
+class LinearWarmup(keras.callbacks.Callback):
+    """Linear learning-rate warm-up from `start_factor * lr` to `lr` over `steps` steps.
+
+    Only acts during the first `steps` optimizer iterations (resumed runs skip it), so
+    ReduceLROnPlateau and friends keep control of the learning rate afterwards.
+    """
+
+    def __init__(self, learning_rate, steps, start_factor=0.001):
+        super().__init__()
+        self.learning_rate = float(learning_rate)
+        self.steps = int(steps)
+        self.start_factor = float(start_factor)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step < self.steps:
+            alpha = step / self.steps
+            factor = self.start_factor * (1 - alpha) + alpha
+            _set_lr(self.model.optimizer, self.learning_rate * factor)
+        elif step == self.steps:
+            _set_lr(self.model.optimizer, self.learning_rate)
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """Cosine decay of the learning rate to 0 over `total_steps` optimizer steps, after
+    `warmup_steps` (which LinearWarmup handles)."""
+
+    def __init__(self, learning_rate, total_steps, warmup_steps=0):
+        super().__init__()
+        self.learning_rate = float(learning_rate)
+        self.total_steps = max(int(total_steps), 1)
+        self.warmup_steps = int(warmup_steps)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step <= self.warmup_steps:
+            return
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = min((step - self.warmup_steps) / span, 1.0)
+        _set_lr(self.model.optimizer, 0.5 * self.learning_rate * (1 + math.cos(math.pi * progress)))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training at the end of the first epoch that ends after `minutes` minutes."""
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = float(minutes) * 60.0
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.monotonic() - self.start >= self.seconds:
+            print(f"\ntime budget of {self.seconds / 60:.1f} min reached after epoch {epoch + 1}")
+            self.model.stop_training = True
+
+
+class SkippedImagesGuard(keras.callbacks.Callback):
+    """Stop training when more than `max_fraction` of the images could not be decoded."""
+
+    def __init__(self, skipped, max_fraction=0.01):
+        super().__init__()
+        self.skipped = skipped
+        self.max_fraction = float(max_fraction)
+        self.tripped = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.skipped.fraction > self.max_fraction:
+            self.tripped = True
+            self.model.stop_training = True
+
+    def check(self):
+        if self.tripped:
+            files = ", ".join(self.skipped.files[:3])
+            raise DetectError(
+                f"training stopped: {self.skipped.count} of {self.skipped.total} images are unreadable "
+                f"(more than {self.max_fraction:.0%}), e.g. {files}"
+            )
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """history.csv, one row per finished epoch; on a resumed run, rows of epochs that are
+    run again are removed first, so no row is lost or repeated.
+
+    Must come after BackupAndRestore in the callback list: it reads the restored epoch.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.keys = None
+
+    def on_train_begin(self, logs=None):
+        start = int(getattr(self.model, "_initial_epoch", 0) or 0)
+        rows = []
+        if os.path.isfile(self.path):
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                self.keys = [k for k in (reader.fieldnames or []) if k != "epoch"] or None
+                rows = [r for r in reader if int(r["epoch"]) < start]
+        self._write(rows)
+
+    def _write(self, rows):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            if self.keys:
+                writer = csv.DictWriter(f, ["epoch"] + self.keys)
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        logs.setdefault("learning_rate", float(self.model.optimizer.learning_rate.numpy()))
+        rows = []
+        if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        if self.keys is None:
+            self.keys = sorted(logs)
+        rows.append({"epoch": epoch, **{k: logs.get(k, "") for k in self.keys}})
+        self._write(rows)

@@ -1,0 +1,244 @@
+"""`detect train`: datasets -> tf.data -> model.fit with Keras callbacks -> a model folder.
+
+A model folder holds model.keras (best by the monitored metric), last.keras, config.yaml
+(resolved, with the class list), history.csv, loss_curve.png and tensorboard/. Training
+that is killed resumes from the last finished epoch when the same command runs again
+(BackupAndRestore keeps weights, optimizer state and the epoch in `backup/`).
+"""
+
+import json
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from detect.config import dump_config
+from detect.data.pipeline import SkippedImages, make_dataset
+from detect.data.records import load_dataset
+from detect.errors import DetectError
+from detect.models.registry import build_model
+from detect.training import callbacks as cbs
+
+log = logging.getLogger(__name__)
+
+
+def load_split(config, split, check_images=True):
+    """Load and validate a dataset split named in the config (train | val | test)."""
+    spec = config["dataset"][split]
+    if not spec.get("annotations"):
+        return None
+    return load_dataset(
+        config["dataset"]["format"],
+        spec["annotations"],
+        images=spec.get("images"),
+        split=spec.get("split"),
+        classes=config["dataset"].get("classes"),
+        check_images=check_images,
+    )
+
+
+def pipeline(config, dataset, training, skipped=None, batch_size=None):
+    """The tf.data pipeline for a dataset under a config's input settings."""
+    inp = config["input"]
+    return make_dataset(
+        dataset,
+        batch_size=batch_size or config["training"]["batch_size"],
+        min_size=inp["min_size"],
+        max_size=inp["max_size"],
+        canvas_size=inp.get("canvas"),
+        max_boxes=inp["max_boxes"],
+        training=training,
+        flip=inp["flip"] and training,
+        cache=inp["cache"],
+        seed=config["seed"],
+        skipped=skipped,
+        drop_remainder=training,
+    )
+
+
+def select_strategy(name):
+    """auto | default | mirrored | multi_worker -> a tf.distribute strategy."""
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    if name in ("auto", "default"):
+        return tf.distribute.get_strategy()
+    raise DetectError(f"--strategy: unknown strategy {name!r} (auto, mirrored, multi_worker)")
+
+
+def make_optimizer(training):
+    kwargs = {"learning_rate": training["learning_rate"]}
+    if training.get("clipnorm"):
+        kwargs["clipnorm"] = training["clipnorm"]
+    name = training["optimizer"]
+    if name == "sgd":
+        return keras.optimizers.SGD(momentum=training["momentum"], weight_decay=training["weight_decay"] or None, **kwargs)
+    if name == "adamw":
+        return keras.optimizers.AdamW(weight_decay=training["weight_decay"], **kwargs)
+    return keras.optimizers.Adam(**kwargs)
+
+
+class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that writes to a temporary file and renames it into place, so a
+    crash mid-write never leaves a broken model file behind."""
+
+    def __init__(self, filepath, **kwargs):
+        self.final_path = filepath
+        root, _ = os.path.splitext(filepath)
+        super().__init__(root + ".partial.keras", **kwargs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if os.path.exists(self.filepath):
+            os.replace(self.filepath, self.final_path)
+
+
+def _options(spec):
+    spec = dict(spec or {})
+    enabled = spec.pop("enabled", True)
+    return enabled, spec
+
+
+def make_callbacks(config, out_dir, steps_per_epoch, has_val, skipped):
+    """The configured callbacks, in the order they must run."""
+    c, t = config["callbacks"], config["training"]
+    monitor_default = "val_loss" if has_val else "loss"
+    out = []
+    enabled, opts = _options(c["backup_and_restore"])
+    if enabled:
+        out.append(keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), **opts))
+    if c.get("coco_map") and has_val:
+        from detect.training.map_callback import CocoMapCallback
+
+        out.append(CocoMapCallback.from_config(config, **c["coco_map"]))
+    out.append(cbs.LinearWarmup(t["learning_rate"], t["warmup_steps"]))
+    if t["lr_schedule"] == "cosine":
+        out.append(cbs.CosineDecay(t["learning_rate"], steps_per_epoch * t["epochs"], t["warmup_steps"]))
+    if c.get("reduce_lr_on_plateau") is not None:
+        out.append(keras.callbacks.ReduceLROnPlateau(**{"monitor": monitor_default, **c["reduce_lr_on_plateau"]}))
+    if c.get("early_stopping") is not None:
+        out.append(keras.callbacks.EarlyStopping(**{"monitor": monitor_default, **c["early_stopping"]}))
+    enabled, opts = _options(c["terminate_on_nan"])
+    if enabled:
+        out.append(keras.callbacks.TerminateOnNaN())
+    enabled, opts = _options(c["model_checkpoint"])
+    if enabled:
+        monitor = opts.pop("monitor", monitor_default)
+        if monitor.startswith("val_") and not has_val:
+            monitor = monitor[4:]
+        out.append(AtomicCheckpoint(os.path.join(out_dir, "model.keras"), monitor=monitor, save_best_only=True, **opts))
+        out.append(AtomicCheckpoint(os.path.join(out_dir, "last.keras")))
+    enabled, opts = _options(c["csv_logger"])
+    if enabled:
+        out.append(cbs.HistoryCSV(os.path.join(out_dir, "history.csv")))
+    enabled, opts = _options(c["tensorboard"])
+    if enabled:
+        out.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), **opts))
+    if t.get("time_budget_minutes"):
+        out.append(cbs.TimeBudget(t["time_budget_minutes"]))
+    out.append(cbs.SkippedImagesGuard(skipped))
+    return out
+
+
+def _check_classes(train, val):
+    if val is not None and list(train.classes) != list(val.classes):
+        raise DetectError(
+            f"train and val class lists differ: {train.classes} ({train.source}) vs {val.classes} ({val.source})"
+        )
+
+
+def plot_history(history_csv, path):
+    """Loss curves (total and components, train and val) from history.csv as a PNG."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(history_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    names = [k for k in rows[0] if k.endswith("loss") and not k.startswith("val_")]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for key, style in ((name, "-"), ("val_" + name, "--")):
+            values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+            if not np.all(np.isnan(values)):
+                ax.plot(epochs, values, style, label=key)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def train(config, out_dir, resume=False, strategy="auto"):
+    """Train the detector a resolved config describes; returns a dict of output paths."""
+    keras.utils.set_random_seed(int(config["seed"]))
+    os.makedirs(out_dir, exist_ok=True)
+    backup = os.path.join(out_dir, "backup")
+    if resume and not os.path.isdir(backup):
+        raise DetectError(f"--resume: {out_dir} holds no interrupted run (no {backup})")
+    if os.path.isdir(backup):
+        print(f"resuming the interrupted run in {out_dir}")
+
+    train_set = load_split(config, "train")
+    if train_set is None:
+        raise DetectError("config: dataset.train.annotations is required for training")
+    val_set = load_split(config, "val")
+    _check_classes(train_set, val_set)
+    config = {**config, "dataset": {**config["dataset"], "class_names": list(train_set.classes)}}
+    dump_config(config, os.path.join(out_dir, "config.yaml"))
+
+    t = config["training"]
+    skipped = SkippedImages(len(train_set))
+    train_ds = pipeline(config, train_set, training=True, skipped=skipped)
+    val_ds = pipeline(config, val_set, training=False) if val_set is not None else None
+    steps = t["steps_per_epoch"] or max(len(train_set) // t["batch_size"], 1)
+    if t["steps_per_epoch"]:
+        train_ds = train_ds.repeat()
+
+    with select_strategy(strategy).scope():
+        model = build_model(config, train_set.classes)
+        model.compile(optimizer=make_optimizer(t), jit_compile=False)
+    callbacks = make_callbacks(config, out_dir, steps, val_ds is not None, skipped)
+    start = time.monotonic()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        validation_steps=t.get("val_steps"),
+        epochs=t["epochs"],
+        steps_per_epoch=steps if t["steps_per_epoch"] else None,
+        callbacks=callbacks,
+        verbose=1 if os.environ.get("DETECT_QUIET") != "1" else 2,
+    )
+    for callback in callbacks:
+        if isinstance(callback, cbs.SkippedImagesGuard):
+            callback.check()
+    minutes = (time.monotonic() - start) / 60
+    model_path = os.path.join(out_dir, "model.keras")
+    if not os.path.exists(model_path):
+        last = os.path.join(out_dir, "last.keras")
+        if os.path.exists(last):
+            os.replace(last, model_path) if False else model.save(model_path)
+    outputs = {"model": model_path, "config": os.path.join(out_dir, "config.yaml"), "minutes": round(minutes, 2)}
+    history = os.path.join(out_dir, "history.csv")
+    if os.path.exists(history):
+        outputs["history"] = history
+        outputs["loss_curve"] = plot_history(history, os.path.join(out_dir, "loss_curve.png"))
+    with open(os.path.join(out_dir, "train_summary.json"), "w", encoding="utf-8") as f:
+        json.dump({**outputs, "skipped_images": skipped.count}, f, indent=2)
+    return outputs
