@@ -14,8 +14,13 @@ import yaml
 
 from detect.errors import DetectError
 
-# A mapping whose value is None means "any mapping" (free-form keyword arguments).
+# Keys whose value is a free-form mapping of keyword arguments (or null = off).
 _FREE = None
+_FREE_KEYS = {
+    "callbacks.reduce_lr_on_plateau",
+    "callbacks.early_stopping",
+    "callbacks.coco_map",
+}
 
 DEFAULTS = {
     "detector": "faster_rcnn",
@@ -140,11 +145,15 @@ def _read_yaml(path, seen=()):
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as e:
         raise DetectError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise DetectError(f"{path}: not a UTF-8 text file") from None
     if not isinstance(data, dict):
         raise DetectError(f"{path}: a config must be a YAML mapping")
     base = data.pop("_base_", None)
     if base is None:
         return data
+    if not isinstance(base, str):
+        raise DetectError(f"{path}: `_base_` must be a file path, got {base!r}")
     base_path = os.path.join(os.path.dirname(path), base)
     return _merge(_read_yaml(base_path, seen + (path,)), data)
 
@@ -182,8 +191,29 @@ def _check_keys(config, defaults, prefix=""):
             if not isinstance(value, dict):
                 raise DetectError(f"config key `{dotted}` must be a mapping, got {value!r}")
             _check_keys(value, expected, dotted + ".")
-        elif expected is _FREE and value is not None and not isinstance(value, dict):
+        elif dotted in _FREE_KEYS and value is not None and not isinstance(value, dict):
             raise DetectError(f"config key `{dotted}` must be a mapping or null, got {value!r}")
+        elif expected is not None and isinstance(value, dict):
+            raise DetectError(f"config key `{dotted}` must not be a mapping, got {value!r}")
+
+
+def _check_numbers(config, defaults, prefix=""):
+    """Keys with a numeric default must hold numbers.
+
+    PyYAML reads `1e-3` (no dot) as a string; for float keys such strings are converted.
+    """
+    for key, expected in defaults.items():
+        dotted, value = f"{prefix}{key}", config[key]
+        if isinstance(expected, dict):
+            _check_numbers(value, expected, dotted + ".")
+        elif isinstance(expected, (int, float)) and not isinstance(expected, bool):
+            if isinstance(value, str) and isinstance(expected, float):
+                try:
+                    value = config[key] = float(value)
+                except ValueError:
+                    pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DetectError(f"config key `{dotted}` must be a number, got {value!r}")
 
 
 def _get(config, dotted):
@@ -194,8 +224,12 @@ def _get(config, dotted):
 
 
 def validate(config):
-    """Raise DetectError for unknown keys or invalid choices; returns the config."""
+    """Raise DetectError for unknown keys, non-numbers or invalid choices; returns the config.
+
+    Float keys given strings such as "1e-3" are converted in place.
+    """
     _check_keys(config, DEFAULTS)
+    _check_numbers(config, DEFAULTS)
     for dotted, choices in _REQUIRED_CHOICES.items():
         value = _get(config, dotted)
         if value not in choices:

@@ -28,6 +28,8 @@ def nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=float("
     boxes = as_boxes(boxes)
     scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
     static_max_output = tf.get_static_value(max_output)
+    if static_max_output is not None:
+        static_max_output = int(static_max_output)
     max_output = tf.convert_to_tensor(max_output, tf.int32)
     iou_threshold = tf.convert_to_tensor(iou_threshold, tf.float32)
     score_threshold = tf.convert_to_tensor(score_threshold, tf.float32)
@@ -49,10 +51,11 @@ def nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=float("
     indices, valid = tf.map_fn(
         one_image,
         (boxes, scores),
-        fn_output_signature=(tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)),
+        fn_output_signature=(
+            tf.TensorSpec([static_max_output], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ),
     )
-    if static_max_output is not None:
-        indices = tf.ensure_shape(indices, [boxes.shape[0], int(static_max_output)])
     padding = tf.range(max_output)[None, :] >= valid[:, None]
     return tf.where(padding, -1, indices), valid
 

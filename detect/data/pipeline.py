@@ -31,16 +31,24 @@ def canvas_for(max_size, canvas=None):
 
 
 class SkippedImages:
-    """Counts images that could not be decoded while the pipeline runs (thread-safe)."""
+    """Counts distinct images that could not be decoded while the pipeline runs (thread-safe).
+
+    A file is counted once however many epochs meet it, so `fraction` stays a share of
+    the dataset.
+    """
 
     def __init__(self, total):
         self.total = max(int(total), 1)
         self.count = 0
         self.files = []
+        self._seen = set()
         self._lock = threading.Lock()
 
     def add(self, path, reason):
         with self._lock:
+            if path in self._seen:
+                return
+            self._seen.add(path)
             self.count += 1
             if len(self.files) < 20:
                 self.files.append(path)

@@ -126,35 +126,50 @@ def _bin_edges(start, end, size, limit):
     return tf.clip_by_value(lower, 0, limit), tf.clip_by_value(upper, 0, limit)
 
 
-def _num_levels(length):
-    """Number of power-of-two window sizes 1, 2, 4, ... that fit in `length` (>= 1)."""
-    return _floor_log2(tf.maximum(length, 1)) + 1
-
-
 def _floor_log2(values):
     # float64 keeps log2 of integers below 2**40 on the right side of the floor.
     logs = tf.math.log(tf.cast(values, tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64))
     return tf.cast(tf.floor(logs + 1e-9), tf.int32)
 
 
-def _window_levels(values, count, axis):
-    """Stack (count, ...) whose entry l holds the max over windows of 2**l along `axis`.
+def _level_count(levels):
+    return tf.maximum(tf.reduce_max(levels), 0) + 1
 
-    Entry l at position p covers positions [p, p + 2**l) of `values`, cut at the end.
-    """
+
+def _better(values_a, where_a, values_b, where_b):
+    """Elementwise max of two (values, flat index) pairs; ties keep `a`."""
+    take_b = values_b > values_a
+    return tf.where(take_b, values_b, values_a), tf.where(take_b, where_b, where_a)
+
+
+def _double_windows(values, where, step, axis):
+    """Windows twice as long: position p merges itself with p + step (cut at the end)."""
     length = tf.shape(values)[axis]
-    positions = tf.range(length)
-    levels = tf.TensorArray(values.dtype, size=count, element_shape=values.shape)
-
-    def body(level, current, levels):
-        levels = levels.write(level, current)
-        ahead = tf.minimum(positions + 2**level, length - 1)
-        return level + 1, tf.maximum(current, tf.gather(current, ahead, axis=axis)), levels
-
-    _, _, levels = tf.while_loop(
-        lambda level, *_: level < count, body, (tf.constant(0), values, levels)
+    ahead = tf.minimum(tf.range(length) + step, length - 1)
+    return _better(
+        values, where, tf.gather(values, ahead, axis=axis), tf.gather(where, ahead, axis=axis)
     )
-    return levels.stack()
+
+
+def _window_levels(values, where, axis, count):
+    """Max and its flat feature index over windows of 2**l along `axis`, stacked (count, ...).
+
+    Entry l at position p covers positions [p, p + 2**l) of the axis, cut at the end.
+    """
+    value_levels = tf.TensorArray(values.dtype, size=count, element_shape=values.shape)
+    where_levels = tf.TensorArray(where.dtype, size=count, element_shape=where.shape)
+
+    def body(level, values, where, value_levels, where_levels):
+        value_levels = value_levels.write(level, values)
+        where_levels = where_levels.write(level, where)
+        values, where = _double_windows(values, where, 2**level, axis)
+        return level + 1, values, where, value_levels, where_levels
+
+    loop_vars = (tf.constant(0), values, where, value_levels, where_levels)
+    *_, value_levels, where_levels = tf.while_loop(
+        lambda level, *_: level < count, body, loop_vars
+    )
+    return value_levels.stack(), where_levels.stack()
 
 
 @keras.saving.register_keras_serializable(package="detect")
@@ -164,10 +179,12 @@ class RoIPool(_RoILayer):
     The roi is rounded to cells (round(x1 * scale) .. round(x2 * scale), both ends
     included, at least 1 x 1), cut into S x S bins with floor / ceil edges, and each bin
     takes the max of its cells; a bin that lies outside the map gives 0. The gradient
-    of each output goes to one cell holding the max.
+    of each output goes to the one cell holding the max.
 
-    Bin maxima are read from a table of maxima over power-of-two windows (a 2-D sparse
-    table): any bin is the union of four such windows, so memory does not grow with R.
+    Bin maxima and their cells are read from a table of maxima over power-of-two
+    windows (a 2-D sparse table): any bin is the union of four such windows, so memory
+    does not grow with R. The output gathers the max cells from the features, so the
+    backward pass is a scatter of B * R * S * S * C values.
 
     call(features (B, Hf, Wf, C), rois (B, R, 4) xyxy image pixels) -> (B, R, S, S, C)
     """
@@ -185,12 +202,16 @@ class RoIPool(_RoILayer):
         x_lo, x_hi = _bin_edges(scaled[..., 0], scaled[..., 2], size, width)
         empty = tf.logical_or((y_hi <= y_lo)[..., :, None], (x_hi <= x_lo)[..., None, :])
 
-        # table[ly, lx, b, y, x] = max of features[b, y:y + 2**ly, x:x + 2**lx].
-        table = _window_levels(features, _num_levels(width), axis=2)
-        table = _window_levels(table, _num_levels(height), axis=3)
-
         level_y = _floor_log2(tf.maximum(y_hi - y_lo, 1))
         level_x = _floor_log2(tf.maximum(x_hi - x_lo, 1))
+        # table[ly, lx, b, y, x] = max of features[b, y:y + 2**ly, x:x + 2**lx], and
+        # where[...] the flat index of that max in `features`; only the levels that
+        # some bin needs are built.
+        flat_index = tf.reshape(tf.range(tf.size(features)), tf.shape(features))
+        table, where = _window_levels(
+            tf.stop_gradient(features), flat_index, 2, _level_count(level_x)
+        )
+        table, where = _window_levels(table, where, 2, _level_count(level_y))  # rows
         # Two windows of the largest power-of-two size per axis, flush with each end of
         # the bin, cover it exactly; empty bins are pointed at a valid cell and zeroed.
         y_near = tf.minimum(y_lo, height - 1)
@@ -204,10 +225,11 @@ class RoIPool(_RoILayer):
             index = [level_y[..., :, None], level_x[..., None, :], image,
                      y[..., :, None], x[..., None, :]]
             index = tf.stack([tf.broadcast_to(i, target) for i in index], axis=-1)
-            return tf.gather_nd(table, index)
+            return tf.gather_nd(table, index), tf.gather_nd(where, index)
 
-        pooled = tf.maximum(
-            tf.maximum(lookup(y_near, x_near), lookup(y_near, x_far)),
-            tf.maximum(lookup(y_far, x_near), lookup(y_far, x_far)),
+        _, best = _better(
+            *_better(*lookup(y_near, x_near), *lookup(y_near, x_far)),
+            *_better(*lookup(y_far, x_near), *lookup(y_far, x_far)),
         )
+        pooled = tf.gather(tf.reshape(features, [-1]), best)
         return tf.where(empty[..., None], tf.zeros([], pooled.dtype), pooled)

@@ -105,9 +105,10 @@ def _options(spec):
     return enabled, spec
 
 
-def make_callbacks(config, out_dir, steps_per_epoch, has_val, skipped):
-    """The configured callbacks, in the order they must run."""
+def make_callbacks(config, out_dir, steps_per_epoch, val, skipped):
+    """The configured callbacks, in the order they must run; val = (tf_dataset, Dataset)."""
     c, t = config["callbacks"], config["training"]
+    has_val = val is not None
     monitor_default = "val_loss" if has_val else "loss"
     out = []
     enabled, opts = _options(c["backup_and_restore"])
@@ -116,7 +117,7 @@ def make_callbacks(config, out_dir, steps_per_epoch, has_val, skipped):
     if c.get("coco_map") and has_val:
         from detect.training.map_callback import CocoMapCallback
 
-        out.append(CocoMapCallback.from_config(config, **c["coco_map"]))
+        out.append(CocoMapCallback.from_config(config, val[0], val[1], **c["coco_map"]))
     out.append(cbs.LinearWarmup(t["learning_rate"], t["warmup_steps"]))
     if t["lr_schedule"] == "cosine":
         out.append(cbs.CosineDecay(t["learning_rate"], steps_per_epoch * t["epochs"], t["warmup_steps"]))
@@ -214,7 +215,8 @@ def train(config, out_dir, resume=False, strategy="auto"):
     with select_strategy(strategy).scope():
         model = build_model(config, train_set.classes)
         model.compile(optimizer=make_optimizer(t), jit_compile=False)
-    callbacks = make_callbacks(config, out_dir, steps, val_ds is not None, skipped)
+    val = (val_ds, val_set) if val_set is not None else None
+    callbacks = make_callbacks(config, out_dir, steps, val, skipped)
     start = time.monotonic()
     model.fit(
         train_ds,
@@ -224,6 +226,7 @@ def train(config, out_dir, resume=False, strategy="auto"):
         steps_per_epoch=steps if t["steps_per_epoch"] else None,
         callbacks=callbacks,
         verbose=1 if os.environ.get("DETECT_QUIET") != "1" else 2,
+        shuffle=False,
     )
     for callback in callbacks:
         if isinstance(callback, cbs.SkippedImagesGuard):
@@ -231,9 +234,10 @@ def train(config, out_dir, resume=False, strategy="auto"):
     minutes = (time.monotonic() - start) / 60
     model_path = os.path.join(out_dir, "model.keras")
     if not os.path.exists(model_path):
-        last = os.path.join(out_dir, "last.keras")
-        if os.path.exists(last):
-            os.replace(last, model_path) if False else model.save(model_path)
+        # Checkpointing disabled in the config: the final weights are the model.
+        tmp = os.path.join(out_dir, "model.partial.keras")
+        model.save(tmp)
+        os.replace(tmp, model_path)
     outputs = {"model": model_path, "config": os.path.join(out_dir, "config.yaml"), "minutes": round(minutes, 2)}
     history = os.path.join(out_dir, "history.csv")
     if os.path.exists(history):

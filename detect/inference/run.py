@@ -1,0 +1,125 @@
+"""`detect predict`: stream frames from sources, detect in batches, write annotated
+images / videos and detections (COCO-style JSON for images, JSON Lines for videos)."""
+
+import json
+import os
+import time
+from collections import Counter
+
+import cv2
+from tqdm import tqdm
+
+from detect.errors import DetectError
+from detect.inference.draw import draw_detections
+from detect.inference.predictor import Predictor
+from detect.inference.sources import count_frames, has_display, iter_frames
+from detect.inference.video import VideoReader, VideoWriter
+
+
+def _batches(frames, size):
+    batch = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Outputs:
+    """Where annotated frames and detections go, per source kind."""
+
+    def __init__(self, out_dir, class_names):
+        self.out_dir = out_dir
+        self.class_names = class_names
+        self.image_results = []
+        self.videos = {}  # source name -> (writer, jsonl file)
+        os.makedirs(out_dir, exist_ok=True)
+
+    def _image_path(self, frame):
+        base = os.path.basename(frame.name)
+        stem, _ = os.path.splitext(base)
+        return os.path.join(self.out_dir, f"{stem}.jpg")
+
+    def _video(self, frame):
+        key = frame.source if frame.kind == "webcam" else frame.name.rsplit("#", 1)[0]
+        if key not in self.videos:
+            stem = os.path.splitext(os.path.basename(key))[0] if frame.kind == "video" else f"webcam{key}"
+            fps = 30.0
+            if frame.kind == "video":
+                with VideoReader(key) as reader:
+                    fps = reader.fps or 30.0
+            h, w = frame.image.shape[:2]
+            writer = VideoWriter(os.path.join(self.out_dir, f"{stem}.mp4"), fps, w, h)
+            lines = open(os.path.join(self.out_dir, f"{stem}.jsonl"), "w", encoding="utf-8")
+            self.videos[key] = (writer, lines)
+        return self.videos[key]
+
+    def add(self, frame, detections):
+        annotated = draw_detections(
+            frame.image, detections["boxes"], detections["labels"], self.class_names, detections["scores"]
+        )
+        items = [
+            {"box": [round(float(v), 2) for v in box], "score": round(float(s), 4), "class": name}
+            for box, s, name in zip(detections["boxes"], detections["scores"], detections["class_names"])
+        ]
+        if frame.kind == "image":
+            path = self._image_path(frame)
+            cv2.imwrite(path, cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
+            self.image_results.append({"file": frame.name, "annotated": path, "detections": items})
+        else:
+            writer, lines = self._video(frame)
+            writer.write(annotated)
+            record = {"frame": frame.index, "timestamp": frame.timestamp, "detections": items}
+            lines.write(json.dumps(record) + "\n")
+        return annotated
+
+    def close(self):
+        for writer, lines in self.videos.values():
+            writer.close()
+            lines.close()
+        if self.image_results:
+            path = os.path.join(self.out_dir, "detections.json")
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(self.image_results, f, indent=1)
+            os.replace(path + ".tmp", path)
+
+
+def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=1, classes=None, show=False):
+    """Run a model folder over SOURCEs; returns counts. See the module docstring."""
+    if show and not has_display():
+        raise DetectError("--show needs a display (none found: DISPLAY is unset or OpenCV has no GUI)")
+    predictor = Predictor.from_dir(model_dir)
+    if classes:
+        unknown = [c for c in classes if c not in predictor.class_names]
+        if unknown:
+            raise DetectError(f"--classes: unknown class {unknown[0]!r} (model classes: {', '.join(predictor.class_names)})")
+    skipped = Counter()
+    outputs = _Outputs(out_dir, predictor.class_names)
+    total = count_frames(sources)
+    start, frames = time.monotonic(), 0
+    bar = tqdm(total=total, unit="frame", desc="predict")
+    try:
+        for batch in _batches(iter_frames(sources, skipped), batch_size):
+            results = predictor.predict_batch([f.image for f in batch], score_threshold)
+            for frame, det in zip(batch, results):
+                if classes:
+                    keep = [name in classes for name in det["class_names"]]
+                    det = {
+                        "boxes": det["boxes"][keep],
+                        "scores": det["scores"][keep],
+                        "labels": det["labels"][keep],
+                        "class_names": [n for n, k in zip(det["class_names"], keep) if k],
+                    }
+                annotated = outputs.add(frame, det)
+                if show:
+                    cv2.imshow("detect", cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
+                    cv2.waitKey(1)
+            frames += len(batch)
+            bar.update(len(batch))
+            bar.set_postfix(fps=f"{frames / max(time.monotonic() - start, 1e-9):.1f}")
+    finally:
+        bar.close()
+        outputs.close()
+    return {"frames": frames, "skipped": sum(skipped.values()), "out_dir": out_dir}

@@ -1,0 +1,355 @@
+"""The proposal file shared by Fast R-CNN and R-CNN: selective search boxes per image.
+
+File format (`out_path`, a NumPy .npz archive readable with `np.load(allow_pickle=False)`):
+    "<image_id>":    (P, 4) float32 xyxy boxes in pixels of the original image, in
+                     selective search order (see selective_search.py).
+    "__metadata__":  0-d str array holding JSON: {"format", "version", "settings":
+                     {mode, max_side, max_proposals, min_size}, "images":
+                     {"<image_id>": [file_name, width, height]}}.
+
+Resuming: while `compute_proposals` runs, each finished image is written atomically
+(temp file + os.replace) to `<out_path>.parts/<image_id>.npz`, next to a
+`settings.json`. Only renamed files count, so a run killed at any moment (SIGKILL
+included) keeps what it finished and a rerun computes only the rest. At the end the parts
+and any earlier `out_path` with the same settings are merged into a new file that
+replaces `out_path` atomically, and the parts folder is removed.
+
+Workers are started with the "spawn" method: the parent may have TensorFlow loaded, and a
+forked copy of it is unsafe. Workers import only NumPy, OpenCV, PIL and tqdm-level modules.
+"""
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import uuid
+import zipfile
+
+import numpy as np
+
+from detect.data.images import display_name, read_image
+from detect.errors import DetectError
+from detect.proposals.selective_search import MODES, selective_search
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "detect-proposals"
+VERSION = 1
+METADATA_KEY = "__metadata__"
+_SETTINGS_FILE = "settings.json"
+_TMP_PREFIX = ".tmp-"
+
+
+def compute_proposals(dataset, out_path, mode="fast", max_side=500, max_proposals=2000,
+                      workers=None, progress=True, min_size=4):
+    """Selective search over every record of `dataset`, stored in one .npz at `out_path`.
+
+    Args:
+        dataset: a Dataset (records with unique image_id, path, file_name, width, height).
+        out_path: the .npz file to write (folders are created).
+        mode, max_side, max_proposals, min_size: passed to `selective_search`.
+        workers: worker processes (None: os.cpu_count()); 1 runs in this process. As
+            with any "spawn" pool, a script calling this needs an
+            `if __name__ == "__main__":` guard.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        out_path.
+
+    Raises:
+        DetectError: existing parts or an existing `out_path` were made with other
+            settings or for other images under the same id; an image cannot be read or
+            its size differs from the record's.
+    """
+    settings = _settings(mode, max_side, max_proposals, min_size)
+    records = _unique_records(dataset)
+    out_path = os.fspath(out_path)
+    parts_dir = out_path + ".parts"
+    previous = _previous_images(out_path, settings)
+    os.makedirs(parts_dir, exist_ok=True)
+    _claim_parts_dir(parts_dir, settings)
+    parts = _finished_parts(parts_dir)
+    for record in records:
+        found = parts.get(record.image_id) or previous.get(record.image_id)
+        if found is not None:
+            _check_same_image(record, found, out_path)
+    todo = [r for r in records if r.image_id not in parts and r.image_id not in previous]
+    if todo:
+        _run(todo, parts_dir, settings, workers, progress, done=len(records) - len(todo))
+        parts = _finished_parts(parts_dir)
+    if parts or not os.path.exists(out_path):
+        _merge(out_path, parts_dir, parts, settings)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return out_path
+
+
+def _settings(mode, max_side, max_proposals, min_size):
+    if mode not in MODES:
+        raise DetectError(f"unknown selective search mode {mode!r}: expected one of {MODES}")
+    return {
+        "mode": mode,
+        "max_side": int(max_side),
+        "max_proposals": None if max_proposals is None else int(max_proposals),
+        "min_size": float(min_size),
+    }
+
+
+def _unique_records(dataset):
+    seen = {}
+    for record in dataset.records:
+        image_id = int(record.image_id)
+        if image_id in seen:
+            raise DetectError(
+                f"image id {image_id} is used by both {seen[image_id]} and {record.file_name}"
+            )
+        seen[image_id] = record.file_name
+    return list(dataset.records)
+
+
+def _describe(settings):
+    return ", ".join(f"{key}={value}" for key, value in settings.items())
+
+
+def _claim_parts_dir(parts_dir, settings):
+    """Write settings.json into a new parts folder, or check an existing one matches."""
+    path = os.path.join(parts_dir, _SETTINGS_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            existing = json.load(f)
+    except FileNotFoundError:
+        _write_atomic(path, json.dumps(settings).encode("utf-8"))
+        return
+    except (OSError, ValueError) as error:
+        raise DetectError(f"unreadable {display_name(path)}: {error}") from None
+    if existing != settings:
+        raise DetectError(
+            f"unfinished proposals in {display_name(parts_dir)} were computed with "
+            f"{_describe(existing)}, not {_describe(settings)}: rerun with those settings "
+            f"or delete the folder"
+        )
+
+
+def _previous_images(out_path, settings):
+    """{image_id: (file_name, width, height)} of an earlier out_path with the same settings."""
+    if not os.path.exists(out_path):
+        return {}
+    with load_proposals(out_path) as previous:
+        if previous.settings != settings:
+            raise DetectError(
+                f"{display_name(out_path)} was computed with {_describe(previous.settings)}, "
+                f"not {_describe(settings)}: delete it or choose another output file"
+            )
+        return {image_id: tuple(previous.image_info(image_id)) for image_id in previous.image_ids}
+
+
+def _finished_parts(parts_dir):
+    """{image_id: (file_name, width, height)} of the complete part files in parts_dir.
+
+    Stale temp files from a killed run are removed; an unreadable part is removed too (and
+    recomputed) with a warning.
+    """
+    parts = {}
+    for name in os.listdir(parts_dir):
+        path = os.path.join(parts_dir, name)
+        if name.startswith(_TMP_PREFIX):
+            os.remove(path)
+            continue
+        stem, ext = os.path.splitext(name)
+        if ext != ".npz" or not stem.lstrip("-").isdigit():
+            continue
+        try:
+            parts[int(stem)] = _read_part(path)[1]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            logger.warning("removing unreadable proposal part %s: %s", display_name(path), error)
+            os.remove(path)
+    return parts
+
+
+def _read_part(path):
+    with np.load(path, allow_pickle=False) as part:
+        boxes = part["boxes"]
+        info = (str(part["file_name"]), int(part["width"]), int(part["height"]))
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes have shape {boxes.shape}")
+    return boxes, info
+
+
+def _check_same_image(record, info, out_path):
+    expected = (record.file_name, int(record.width), int(record.height))
+    if tuple(info) != expected:
+        raise DetectError(
+            f"image id {record.image_id}: proposals for {display_name(out_path)} were "
+            f"computed for {info[0]} ({info[1]}x{info[2]}), but the dataset has "
+            f"{expected[0]} ({expected[1]}x{expected[2]}); use another output file"
+        )
+
+
+def _run(records, parts_dir, settings, workers, progress, done):
+    from tqdm import tqdm
+
+    tasks = [
+        (int(r.image_id), r.path, r.file_name, int(r.width), int(r.height), parts_dir, settings)
+        for r in records
+    ]
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    workers = max(1, min(workers, len(tasks)))
+    bar = tqdm(total=done + len(tasks), initial=done, disable=not progress,
+               desc="selective search", unit="img")
+    with bar:
+        if workers == 1:
+            for task in tasks:
+                _compute_part(task)
+                bar.update(1)
+            return
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_init_worker) as pool:
+            for _ in pool.imap_unordered(_compute_part, tasks, chunksize=1):
+                bar.update(1)
+
+
+def _init_worker():
+    import cv2
+
+    # One search per process: OpenCV's own threads would only compete with the other workers.
+    cv2.setNumThreads(1)
+
+
+def _compute_part(task):
+    """Selective search on one image; writes <parts_dir>/<image_id>.npz atomically."""
+    image_id, path, file_name, width, height, parts_dir, settings = task
+    image = read_image(path)
+    if image.shape[:2] != (height, width):
+        raise DetectError(
+            f"{display_name(path)} is {image.shape[1]}x{image.shape[0]} pixels but its "
+            f"annotation says {width}x{height}"
+        )
+    boxes = selective_search(
+        image, mode=settings["mode"], max_side=settings["max_side"],
+        max_proposals=settings["max_proposals"], min_size=settings["min_size"],
+    )
+    tmp = os.path.join(parts_dir, f"{_TMP_PREFIX}{image_id}-{uuid.uuid4().hex}.npz")
+    with open(tmp, "xb") as f:
+        np.savez(f, boxes=boxes, file_name=np.array(file_name), width=np.array(width),
+                 height=np.array(height))
+    os.replace(tmp, os.path.join(parts_dir, f"{image_id}.npz"))
+    return image_id
+
+
+def _merge(out_path, parts_dir, parts, settings):
+    """Write earlier out_path entries + parts into a new out_path (temp file + os.replace).
+
+    Arrays are streamed one by one into the zip, so memory stays at one image's boxes.
+    """
+    images = {}
+    tmp = os.path.join(parts_dir, f"{_TMP_PREFIX}merge-{uuid.uuid4().hex}.npz")
+    with zipfile.ZipFile(tmp, "x", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as out:
+        if os.path.exists(out_path):
+            with load_proposals(out_path) as previous:
+                for image_id in previous.image_ids:
+                    if image_id not in parts:
+                        _write_member(out, str(image_id), previous.get(image_id))
+                        images[str(image_id)] = list(previous.image_info(image_id))
+        for image_id in sorted(parts):
+            boxes, info = _read_part(os.path.join(parts_dir, f"{image_id}.npz"))
+            _write_member(out, str(image_id), boxes.astype(np.float32, copy=False))
+            images[str(image_id)] = list(info)
+        metadata = {"format": FORMAT, "version": VERSION, "settings": settings,
+                    "images": images}
+        _write_member(out, METADATA_KEY, np.array(json.dumps(metadata)))
+    folder = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(folder, exist_ok=True)
+    os.replace(tmp, out_path)
+
+
+def _write_member(archive, key, array):
+    with archive.open(key + ".npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+
+
+def _write_atomic(path, data):
+    tmp = os.path.join(os.path.dirname(path), f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+    with open(tmp, "xb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+class ProposalFile:
+    """Read access to a proposal file written by `compute_proposals`.
+
+    Arrays are read lazily, one image at a time. Use as a context manager or call close().
+
+    Attributes:
+        path: the file.
+        metadata: dict with "format", "version", "settings" and "images".
+        settings: {mode, max_side, max_proposals, min_size} the file was computed with.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        name = display_name(self.path)
+        try:
+            self._npz = np.load(self.path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DetectError(f"proposal file {name} does not exist") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise DetectError(f"{name} is not a readable proposal file: {error}") from None
+        if not hasattr(self._npz, "files") or METADATA_KEY not in self._npz.files:
+            self.close()
+            raise DetectError(f"{name} is not a proposal file: no {METADATA_KEY} entry")
+        try:
+            self.metadata = json.loads(str(self._npz[METADATA_KEY]))
+        except (ValueError, zipfile.BadZipFile) as error:
+            self.close()
+            raise DetectError(f"{name}: unreadable {METADATA_KEY}: {error}") from None
+        if self.metadata.get("format") != FORMAT:
+            self.close()
+            raise DetectError(f"{name} is not a proposal file (format "
+                              f"{self.metadata.get('format')!r})")
+        self.settings = self.metadata["settings"]
+        self._images = self.metadata["images"]
+
+    @property
+    def image_ids(self):
+        """Image ids (ints) in file order."""
+        return [int(key) for key in self._images]
+
+    def get(self, image_id):
+        """(P, 4) float32 xyxy proposals of image_id; DetectError if the file lacks it."""
+        key = str(int(image_id))
+        if key not in self._images:
+            raise DetectError(
+                f"no proposals for image id {image_id} in {display_name(self.path)}: "
+                f"recompute proposals for this dataset"
+            )
+        return self._npz[key].astype(np.float32, copy=False).reshape(-1, 4)
+
+    def image_info(self, image_id):
+        """(file_name, width, height) of the image the proposals of image_id were made for."""
+        file_name, width, height = self._images[str(int(image_id))]
+        return file_name, int(width), int(height)
+
+    def __contains__(self, image_id):
+        try:
+            return str(int(image_id)) in self._images
+        except (TypeError, ValueError):
+            return False
+
+    def __len__(self):
+        return len(self._images)
+
+    def close(self):
+        """Close the underlying file."""
+        if hasattr(self._npz, "close"):
+            self._npz.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load_proposals(path):
+    """Open a proposal file; returns a ProposalFile (get, in, len, image_ids, metadata)."""
+    return ProposalFile(path)

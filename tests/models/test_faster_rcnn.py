@@ -1,0 +1,134 @@
+"""CPU smoke tests of Faster R-CNN: every backbone trains one step with finite losses, an
+image without boxes gives zero box losses, save -> load gives identical predictions."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from detect.models.faster_rcnn import FasterRCNN
+
+CLASSES = ["circle", "rectangle", "triangle"]
+
+
+def small_model(backbone="tiny", canvas=64, **overrides):
+    kwargs = dict(
+        class_names=CLASSES,
+        canvas_size=(canvas, canvas),
+        backbone=backbone,
+        backbone_width=8,
+        anchor_sizes=(16, 32),
+        anchor_ratios=(0.5, 1.0, 2.0),
+        rpn_channels=16,
+        rpn_batch_size=32,
+        pre_nms_top_n_train=200,
+        post_nms_top_n_train=50,
+        pre_nms_top_n_test=100,
+        post_nms_top_n_test=20,
+        ignore_border=False,
+        roi_batch_size=16,
+        head_dim=32,
+        max_detections=10,
+        score_threshold=0.0,
+    )
+    kwargs.update(overrides)
+    return FasterRCNN(**kwargs)
+
+
+def batch(canvas=64, with_boxes=True):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (2, canvas, canvas, 3)).astype("float32")
+    gt_boxes = np.zeros((2, 4, 4), "float32")
+    gt_labels = -np.ones((2, 4), "int32")
+    if with_boxes:
+        gt_boxes[0, :2] = [[4, 4, 30, 30], [30, 20, 60, 50]]
+        gt_labels[0, :2] = [1, 3]
+        gt_boxes[1, 0] = [10, 12, 40, 44]
+        gt_labels[1, 0] = 2
+    return {
+        "images": images,
+        "image_shape": np.array([[canvas, canvas], [canvas, canvas - 8]], "int32"),
+        "scale": np.ones((2, 2), "float32"),
+        "gt_boxes": gt_boxes,
+        "gt_labels": gt_labels,
+    }
+
+
+def losses(model, inputs):
+    outputs = model(inputs, training=True)
+    model.compute_loss(x=inputs, y_pred=outputs)
+    return {name: float(t.result()) for name, t in model.trackers.items()}
+
+
+@pytest.mark.parametrize(
+    "backbone,canvas",
+    [("tiny", 64), ("vgg16", 64), ("resnet50", 64), pytest.param("resnet101", 64, marks=pytest.mark.slow)],
+)
+def test_one_train_step_per_backbone(backbone, canvas):
+    tf.keras.utils.set_random_seed(0)
+    model = small_model(backbone, canvas)
+    model.compile(optimizer="sgd")
+    history = model.fit(batch(canvas), batch_size=2, epochs=1, verbose=0)
+    for key in ("loss", "rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss"):
+        assert np.isfinite(history.history[key][0]), key
+    outputs = model(batch(canvas), training=False)
+    m = model.anchors.shape[0]
+    # canvas 64 / stride 16 = 4 x 4 cells, 2 sizes x 3 ratios = 6 anchors per cell -> 96.
+    if backbone == "tiny":
+        assert m == 4 * 4 * 6
+    assert outputs["rpn_objectness"].shape == (2, m)
+    assert outputs["class_logits"].shape == (2, 16, 4)  # RoIs sampled: gt present
+    detections = model.detect({k: v for k, v in batch(canvas).items() if not k.startswith("gt_")})
+    assert detections["boxes"].shape == (2, 10, 4)
+    assert detections["labels"].shape == (2, 10)
+
+
+def test_image_without_boxes_has_zero_box_losses():
+    tf.keras.utils.set_random_seed(1)
+    model = small_model()
+    values = losses(model, batch(with_boxes=False))
+    assert values["rpn_box_loss"] == 0.0
+    assert values["roi_box_loss"] == 0.0
+    assert values["rpn_cls_loss"] > 0.0
+    assert values["roi_cls_loss"] > 0.0
+
+
+def test_sampled_roi_labels_follow_ground_truth():
+    tf.keras.utils.set_random_seed(2)
+    model = small_model()
+    inputs = batch()
+    outputs = model(inputs, training=True)
+    labels = outputs["roi_labels"].numpy()
+    # Ground truth joins the candidates, so each image has a foreground RoI of each object's class.
+    assert set(labels[0][labels[0] > 0]) == {1, 3}
+    assert set(labels[1][labels[1] > 0]) == {2}
+    # At most 25% of 16 = 4 foreground RoIs per image.
+    assert ((labels > 0).sum(axis=1) <= 4).all()
+
+
+def test_stage_selects_losses():
+    tf.keras.utils.set_random_seed(3)
+    model = small_model(stage="rpn")
+    inputs = batch()
+    outputs = model(inputs, training=True)
+    total = float(model.compute_loss(x=inputs, y_pred=outputs))
+    values = {name: float(t.result()) for name, t in model.trackers.items()}
+    assert values["roi_cls_loss"] == 0.0
+    assert total == pytest.approx(values["rpn_cls_loss"] + values["rpn_box_loss"], rel=1e-5)
+
+
+def test_save_load_gives_identical_predictions(tmp_path):
+    import keras
+
+    tf.keras.utils.set_random_seed(4)
+    model = small_model()
+    model.compile(optimizer="adam")
+    model.fit(batch(), batch_size=2, epochs=1, verbose=0)
+    inputs = {k: v for k, v in batch().items() if not k.startswith("gt_")}
+    before = {k: v.numpy() for k, v in model.detect(inputs).items()}
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    after = {k: v.numpy() for k, v in loaded.detect(inputs).items()}
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-4)
+    assert loaded.class_names == CLASSES
