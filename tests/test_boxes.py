@@ -162,7 +162,8 @@ def test_ops_in_tf_function_with_dynamic_shapes():
 
 
 def test_ops_in_tf_data_map():
-    dataset = tf.data.Dataset.from_tensor_slices(np.array([[[0, 0, 4, 2]], [[1, 1, 2, 2]]], np.float32))
+    boxes = np.array([[[0, 0, 4, 2]], [[1, 1, 2, 2]]], np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices(boxes)
     dataset = dataset.map(lambda b: (B.area(b), B.xyxy_to_cxcywh(b)))
     areas = [a.numpy().tolist() for a, _ in dataset]
     assert areas == [[8.0], [1.0]]

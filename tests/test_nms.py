@@ -148,3 +148,18 @@ def test_multiclass_empty_and_all_below_threshold():
 def test_nms_empty_batch():
     indices, valid = nms_padded(np.zeros((0, 5, 4)), np.zeros((0, 5)), 3, 0.5)
     assert indices.shape == (0, 3) and valid.shape == (0,)
+
+
+def test_multiclass_in_tf_function_with_dynamic_shapes():
+    spec = [tf.TensorSpec([None, None, None, 4]), tf.TensorSpec([None, None, None])]
+
+    @tf.function(input_signature=spec)
+    def run(boxes, scores):
+        return multiclass_nms(boxes, scores, 5, 6, 0.5, 0.1)
+
+    rng = np.random.default_rng(6)
+    boxes, scores = _random_boxes(rng, (2, 30, 3)), rng.uniform(size=(2, 30, 3)).astype(np.float32)
+    graph, eager = run(boxes, scores), multiclass_nms(boxes, scores, 5, 6, 0.5, 0.1)
+    assert graph["boxes"].shape == (2, 6, 4)
+    for key in eager:
+        np.testing.assert_array_equal(graph[key].numpy(), eager[key].numpy())

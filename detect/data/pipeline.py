@@ -131,11 +131,11 @@ def make_dataset(
             "ok": tf.ensure_shape(ok, []),
         }
 
-    def finish(example):
+    def finish(example, coin=None):
         image, gt = example["images"], example["gt_boxes"]
-        if training and flip:
+        if coin is not None:
             image, gt = tf.cond(
-                tf.random.uniform([], seed=seed) < 0.5,
+                coin % 2 == 0,
                 lambda: horizontal_flip(image, gt),
                 lambda: (image, gt),
             )
@@ -161,6 +161,11 @@ def make_dataset(
         ds = ds.cache()
         if training:
             ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if training and flip:
+        # Flip coins from a sequential stream: a random op inside the parallel map would
+        # draw in thread order, so the same seed could flip different images.
+        coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, coins))
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     drop = training if drop_remainder is None else drop_remainder
     ds = ds.batch(batch_size, drop_remainder=drop)

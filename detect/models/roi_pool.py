@@ -16,10 +16,6 @@ def _check_size(name, value):
     return value
 
 
-def _roi_output_shape(features_shape, rois_shape, output_size):
-    return (features_shape[0], rois_shape[1], output_size, output_size, features_shape[-1])
-
-
 def _channels(features):
     channels = features.shape[-1]
     return channels if channels is not None else tf.shape(features)[-1]
@@ -35,7 +31,8 @@ class _RoILayer(keras.layers.Layer):
         self.spatial_scale = float(spatial_scale)
 
     def compute_output_shape(self, features_shape, rois_shape):
-        return _roi_output_shape(features_shape, rois_shape, self.output_size)
+        size = self.output_size
+        return (features_shape[0], rois_shape[1], size, size, features_shape[-1])
 
     def get_config(self):
         config = super().get_config()
@@ -73,16 +70,17 @@ class RoIAlign(_RoILayer):
         # Replicating the border once reproduces detectron2's clamping for samples in
         # [-1, 0) and (H - 1, H]; crop_and_resize extrapolates 0 beyond that.
         padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-        padded_h = tf.cast(height + 1, tf.float32)
-        padded_w = tf.cast(width + 1, tf.float32)
         # crop_and_resize samples the normalized box [y1, y2] at y1 * (Hp - 1) ...
-        # y2 * (Hp - 1) inclusive, so the box spans the first to the last sample centre.
+        # y2 * (Hp - 1) inclusive, so the box spans the first to the last sample centre;
+        # in the padded map cell k sits at k + 1 and the last row at Hp - 1 = Hf + 1.
+        last_y = tf.cast(height + 1, tf.float32)
+        last_x = tf.cast(width + 1, tf.float32)
         boxes = tf.stack(
             [
-                (scaled[..., 1] + 0.5 * step_y + 1.0) / padded_h,
-                (scaled[..., 0] + 0.5 * step_x + 1.0) / padded_w,
-                (scaled[..., 3] - 0.5 * step_y + 1.0) / padded_h,
-                (scaled[..., 2] - 0.5 * step_x + 1.0) / padded_w,
+                (scaled[..., 1] + 0.5 * step_y + 1.0) / last_y,
+                (scaled[..., 0] + 0.5 * step_x + 1.0) / last_x,
+                (scaled[..., 3] - 0.5 * step_y + 1.0) / last_y,
+                (scaled[..., 2] - 0.5 * step_x + 1.0) / last_x,
             ],
             axis=-1,
         )

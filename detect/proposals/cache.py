@@ -15,14 +15,18 @@ and any earlier `out_path` with the same settings are merged into a new file tha
 replaces `out_path` atomically, and the parts folder is removed.
 
 Workers are started with the "spawn" method: the parent may have TensorFlow loaded, and a
-forked copy of it is unsafe. Workers import only NumPy, OpenCV, PIL and tqdm-level modules.
+forked copy of it is unsafe. Workers import only this module and its NumPy, OpenCV and
+PIL-level dependencies, not the caller's main script.
 """
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import shutil
+import sys
+import types
 import uuid
 import zipfile
 
@@ -30,7 +34,7 @@ import numpy as np
 
 from detect.data.images import display_name, read_image
 from detect.errors import DetectError
-from detect.proposals.selective_search import MODES, selective_search
+from detect.proposals.selective_search import check_settings, selective_search
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +53,7 @@ def compute_proposals(dataset, out_path, mode="fast", max_side=500, max_proposal
         dataset: a Dataset (records with unique image_id, path, file_name, width, height).
         out_path: the .npz file to write (folders are created).
         mode, max_side, max_proposals, min_size: passed to `selective_search`.
-        workers: worker processes (None: os.cpu_count()); 1 runs in this process. As
-            with any "spawn" pool, a script calling this needs an
-            `if __name__ == "__main__":` guard.
+        workers: worker processes (None: os.cpu_count()); 1 runs in this process.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -68,8 +70,8 @@ def compute_proposals(dataset, out_path, mode="fast", max_side=500, max_proposal
     parts_dir = out_path + ".parts"
     previous = _previous_images(out_path, settings)
     os.makedirs(parts_dir, exist_ok=True)
-    _claim_parts_dir(parts_dir, settings)
     parts = _finished_parts(parts_dir)
+    _claim_parts_dir(parts_dir, settings, has_parts=bool(parts))
     for record in records:
         found = parts.get(record.image_id) or previous.get(record.image_id)
         if found is not None:
@@ -85,8 +87,7 @@ def compute_proposals(dataset, out_path, mode="fast", max_side=500, max_proposal
 
 
 def _settings(mode, max_side, max_proposals, min_size):
-    if mode not in MODES:
-        raise DetectError(f"unknown selective search mode {mode!r}: expected one of {MODES}")
+    check_settings(mode, max_side, max_proposals, min_size)
     return {
         "mode": mode,
         "max_side": int(max_side),
@@ -111,15 +112,16 @@ def _describe(settings):
     return ", ".join(f"{key}={value}" for key, value in settings.items())
 
 
-def _claim_parts_dir(parts_dir, settings):
-    """Write settings.json into a new parts folder, or check an existing one matches."""
+def _claim_parts_dir(parts_dir, settings, has_parts):
+    """Write settings.json into the parts folder, or check it matches existing parts."""
     path = os.path.join(parts_dir, _SETTINGS_FILE)
+    if not has_parts:
+        # Nothing finished yet (or a run failed on its first image): any settings may start.
+        _write_atomic(path, json.dumps(settings).encode("utf-8"))
+        return
     try:
         with open(path, encoding="utf-8") as f:
             existing = json.load(f)
-    except FileNotFoundError:
-        _write_atomic(path, json.dumps(settings).encode("utf-8"))
-        return
     except (OSError, ValueError) as error:
         raise DetectError(f"unreadable {display_name(path)}: {error}") from None
     if existing != settings:
@@ -203,9 +205,27 @@ def _run(records, parts_dir, settings, workers, progress, done):
                 bar.update(1)
             return
         context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, initializer=_init_worker) as pool:
+        with _main_module_hidden():
+            pool = context.Pool(workers, initializer=_init_worker)
+        with pool:
             for _ in pool.imap_unordered(_compute_part, tasks, chunksize=1):
                 bar.update(1)
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start spawned processes without re-importing the caller's main script.
+
+    A spawned child normally imports the parent's `__main__` file first; a script that
+    imports TensorFlow at the top would then load it into every worker. The workers only
+    need this module, so the main module is swapped for an empty one while they start.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _init_worker():

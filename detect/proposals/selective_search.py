@@ -53,7 +53,7 @@ def selective_search(image, mode="fast", max_side=500, max_proposals=2000, min_s
         DetectError: unknown mode or non-positive max_side / max_proposals.
         ValueError: image is not an (H, W, 3) uint8 array.
     """
-    _check_settings(mode, max_side, max_proposals, min_size)
+    check_settings(mode, max_side, max_proposals, min_size)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
@@ -70,7 +70,8 @@ def selective_search(image, mode="fast", max_side=500, max_proposals=2000, min_s
     return _filter(boxes, min_size, max_proposals)
 
 
-def _check_settings(mode, max_side, max_proposals, min_size):
+def check_settings(mode, max_side, max_proposals, min_size):
+    """DetectError unless the arguments are valid for `selective_search`."""
     if mode not in MODES:
         raise DetectError(f"unknown selective search mode {mode!r}: expected one of {MODES}")
     if int(max_side) < 1:

@@ -143,7 +143,7 @@ def test_evaluation_pipeline_content_scale_and_padding(shapes_dataset):
         np.testing.assert_array_equal(e["gt_labels"][n:], -1)
         np.testing.assert_array_equal(e["gt_boxes"][n:], 0)
         # The canvas outside the content is zero.
-        assert e["images"][ch:].max() == 0 and e["images"][:, cw:].max() == 0
+        assert e["images"][ch:].max(initial=0) == 0 and e["images"][:, cw:].max(initial=0) == 0
 
 
 def assert_boxes_cover_their_rectangles(e, name):
@@ -183,6 +183,22 @@ def test_boxes_follow_flip_and_resize(shapes_dataset, cache):
                 seen["flipped"] += 1
             assert_boxes_cover_their_rectangles(e, name)
     assert seen["flipped"] > 0 and seen["kept"] > 0, seen
+
+
+def flip_pattern(ds, epochs):
+    """(image_id, x1 of the first box) per example over several epochs."""
+    return [(int(e["image_id"]), float(e["gt_boxes"][0, 0])) for _ in range(epochs) for e in examples(ds)]
+
+
+def test_flips_are_reproducible_and_change_between_epochs(shapes_dataset):
+    first = flip_pattern(make(shapes_dataset, training=True, flip=True, seed=3), 3)
+    second = flip_pattern(make(shapes_dataset, training=True, flip=True, seed=3), 3)
+    assert first == second
+    # Each image meets a fresh coin each epoch: some image shows both orientations.
+    by_image = {}
+    for image_id, x1 in first:
+        by_image.setdefault(image_id, set()).add(x1)
+    assert any(len(xs) == 2 for image_id, xs in by_image.items() if image_id != 99)
 
 
 def test_no_flip_without_training(shapes_dataset):
@@ -226,9 +242,11 @@ def test_more_boxes_than_max_boxes_are_truncated_with_a_warning(tmp_path, caplog
 
 def truncated_jpeg(path, size=(40, 30)):
     """A JPEG whose header (and so its size) is intact but whose pixel data is cut off."""
-    Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)).save(path, quality=95)
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, quality=95)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    start = data.index(b"\xff\xda")  # start-of-scan marker: the entropy-coded pixels follow
+    path.write_bytes(data[: start + (len(data) - start) // 2])
 
 
 @pytest.mark.parametrize("cache", [False, True])

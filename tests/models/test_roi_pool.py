@@ -92,7 +92,8 @@ def test_roi_align_matches_reference(size, ratio):
     layer = RoIAlign(output_size=size, spatial_scale=0.25, sampling_ratio=ratio)
     out = layer(features, rois).numpy()
     assert out.shape == (2, 10, size, size, 3)
-    np.testing.assert_allclose(out, reference_roi_align(features, rois, size, 0.25, ratio), atol=1e-4)
+    expected = reference_roi_align(features, rois, size, 0.25, ratio)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
 
 
 def test_roi_align_samples_bin_centres_in_pixel_space():
@@ -134,7 +135,7 @@ def test_roi_align_gradient_reaches_features():
 
 
 def parse_art(art):
-    """Feature map from ASCII art: numbers are cells, '*' marks a bin max, | and - are bin borders."""
+    """Feature map from ASCII art: numbers are cells, '*' marks a bin max, | - + draw bins."""
     rows = []
     for line in art.strip().splitlines():
         line = line.replace("|", " ")
@@ -150,7 +151,8 @@ def _pool_with_gradient(art, roi, size, scale):
     features = tf.constant(values[None, :, :, None])
     with tf.GradientTape() as tape:
         tape.watch(features)
-        out = RoIPool(output_size=size, spatial_scale=scale)(features, np.array([[roi]], np.float32))
+        layer = RoIPool(output_size=size, spatial_scale=scale)
+        out = layer(features, np.array([[roi]], np.float32))
         total = tf.reduce_sum(out)
     grad = tape.gradient(total, features).numpy()[0, :, :, 0]
     return out.numpy()[0, 0, :, :, 0], grad, marks
@@ -211,7 +213,8 @@ def test_roi_pool_matches_reference(size, seed):
 
 def test_roi_pool_outside_map_is_zero():
     features = np.full((1, 4, 4, 2), 3.0, np.float32)
-    out = RoIPool(output_size=2, spatial_scale=1.0)(features, np.array([[[10, 10, 20, 20]]], np.float32))
+    rois = np.array([[[10, 10, 20, 20]]], np.float32)
+    out = RoIPool(output_size=2, spatial_scale=1.0)(features, rois)
     np.testing.assert_array_equal(out.numpy(), 0.0)
 
 
@@ -228,7 +231,8 @@ def test_no_rois_and_dynamic_rois_in_tf_function(layer_class):
         return layer(features, rois)
 
     rois = random_rois(np.random.default_rng(1), 2, 5, 20, 24)
-    np.testing.assert_allclose(run(features, rois).numpy(), layer(features, rois).numpy(), atol=1e-6)
+    expected = layer(features, rois).numpy()
+    np.testing.assert_allclose(run(features, rois).numpy(), expected, atol=1e-6)
     assert run(features, np.zeros((2, 0, 4), np.float32)).shape == (2, 0, 3, 3, 4)
 
     @tf.function(

@@ -94,6 +94,34 @@ def test_spawned_workers_give_the_same_boxes(tmp_path):
             np.testing.assert_array_equal(proposals.get(record.image_id), _expected(record))
 
 
+_UNGUARDED_SCRIPT = textwrap.dedent("""
+    import sys
+    from detect.data.records import Dataset, Record
+    from detect.proposals.cache import compute_proposals
+
+    # Runs once per import of this script: a spawned worker that re-imported the main
+    # script (and whatever heavy modules it imports) would add a line.
+    with open(sys.argv[2], "a") as marker:
+        marker.write("imported\\n")
+    records = [Record(image_id=i + 1, file_name=f"img{i}.png", path=f"{sys.argv[1]}/img{i}.png",
+                      width=48, height=48) for i in range(3)]
+    compute_proposals(Dataset(classes=["square"], records=records), sys.argv[3], workers=2,
+                      progress=False)
+""")
+
+
+def test_workers_do_not_import_the_main_script(tmp_path):
+    _make_dataset(tmp_path / "images", 3)
+    script, marker, out = tmp_path / "run.py", tmp_path / "marker.txt", tmp_path / "p.npz"
+    script.write_text(_UNGUARDED_SCRIPT)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "images"), str(marker), str(out)],
+                   cwd=REPO, check=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": REPO})
+    assert marker.read_text() == "imported\n"
+    with load_proposals(out) as proposals:
+        assert proposals.image_ids == [1, 2, 3]
+
+
 def test_worker_modules_do_not_import_tensorflow():
     code = ("import sys, detect.proposals.cache, detect.proposals.selective_search, "
             "detect.data.images; assert 'tensorflow' not in sys.modules, 'tensorflow loaded'")
@@ -146,6 +174,27 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, monkeypatch):
         assert proposals.image_ids == [1, 2, 3, 4, 5]
         for record in dataset.records:
             np.testing.assert_array_equal(proposals.get(record.image_id), _expected(record))
+
+
+def test_bad_settings_fail_before_anything_is_written(tmp_path):
+    dataset = _make_dataset(tmp_path / "images", 1)
+    with pytest.raises(DetectError, match="max_side must be >= 1"):
+        compute_proposals(dataset, tmp_path / "p.npz", max_side=0, workers=1, progress=False)
+    with pytest.raises(DetectError, match="mode 'slow'"):
+        compute_proposals(dataset, tmp_path / "p.npz", mode="slow", workers=1, progress=False)
+    assert os.listdir(tmp_path) == ["images"]
+
+
+def test_a_run_that_finished_nothing_does_not_fix_the_settings(tmp_path, monkeypatch):
+    dataset = _make_dataset(tmp_path / "images", 2)
+    out = tmp_path / "p.npz"
+    monkeypatch.setattr(cache, "read_image", _CountingReads(fail_after=0))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        compute_proposals(dataset, out, workers=1, progress=False)
+    monkeypatch.setattr(cache, "read_image", read_image)
+    compute_proposals(dataset, out, mode="quality", workers=1, progress=False)
+    with load_proposals(out) as proposals:
+        assert proposals.settings["mode"] == "quality" and len(proposals) == 2
 
 
 def test_rerun_on_a_finished_file_computes_nothing(tmp_path, monkeypatch):

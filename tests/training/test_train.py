@@ -1,0 +1,123 @@
+"""End-to-end training on a small shapes dataset: the loss drops, mAP callbacks act, and a
+SIGKILLed run resumes from its last finished epoch with its optimizer state."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from detect.config import load_config
+from detect.data.shapes import generate_shapes
+from detect.training.train import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    generate_shapes(str(out), num_images=60, image_size=64, seed=3, progress=False)
+    return out
+
+
+def write_config(tmp_path, shapes, **training):
+    config = {
+        "_base_": os.path.join(ROOT, "configs/faster_rcnn/tiny_shapes.yaml"),
+        "backbone": {"width": 8},
+        "dataset": {
+            "train": {"annotations": str(shapes / "annotations/train.json"), "images": str(shapes / "images")},
+            "val": {"annotations": str(shapes / "annotations/val.json"), "images": str(shapes / "images")},
+        },
+        "input": {"min_size": 64, "max_size": 64},
+        "rpn": {"channels": 16, "pre_nms_top_n_train": 200, "post_nms_top_n_train": 64, "post_nms_top_n_test": 32},
+        "roi": {"batch_size": 16, "head_dim": 32},
+        "training": {"epochs": 3, "batch_size": 4, "warmup_steps": 2, "time_budget_minutes": None, **training},
+        "callbacks": {"tensorboard": {"enabled": False}},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def history(out):
+    with open(os.path.join(out, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_loss_drops_and_writes_model_folder(tmp_path, shapes):
+    config = load_config(write_config(tmp_path, shapes, epochs=4, learning_rate=0.003, lr_schedule="constant"))
+    out = str(tmp_path / "model")
+    result = train(config, out)
+    rows = history(out)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    for name in ("model.keras", "last.keras", "config.yaml", "history.csv", "loss_curve.png"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert not os.path.exists(os.path.join(out, "backup"))  # removed once training finished
+    assert result["model"] == os.path.join(out, "model.keras")
+
+
+def test_map_callback_drives_early_stopping_and_lr(tmp_path, shapes):
+    path = write_config(tmp_path, shapes, epochs=8, learning_rate=1e-7, lr_schedule="constant", optimizer="sgd")
+    config = load_config(
+        path,
+        [
+            "callbacks.coco_map={every: 1, max_images: 8}",
+            "callbacks.early_stopping={monitor: val_AP, mode: max, patience: 2}",
+            "callbacks.reduce_lr_on_plateau={monitor: val_AP, mode: max, patience: 1, factor: 0.5}",
+            "callbacks.model_checkpoint={monitor: val_AP, mode: max}",
+        ],
+    )
+    out = str(tmp_path / "model")
+    train(config, out)
+    rows = history(out)
+    # A learning rate of 1e-7 cannot move AP: it plateaus at once, so EarlyStopping
+    # (patience 2) ends the run after epoch 3 and ReduceLROnPlateau halves the rate.
+    assert "val_AP" in rows[0] and "val_AP50" in rows[0]
+    assert len(rows) < 8
+    rates = [float(r["learning_rate"]) for r in rows]
+    assert min(rates) < max(rates)
+
+
+def test_sigkill_then_rerun_resumes(tmp_path, shapes):
+    path = write_config(tmp_path, shapes, epochs=4, batch_size=2)
+    out = str(tmp_path / "model")
+    cmd = [sys.executable, "-m", "detect.cli", "train", path, "--out", out]
+    env = {**os.environ, "DETECT_QUIET": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if os.path.exists(os.path.join(out, "history.csv")) and len(history(out)) >= 1:
+                break
+            if proc.poll() is not None:
+                pytest.fail("training ended before it could be killed")
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the next epoch
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finished = len(history(out))
+    assert 1 <= finished < 4
+    assert os.path.isdir(os.path.join(out, "backup"))
+
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming" in result.stdout
+    rows = history(out)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]  # none lost, none repeated
+
+    import keras
+
+    import detect.models.faster_rcnn  # noqa: F401
+
+    last = keras.saving.load_model(os.path.join(out, "last.keras"))
+    # steps per epoch = train images // batch size (2); 4 epochs in all:
+    # the optimizer's step counter only matches if its state survived the kill.
+    train_images = len(yaml.safe_load(open(shapes / "annotations/train.json"))["images"])
+    assert int(last.optimizer.iterations.numpy()) == 4 * (train_images // 2)
