@@ -20,58 +20,36 @@ from detect.errors import DetectError  # noqa: E402
 def _quiet_tensorflow():
     """Import TensorFlow and initialize its devices with stderr silenced.
 
-    TensorFlow's C++ start-up messages (CUDA probing, oneDNN notices) are written before
-    TF_CPP_MIN_LOG_LEVEL takes effect, so the file descriptor itself is muted meanwhile.
+    TensorFlow's C++ start-up messages (CUDA probing, oneDNN notices) go through absl
+    before its log is initialised, where TF_CPP_MIN_LOG_LEVEL does not reach them, so the
+    file descriptor itself is muted meanwhile. Python exceptions still propagate once it
+    is restored; TF_CPP_MIN_LOG_LEVEL=0 shows everything. Called only by the commands
+    that need TensorFlow, so `detect data ...` and `--help` stay fast.
     """
     import logging
 
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow as tf
+    if "tensorflow" not in sys.modules and os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0":
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow as tf
 
-        tf.config.list_physical_devices()
-        tf.constant(0) + 0
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+            tf.config.list_physical_devices()
+            tf.constant(0) + 0
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
-
-
-def _import_tensorflow_quietly():
-    """Import TensorFlow and probe its devices with C++ start-up messages hidden.
-
-    TF writes its oneDNN / CUDA-probing messages through absl before absl's log is
-    initialised, where TF_CPP_MIN_LOG_LEVEL does not reach them, so file descriptor 2
-    points at /dev/null meanwhile. Python exceptions still propagate after it is
-    restored; TF_CPP_MIN_LOG_LEVEL=0 shows everything.
-    """
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow as tf
-
-                tf.config.list_physical_devices()
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 def _setup_logging():
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    _quiet_tensorflow()
 
 
 def handle_errors(func):
@@ -183,7 +161,7 @@ def proposals(ctx, config_path, split, mode, out, workers, overrides):
         return
     if not config_path or not out:
         raise DetectError("detect proposals needs --config CONFIG and --out FILE")
-    _import_tensorflow_quietly()
+    _quiet_tensorflow()
     from detect.config import load_config
     from detect.proposals.cache import compute_proposals
     from detect.training.train import load_split
@@ -208,7 +186,7 @@ def proposals(ctx, config_path, split, mode, out, workers, overrides):
 @handle_errors
 def proposals_recall(config_path, model_dir, split, proposal_file, out):
     """Recall vs IoU and vs number of proposals: selective search and a trained RPN."""
-    _import_tensorflow_quietly()
+    _quiet_tensorflow()
     from detect.config import load_config
     from detect.proposals.compare import compare_recall
 
@@ -237,7 +215,7 @@ def train(config_path, overrides, out, resume, strategy):
     from detect.config import load_config
 
     config = load_config(config_path, overrides)
-    _import_tensorflow_quietly()
+    _quiet_tensorflow()
     from detect.training.train import train as run
 
     out = out or os.path.join("models", os.path.splitext(os.path.basename(config_path))[0])
@@ -267,7 +245,7 @@ def evaluate(model_dir, config_path, split, detections, annotations, out, batch_
     else:
         if not model_dir:
             raise DetectError("give MODEL_DIR, or --detections FILE --annotations FILE")
-        _import_tensorflow_quietly()
+        _quiet_tensorflow()
         from detect.evaluation.evaluate_model import evaluate_model
 
         out = out or os.path.join(model_dir, f"eval_{split}")
@@ -288,7 +266,7 @@ def evaluate(model_dir, config_path, split, detections, annotations, out, batch_
 @handle_errors
 def predict(model_dir, sources, out, score_threshold, batch_size, classes, show):
     """Detect objects in images, folders, globs, list files, videos or a webcam index."""
-    _import_tensorflow_quietly()
+    _quiet_tensorflow()
     from detect.inference.run import run_predict
 
     out = out or os.path.join(model_dir, "predictions")
@@ -310,7 +288,7 @@ def predict(model_dir, sources, out, score_threshold, batch_size, classes, show)
 @handle_errors
 def benchmark(detectors, backbone, images, dataset_config, runs, out):
     """Per-stage speed table of the R-CNN family (markdown, CSV, bar chart)."""
-    _import_tensorflow_quietly()
+    _quiet_tensorflow()
     from detect.benchmark.speed_table import run_benchmark
 
     names = [d.strip() for d in detectors.split(",") if d.strip()]
@@ -328,7 +306,7 @@ def benchmark(detectors, backbone, images, dataset_config, runs, out):
 @handle_errors
 def export(model_dir, fmt, svd, out):
     """Export a trained model (SavedModel, ONNX or LiteRT) through Keras' model.export."""
-    _import_tensorflow_quietly()
+    _quiet_tensorflow()
     from detect.inference.export import export_model
 
     path = export_model(model_dir, fmt, out, svd=svd)

@@ -97,6 +97,7 @@ DEFAULTS = {
         "lr_schedule": "constant",  # constant | cosine
         "clipnorm": None,
         "schedule": "joint",  # joint | alternating
+        "alternating_epochs": None,  # epochs of the 4 alternating steps (default: epochs each)
         "time_budget_minutes": None,  # stop after this many minutes (end of an epoch)
         "val_steps": None,
     },

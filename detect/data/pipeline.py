@@ -92,6 +92,7 @@ def make_dataset(
     seed=0,
     skipped=None,
     drop_remainder=None,
+    proposals=None,
 ):
     """Build the tf.data pipeline for a detect.data.records.Dataset.
 
@@ -101,6 +102,8 @@ def make_dataset(
       training: shuffle each epoch; flip: random horizontal flip (training only).
       cache: keep decoded, resized images in memory after the first epoch.
       skipped: a SkippedImages that counts unreadable images (they are dropped).
+      proposals: optional (num_images, P, 4) xyxy original pixels (zero rows = padding),
+        see proposal_array; they are resized and flipped with their image.
     """
     if not dataset.records:
         raise DetectError(f"{dataset.source}: the dataset has no images")
@@ -122,7 +125,7 @@ def make_dataset(
         image, ok = tf.numpy_function(decode, [index], (tf.uint8, tf.bool), stateful=False)
         image = tf.ensure_shape(image, [None, None, 3])
         image, gt, scale = resize(image, tf.gather(boxes, index), min_size, max_size, canvas)
-        return {
+        example = {
             "images": image,
             "scale": scale,
             "image_id": tf.gather(image_ids, index),
@@ -130,12 +133,22 @@ def make_dataset(
             "gt_labels": tf.gather(labels, index),
             "ok": tf.ensure_shape(ok, []),
         }
+        if proposals is not None:
+            sy, sx = scale[0], scale[1]
+            example["proposals"] = tf.gather(proposals, index) * tf.stack([sx, sy, sx, sy])
+        return example
 
     def finish(example, coin=None):
         image, gt = example["images"], example["gt_boxes"]
+        props = example.get("proposals")
         if coin is not None:
+            flip_now = coin % 2 == 0
+            if props is not None:
+                valid = props[:, 2] > props[:, 0]
+                _, flipped = horizontal_flip(image, props)
+                props = tf.where(flip_now & valid[:, None], flipped, props)
             image, gt = tf.cond(
-                coin % 2 == 0,
+                flip_now,
                 lambda: horizontal_flip(image, gt),
                 lambda: (image, gt),
             )
@@ -143,7 +156,7 @@ def make_dataset(
         gt_boxes, gt_labels = pad_boxes(gt, example["gt_labels"], max_boxes)
         # Padding rows of the input arrays keep box 0 and label -1 after resizing.
         gt_boxes = tf.where((gt_labels >= 0)[:, None], gt_boxes, 0.0)
-        return {
+        out = {
             "images": tf.ensure_shape(pad_to_canvas(image, canvas), list(canvas) + [3]),
             "image_shape": tf.cast(content, tf.int32),
             "scale": example["scale"],
@@ -151,6 +164,9 @@ def make_dataset(
             "gt_boxes": gt_boxes,
             "gt_labels": gt_labels,
         }
+        if props is not None:
+            out["proposals"] = props
+        return out
 
     ds = tf.data.Dataset.range(len(paths))
     if training and not cache:
@@ -170,6 +186,16 @@ def make_dataset(
     drop = training if drop_remainder is None else drop_remainder
     ds = ds.batch(batch_size, drop_remainder=drop)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def proposal_array(dataset, proposal_file, num_proposals):
+    """(num_images, P, 4) float32 proposals in original pixels from a ProposalFile, the
+    first P of each image (selective search ranks them), zero rows padding short lists."""
+    out = np.zeros((len(dataset.records), int(num_proposals), 4), np.float32)
+    for i, record in enumerate(dataset.records):
+        boxes = np.asarray(proposal_file.get(record.image_id), np.float32)[:num_proposals]
+        out[i, : len(boxes)] = boxes
+    return out
 
 
 def prepare_image(image, *, min_size, max_size, canvas_size):

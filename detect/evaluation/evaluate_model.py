@@ -23,7 +23,7 @@ def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch
         raise DetectError(
             f"model classes {model.class_names} differ from the classes of {dataset.source}: {dataset.classes}"
         )
-    tf_dataset = pipeline(config, dataset, training=False, batch_size=batch_size)
+    tf_dataset = pipeline(config, dataset, training=False, batch_size=batch_size, split=split)
     results, num_images, seconds = collect_detections(
         model, tf_dataset, dataset.label_to_category_id, total=len(dataset), progress=progress
     )

@@ -51,7 +51,21 @@ class Predictor:
 
     def prepare(self, image):
         inp = self.config["input"]
-        return prepare_image(image, min_size=inp["min_size"], max_size=inp["max_size"], canvas_size=self.canvas_size)
+        prepared = prepare_image(image, min_size=inp["min_size"], max_size=inp["max_size"], canvas_size=self.canvas_size)
+        if not self.model.use_rpn:
+            prepared["proposals"] = self._proposals(image, prepared["scale"][0])
+        return prepared
+
+    def _proposals(self, image, scale):
+        """Selective search on the fly for models without an RPN: (1, P, 4) canvas pixels."""
+        from detect.proposals.selective_search import selective_search
+
+        p = self.config["proposals"]
+        boxes = selective_search(image, mode=p["mode"], max_side=p["max_side"], max_proposals=p["max_proposals"])
+        out = np.zeros((1, p["max_proposals"], 4), np.float32)
+        sy, sx = float(scale[0]), float(scale[1])
+        out[0, : len(boxes)] = boxes * np.array([sx, sy, sx, sy], np.float32)
+        return out
 
     def predict_batch(self, images, score_threshold=0.0):
         """Detections for a list of uint8 (H, W, 3) RGB images (or paths).

@@ -91,12 +91,20 @@ def _tiny_trunk(width):
     return keras.Model(inputs, x, name="tiny_trunk")
 
 
-def fc_head(input_shape, dim, name="fc_head"):
-    """fc6/fc7: flatten -> Dense(dim) -> ReLU -> Dense(dim) -> ReLU."""
+def fc_head(input_shape, dim, name="fc_head", svd_ranks=None):
+    """fc6/fc7: flatten -> Dense(dim) -> ReLU -> Dense(dim) -> ReLU.
+
+    `svd_ranks=(r6, r7)` factorizes both layers as truncated SVD does (detect.models.svd):
+    `fc6_svd` Dense(r6, linear, no bias) -> `fc6` Dense(dim, ReLU); likewise fc7. A rank is
+    clipped to min(inputs, dim), where the factorization is already exact.
+    """
     inputs = keras.Input(input_shape, name="roi_features")
     x = keras.layers.Flatten(name="flatten")(inputs)
-    x = keras.layers.Dense(dim, activation="relu", name="fc6")(x)
-    x = keras.layers.Dense(dim, activation="relu", name="fc7")(x)
+    for layer_name, rank in zip(("fc6", "fc7"), svd_ranks or (None, None)):
+        if rank is not None:
+            rank = min(int(rank), int(x.shape[-1]), int(dim))
+            x = keras.layers.Dense(rank, use_bias=False, name=f"{layer_name}_svd")(x)
+        x = keras.layers.Dense(dim, activation="relu", name=layer_name)(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -115,7 +123,7 @@ def _freeze_batchnorm(model):
             layer.trainable = False
 
 
-def build_backbone(name, weights="none", roi_size=7, head_dim=4096, width=32):
+def build_backbone(name, weights="none", roi_size=7, head_dim=4096, width=32, head_svd_ranks=None):
     """Build (trunk, roi_head, info) for a backbone name.
 
     Args:
@@ -124,17 +132,20 @@ def build_backbone(name, weights="none", roi_size=7, head_dim=4096, width=32):
       roi_size: S, the RoI output size the head receives is (roi_pool_size, roi_pool_size).
       head_dim: fc6/fc7 width for fc heads.
       width: first-block channels of the tiny trunk.
+      head_svd_ranks: (r6, r7) to build fc6/fc7 factorized (see fc_head); fc heads only.
     Returns:
       trunk, roi_head, info dict with `channels` (C), `stride` (16), `roi_pool_size`.
     """
     if weights not in ("none", "imagenet") and not os.path.isfile(str(weights)):
         raise DetectError(f"backbone.weights: file not found: {weights}")
+    if head_svd_ranks is not None and name not in ("tiny", "vgg16"):
+        raise DetectError(f"head SVD ranks apply to fc6/fc7 heads (tiny, vgg16); {name} has a res5 head")
     if name == "tiny":
         if weights == "imagenet":
             raise DetectError("backbone.weights: the tiny backbone has no ImageNet weights")
         trunk = _tiny_trunk(width)
         channels = width * 8
-        roi_head = fc_head((roi_size, roi_size, channels), head_dim)
+        roi_head = fc_head((roi_size, roi_size, channels), head_dim, svd_ranks=head_svd_ranks)
         pool_size = roi_size
     elif name in _APPLICATIONS:
         app = _application(name, weights)
@@ -150,7 +161,7 @@ def build_backbone(name, weights="none", roi_size=7, head_dim=4096, width=32):
             for layer in app.layers:
                 if layer.name.startswith(("block1_", "block2_")):
                     layer.trainable = False
-            roi_head = fc_head((roi_size, roi_size, channels), head_dim)
+            roi_head = fc_head((roi_size, roi_size, channels), head_dim, svd_ranks=head_svd_ranks)
             pool_size = roi_size
         else:
             _freeze_batchnorm(app)

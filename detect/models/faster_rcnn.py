@@ -72,6 +72,7 @@ class FasterRCNN(keras.Model):
         roi_positive_fraction=0.25,
         roi_fg_iou=0.5,
         head_dim=4096,
+        head_svd_ranks=None,
         box_weights=(10.0, 10.0, 5.0, 5.0),
         roi_loss_weight=1.0,
         score_threshold=0.05,
@@ -109,6 +110,7 @@ class FasterRCNN(keras.Model):
         self.roi_positive_fraction = float(roi_positive_fraction)
         self.roi_fg_iou = float(roi_fg_iou)
         self.head_dim = int(head_dim)
+        self.head_svd_ranks = None if head_svd_ranks is None else tuple(int(r) for r in head_svd_ranks)
         self.box_weights = tuple(float(w) for w in box_weights)
         self.roi_loss_weight = float(roi_loss_weight)
         self.score_threshold = float(score_threshold)
@@ -117,7 +119,12 @@ class FasterRCNN(keras.Model):
         self.stage = stage
 
         self.trunk, self.roi_head, info = build_backbone(
-            backbone, backbone_weights, roi_size=self.roi_size, head_dim=self.head_dim, width=self.backbone_width
+            backbone,
+            backbone_weights,
+            roi_size=self.roi_size,
+            head_dim=self.head_dim,
+            width=self.backbone_width,
+            head_svd_ranks=self.head_svd_ranks,
         )
         pool_size = info["roi_pool_size"]
         scale = 1.0 / info["stride"]
@@ -189,6 +196,7 @@ class FasterRCNN(keras.Model):
             "roi_positive_fraction": self.roi_positive_fraction,
             "roi_fg_iou": self.roi_fg_iou,
             "head_dim": self.head_dim,
+            "head_svd_ranks": None if self.head_svd_ranks is None else list(self.head_svd_ranks),
             "box_weights": list(self.box_weights),
             "roi_loss_weight": self.roi_loss_weight,
             "score_threshold": self.score_threshold,
@@ -206,8 +214,27 @@ class FasterRCNN(keras.Model):
         return cls(**config)
 
     # ----------------------------------------------------------------- forward
+    def propose(self, inputs, training_counts=False):
+        """RPN proposals only: (N, P, 4) xyxy canvas pixels and (N, P) validity, with the
+        training (pre/post-NMS top-n of training) or test counts."""
+        features = self.trunk(tf.cast(inputs["images"], tf.float32), training=False)
+        objectness, deltas = self.rpn_head(features)
+        return generate_proposals(
+            objectness,
+            deltas,
+            self.anchors,
+            inputs["image_shape"],
+            coder=self.rpn_coder,
+            pre_nms_top_n=self.pre_nms_top_n[training_counts],
+            post_nms_top_n=self.post_nms_top_n[training_counts],
+            nms_iou=self.rpn_nms_iou,
+            min_size=self.rpn_min_size,
+        )
+
     def _proposals(self, inputs, features, sampling):
-        if not self.use_rpn:
+        # External proposals win: Fast R-CNN always, Faster R-CNN in step 2 of the
+        # alternating schedule (proposals of the step-1 RPN).
+        if not self.use_rpn or "proposals" in inputs:
             proposals = tf.cast(inputs["proposals"], tf.float32)
             valid = (proposals[..., 2] > proposals[..., 0]) & (proposals[..., 3] > proposals[..., 1])
             return None, None, proposals, valid
@@ -276,7 +303,7 @@ class FasterRCNN(keras.Model):
         """Sum of the losses the current `stage` trains; components go to the trackers."""
         zero = tf.constant(0.0)
         rpn_cls = rpn_box = zero
-        if self.use_rpn and self.stage in ("joint", "rpn"):
+        if "rpn_objectness" in y_pred and self.stage in ("joint", "rpn"):
             labels, targets = rpn_targets_batch(
                 self.anchors,
                 tf.cast(x["gt_boxes"], tf.float32),

@@ -48,7 +48,13 @@ def _faster_rcnn(config, class_names):
     return FasterRCNN(class_names=class_names, **two_stage_kwargs(config))
 
 
-BUILDERS = {"faster_rcnn": _faster_rcnn}
+def _fast_rcnn(config, class_names):
+    from detect.models.fast_rcnn import FastRCNN
+
+    return FastRCNN(class_names=class_names, **two_stage_kwargs(config))
+
+
+BUILDERS = {"faster_rcnn": _faster_rcnn, "fast_rcnn": _fast_rcnn}
 
 
 def build_model(config, class_names):

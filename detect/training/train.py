@@ -40,9 +40,32 @@ def load_split(config, split, check_images=True):
     )
 
 
-def pipeline(config, dataset, training, skipped=None, batch_size=None):
+def proposals_for(config, dataset, split):
+    """(num_images, P, 4) selective-search proposals for detectors that read them, else None."""
+    if config["detector"] == "faster_rcnn":
+        return None
+    from detect.data.pipeline import proposal_array
+    from detect.proposals.cache import load_proposals
+
+    path = config["proposals"].get(split)
+    if not path:
+        raise DetectError(
+            f"config: proposals.{split} is not set; compute it with "
+            f"`detect proposals --config CONFIG --split {split} --out FILE`"
+        )
+    if not os.path.isfile(path):
+        raise DetectError(f"proposal file not found: {path} (run `detect proposals --split {split} --out {path}`)")
+    with load_proposals(path) as proposal_file:
+        missing = [r.image_id for r in dataset.records if r.image_id not in proposal_file]
+        if missing:
+            raise DetectError(f"{path}: no proposals for image id {missing[0]} ({len(missing)} images missing)")
+        return proposal_array(dataset, proposal_file, config["proposals"]["max_proposals"])
+
+
+def pipeline(config, dataset, training, skipped=None, batch_size=None, split=None):
     """The tf.data pipeline for a dataset under a config's input settings."""
     inp = config["input"]
+    split = split or ("train" if training else "val")
     return make_dataset(
         dataset,
         batch_size=batch_size or config["training"]["batch_size"],
@@ -56,6 +79,7 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None):
         seed=config["seed"],
         skipped=skipped,
         drop_remainder=training,
+        proposals=proposals_for(config, dataset, split),
     )
 
 
@@ -186,43 +210,15 @@ def plot_history(history_csv, path):
     return path
 
 
-def train(config, out_dir, resume=False, strategy="auto"):
-    """Train the detector a resolved config describes; returns a dict of output paths."""
-    keras.utils.set_random_seed(int(config["seed"]))
-    os.makedirs(out_dir, exist_ok=True)
-    backup = os.path.join(out_dir, "backup")
-    if resume and not os.path.isdir(backup):
-        raise DetectError(f"--resume: {out_dir} holds no interrupted run (no {backup})")
-    if os.path.isdir(backup):
-        print(f"resuming the interrupted run in {out_dir}")
-
-    train_set = load_split(config, "train")
-    if train_set is None:
-        raise DetectError("config: dataset.train.annotations is required for training")
-    val_set = load_split(config, "val")
-    _check_classes(train_set, val_set)
-    config = {**config, "dataset": {**config["dataset"], "class_names": list(train_set.classes)}}
-    dump_config(config, os.path.join(out_dir, "config.yaml"))
-
+def fit_model(model, config, out_dir, train_ds, val, steps, skipped, epochs=None):
+    """model.fit with the configured callbacks writing into out_dir; val = (tf_dataset, Dataset)."""
     t = config["training"]
-    skipped = SkippedImages(len(train_set))
-    train_ds = pipeline(config, train_set, training=True, skipped=skipped)
-    val_ds = pipeline(config, val_set, training=False) if val_set is not None else None
-    steps = t["steps_per_epoch"] or max(len(train_set) // t["batch_size"], 1)
-    if t["steps_per_epoch"]:
-        train_ds = train_ds.repeat()
-
-    with select_strategy(strategy).scope():
-        model = build_model(config, train_set.classes)
-        model.compile(optimizer=make_optimizer(t), jit_compile=False)
-    val = (val_ds, val_set) if val_set is not None else None
     callbacks = make_callbacks(config, out_dir, steps, val, skipped)
-    start = time.monotonic()
     model.fit(
         train_ds,
-        validation_data=val_ds,
+        validation_data=val[0] if val else None,
         validation_steps=t.get("val_steps"),
-        epochs=t["epochs"],
+        epochs=epochs or t["epochs"],
         steps_per_epoch=steps if t["steps_per_epoch"] else None,
         callbacks=callbacks,
         verbose=1 if os.environ.get("DETECT_QUIET") != "1" else 2,
@@ -231,13 +227,65 @@ def train(config, out_dir, resume=False, strategy="auto"):
     for callback in callbacks:
         if isinstance(callback, cbs.SkippedImagesGuard):
             callback.check()
-    minutes = (time.monotonic() - start) / 60
     model_path = os.path.join(out_dir, "model.keras")
     if not os.path.exists(model_path):
         # Checkpointing disabled in the config: the final weights are the model.
         tmp = os.path.join(out_dir, "model.partial.keras")
         model.save(tmp)
         os.replace(tmp, model_path)
+    return model_path
+
+
+def prepare_training(config, out_dir, resume):
+    """Seed, check the output folder, load and check datasets; returns (config, train, val)."""
+    keras.utils.set_random_seed(int(config["seed"]))
+    backup = os.path.join(out_dir, "backup")
+    if resume and not os.path.isdir(backup) and not os.path.isfile(os.path.join(out_dir, "alternating.json")):
+        raise DetectError(f"--resume: {out_dir} holds no interrupted run (no {backup})")
+    if os.path.isdir(backup):
+        print(f"resuming the interrupted run in {out_dir}")
+    train_set = load_split(config, "train")
+    if train_set is None:
+        raise DetectError("config: dataset.train.annotations is required for training")
+    val_set = load_split(config, "val")
+    _check_classes(train_set, val_set)
+    if len(train_set) < config["training"]["batch_size"]:
+        raise DetectError(
+            f"{train_set.source}: {len(train_set)} images are fewer than training.batch_size="
+            f"{config['training']['batch_size']}"
+        )
+    os.makedirs(out_dir, exist_ok=True)
+    config = {**config, "dataset": {**config["dataset"], "class_names": list(train_set.classes)}}
+    dump_config(config, os.path.join(out_dir, "config.yaml"))
+    return config, train_set, val_set
+
+
+def steps_per_epoch(config, train_set):
+    t = config["training"]
+    return t["steps_per_epoch"] or max(len(train_set) // t["batch_size"], 1)
+
+
+def train(config, out_dir, resume=False, strategy="auto"):
+    """Train the detector a resolved config describes; returns a dict of output paths."""
+    config, train_set, val_set = prepare_training(config, out_dir, resume)
+    t = config["training"]
+    start = time.monotonic()
+    skipped = SkippedImages(len(train_set))
+    if t["schedule"] == "alternating" and config["detector"] == "faster_rcnn":
+        from detect.training.alternating import train_alternating
+
+        model_path = train_alternating(config, out_dir, train_set, val_set, skipped, select_strategy(strategy))
+    else:
+        train_ds = pipeline(config, train_set, training=True, skipped=skipped)
+        val = (pipeline(config, val_set, training=False), val_set) if val_set is not None else None
+        steps = steps_per_epoch(config, train_set)
+        if t["steps_per_epoch"]:
+            train_ds = train_ds.repeat()
+        with select_strategy(strategy).scope():
+            model = build_model(config, train_set.classes)
+            model.compile(optimizer=make_optimizer(t), jit_compile=False)
+        model_path = fit_model(model, config, out_dir, train_ds, val, steps, skipped)
+    minutes = (time.monotonic() - start) / 60
     outputs = {"model": model_path, "config": os.path.join(out_dir, "config.yaml"), "minutes": round(minutes, 2)}
     history = os.path.join(out_dir, "history.csv")
     if os.path.exists(history):

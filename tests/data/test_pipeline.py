@@ -201,6 +201,30 @@ def test_flips_are_reproducible_and_change_between_epochs(shapes_dataset):
     assert any(len(xs) == 2 for image_id, xs in by_image.items() if image_id != 99)
 
 
+def test_proposals_are_resized_and_flipped_with_their_image(shapes_dataset):
+    # Proposals equal to the gt boxes (original pixels) must stay equal to the output gt
+    # boxes through resize and flip; zero padding rows stay zero.
+    proposals = np.zeros((len(shapes_dataset.records), 3, 4), np.float32)
+    for i, record in enumerate(shapes_dataset.records):
+        proposals[i, : len(record.boxes)] = record.boxes
+    ds = make(shapes_dataset, training=True, flip=True, seed=3, proposals=proposals)
+    assert ds.element_spec["proposals"].shape == (2, 3, 4)
+    # c.png's crowd box comes last: a proposal, but no gt box.
+    orientations = set()
+    names = {r.image_id: r.file_name for r in shapes_dataset.records}
+    count = {r.image_id: (int((~r.iscrowd).sum()), len(r.boxes)) for r in shapes_dataset.records}
+    for _ in range(3):
+        for e in examples(ds):
+            targets, rows = count[int(e["image_id"])]
+            np.testing.assert_allclose(e["proposals"][:targets], e["gt_boxes"][:targets], atol=1e-4)
+            np.testing.assert_array_equal(e["proposals"][rows:], 0)
+            name = names[int(e["image_id"])]
+            if name != "empty.png":
+                unflipped = expected_boxes(name)
+                orientations.add(bool(np.allclose(e["proposals"][: len(unflipped)], unflipped, atol=1e-4)))
+    assert orientations == {True, False}  # both flipped and unflipped images were seen
+
+
 def test_no_flip_without_training(shapes_dataset):
     for e in examples(make(shapes_dataset, training=False, flip=True)):
         name = {r.image_id: r.file_name for r in shapes_dataset.records}[int(e["image_id"])]

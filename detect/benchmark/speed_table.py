@@ -1,0 +1,558 @@
+"""Per-stage speed table of the R-CNN family: timings, FLOPs, markdown / CSV / bar chart.
+
+Every detector runs on the same backbone and the same images, one image at a time
+(batch 1), with random weights: speed does not depend on the weights. Each stage is its
+own `tf.function` with a static input signature (so it traces exactly once), called
+`warmup` times per image before `runs` timed passes over all images; a stage's time is
+the median over the passes of the mean seconds per image. Model building and tracing
+are never timed. The end-to-end time is one `tf.function` around `model.detect`, which
+is what a user of the model gets.
+
+Stages (columns): proposals (selective search for R-CNN / Fast R-CNN, RPN head +
+proposal layer for Faster R-CNN), backbone, RoI head (RoI pooling + fc6/fc7 +
+predictor), postprocess (decode, per-class NMS, top-k, rescale).
+
+A detector's timing is a function in `TIMERS` (name -> timer). A timer takes a
+`BenchSetup` and returns a dict: `stages` {stage: seconds per image}, `end_to_end`
+seconds, `flops` {stage: FLOPs per image or None}, `end_to_end_flops`, `flops_method`,
+`notes` (list of str). A timer raising ImportError or DetectError marks the detector
+unavailable, as does a name missing from `TIMERS`.
+"""
+
+import csv
+import dataclasses
+import logging
+import os
+import statistics
+import time
+
+import numpy as np
+
+from detect.errors import DetectError
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("proposals", "backbone", "roi_head", "postprocess")
+STAGE_TITLES = {"proposals": "proposals", "backbone": "backbone", "roi_head": "RoI head", "postprocess": "postprocess"}
+
+# Published test times per image, VGG16 on an Nvidia K40 (seconds). Faster R-CNN paper
+# (Ren et al. 2015) Table 5 splits conv / proposal / region-wise time; its region-wise
+# time (RoI pooling, fc layers, softmax, NMS) sits in the RoI head column.
+PAPER = {
+    "rcnn": {
+        "total": 47.0,
+        "stages": {},
+        "source": "Fast R-CNN paper, Table 4: R-CNN VGG16 test rate 47 s/img",
+    },
+    "fast_rcnn": {
+        "total": 1.83,
+        "stages": {"proposals": 1.51, "backbone": 0.146, "roi_head": 0.174},
+        "source": "Faster R-CNN paper, Table 5: selective search 1.51 s (CPU) + Fast R-CNN 0.32 s",
+    },
+    "faster_rcnn": {
+        "total": 0.198,
+        "stages": {"proposals": 0.010, "backbone": 0.141, "roi_head": 0.047},
+        "source": "Faster R-CNN paper, Table 5: RPN + Fast R-CNN, 0.198 s (5 fps)",
+    },
+}
+
+# Model and input settings per backbone; any other backbone uses the paper's ("vgg16").
+SETTINGS = {
+    "vgg16": {
+        "min_size": 600,
+        "max_size": 1000,
+        "model": dict(
+            backbone_width=32, anchor_sizes=(128, 256, 512), rpn_channels=512, pre_nms_top_n_test=6000,
+            post_nms_top_n_test=300, roi_pool="align", roi_size=7, sampling_ratio=2, head_dim=4096,
+        ),
+    },
+    "tiny": {
+        "min_size": 128,
+        "max_size": 128,
+        "model": dict(
+            backbone_width=32, anchor_sizes=(16, 32, 64, 128), rpn_channels=256, pre_nms_top_n_test=1000,
+            post_nms_top_n_test=100, roi_pool="align", roi_size=7, sampling_ratio=2, head_dim=256,
+        ),
+    },
+}
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CSV_FIELDS = (
+    "detector", "source", "status", "note",
+    *(f"{s}_s" for s in STAGES), "stages_sum_s", "detect_s", "speedup_vs_rcnn",
+    *(f"{s}_gflop" for s in STAGES), "detect_gflop", "detect_gflop_per_s", "flops_method", "ap", "ap50",
+)
+
+
+@dataclasses.dataclass
+class BenchSetup:
+    """What every timer shares: one backbone, one image list, one canvas.
+
+    images: list of (H, W, 3) uint8 RGB; canvas_size: (Hc, Wc) padded canvas, a multiple
+    of 32 holding every resized image; model_kwargs: FasterRCNN-style keyword arguments
+    for the backbone's settings (without class_names / canvas_size).
+    """
+
+    backbone: str
+    images: list
+    class_names: list
+    canvas_size: tuple
+    min_size: int
+    max_size: int
+    model_kwargs: dict
+    runs: int
+    warmup: int
+
+
+# --------------------------------------------------------------------------- timing
+def _block(outputs):
+    """Fetch every tensor so the timed call has really finished."""
+    import tensorflow as tf
+
+    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, outputs)
+
+
+def median_seconds(fn, inputs, warmup, runs):
+    """Median over `runs` passes of the mean seconds per call; `inputs` is a list of arg tuples."""
+    for _ in range(warmup):
+        for args in inputs:
+            _block(fn(*args))
+    passes = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for args in inputs:
+            _block(fn(*args))
+        passes.append((time.perf_counter() - start) / len(inputs))
+    return statistics.median(passes)
+
+
+def _shape_flops(graph):
+    """2 x multiply-adds of Conv2D / depthwise conv / MatMul ops with static shapes."""
+    total = 0
+    for op in graph.get_operations():
+        if op.type not in ("Conv2D", "DepthwiseConv2dNative", "MatMul", "BatchMatMulV2", "BatchMatMulV3"):
+            continue
+        out = op.outputs[0].shape
+        if not out.is_fully_defined():
+            continue
+        size = int(np.prod(out.as_list()))
+        if op.type == "Conv2D":
+            kh, kw, cin, _ = op.inputs[1].shape.as_list()
+            total += 2 * size * kh * kw * cin
+        elif op.type == "DepthwiseConv2dNative":
+            kh, kw, _, _ = op.inputs[1].shape.as_list()
+            total += 2 * size * kh * kw
+        else:
+            a = op.inputs[0].shape.as_list()
+            transposed = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+            total += 2 * size * (a[-2] if transposed else a[-1])
+    return float(total)
+
+
+def graph_flops(fn):
+    """(FLOPs, method) of a tf.function with a static input signature.
+
+    TF's graph profiler (float_ops) counts every op with a registered FLOP formula; if it
+    fails, conv / matmul FLOPs are computed from the graph's static shapes instead.
+    """
+    import tensorflow as tf
+
+    graph = fn.get_concrete_function().graph
+    try:
+        from tensorflow.python.profiler import model_analyzer, option_builder
+
+        options = option_builder.ProfileOptionBuilder.float_operation()
+        options["output"] = "none"
+        level = tf.get_logger().level
+        tf.get_logger().setLevel(logging.ERROR)  # the v1 profiler's deprecation notices
+        try:
+            profile = model_analyzer.profile(graph, options=options)
+        finally:
+            tf.get_logger().setLevel(level)
+        return float(profile.total_float_ops), "tf profiler float_ops"
+    except Exception as e:  # noqa: BLE001 - any profiler failure falls back to shapes
+        logger.warning("TF profiler failed (%s); counting conv/matmul FLOPs from shapes", e)
+        return _shape_flops(graph), "conv/matmul shapes (analytic)"
+
+
+def time_selective_search(images, warmup, runs, mode="fast", max_side=500, max_proposals=2000):
+    """(seconds per image, mean proposal count) of selective search over (H, W, 3) uint8 images.
+
+    The proposals stage of R-CNN and Fast R-CNN; it runs on the CPU in OpenCV, outside TF.
+    """
+    from detect.proposals.selective_search import selective_search
+
+    counts = []
+
+    def search(image):
+        boxes = selective_search(image, mode=mode, max_side=max_side, max_proposals=max_proposals)
+        counts.append(len(boxes))
+        return boxes
+
+    seconds = median_seconds(search, [(image,) for image in images], warmup, runs)
+    return seconds, float(np.mean(counts))
+
+
+# --------------------------------------------------------------------------- Faster R-CNN
+def _faster_rcnn_stages(model):
+    """The four stage functions of a FasterRCNN, plain Python (wrapped by the caller)."""
+    import tensorflow as tf
+
+    from detect.models.postprocess import postprocess_detections
+    from detect.models.rpn import generate_proposals
+
+    def backbone(images):
+        return model.trunk(images, training=False)
+
+    def proposals(features, image_shape):
+        objectness, deltas = model.rpn_head(features)
+        return generate_proposals(
+            objectness, deltas, model.anchors, image_shape, coder=model.rpn_coder,
+            pre_nms_top_n=model.pre_nms_top_n[False], post_nms_top_n=model.post_nms_top_n[False],
+            nms_iou=model.rpn_nms_iou, min_size=model.rpn_min_size,
+        )
+
+    def roi_head(features, rois):
+        pooled = model.roi_pool(features, rois)
+        size, channels = pooled.shape[2], pooled.shape[-1]
+        vectors = model.roi_head(tf.reshape(pooled, [-1, size, size, channels]), training=False)
+        logits, deltas = model.predictor(vectors)
+        n, r = rois.shape[0], rois.shape[1]
+        return tf.reshape(logits, [n, r, -1]), tf.reshape(deltas, [n, r, model.num_classes, 4])
+
+    def postprocess(logits, deltas, rois, valid, image_shape, scale):
+        return postprocess_detections(
+            logits, deltas, rois, valid, image_shape, scale, coder=model.roi_coder,
+            score_threshold=model.score_threshold, nms_iou=model.nms_iou, max_detections=model.max_detections,
+        )
+
+    return {"backbone": backbone, "proposals": proposals, "roi_head": roi_head, "postprocess": postprocess}
+
+
+def time_faster_rcnn(setup):
+    """Stage and end-to-end timing of a random-weight FasterRCNN (see the module docstring)."""
+    import tensorflow as tf
+
+    from detect.data.pipeline import prepare_image
+    from detect.models.faster_rcnn import FasterRCNN
+
+    model = FasterRCNN(
+        class_names=setup.class_names, canvas_size=setup.canvas_size, backbone=setup.backbone,
+        backbone_weights="none", **setup.model_kwargs,
+    )
+    batches = [
+        prepare_image(image, min_size=setup.min_size, max_size=setup.max_size, canvas_size=setup.canvas_size)
+        for image in setup.images
+    ]
+    plain = _faster_rcnn_stages(model)
+
+    def staged(name, *specs):
+        return tf.function(plain[name], input_signature=list(specs))
+
+    spec = lambda shape, dtype=tf.float32: tf.TensorSpec(shape, dtype)  # noqa: E731
+    image_spec = spec((1, *setup.canvas_size, 3))
+    shape_spec, scale_spec = spec((1, 2), tf.int32), spec((1, 2))
+    feature_shape = tuple(int(d) for d in model.trunk.compute_output_shape((1, *setup.canvas_size, 3)))
+    rois = model.post_nms_top_n[False]
+    k = model.num_classes
+    fns = {
+        "backbone": staged("backbone", image_spec),
+        "proposals": staged("proposals", spec(feature_shape), shape_spec),
+        "roi_head": staged("roi_head", spec(feature_shape), spec((1, rois, 4))),
+        "postprocess": staged(
+            "postprocess", spec((1, rois, k + 1)), spec((1, rois, k, 4)), spec((1, rois, 4)),
+            spec((1, rois), tf.bool), shape_spec, scale_spec,
+        ),
+    }
+    detect_fn = tf.function(
+        model.detect, input_signature=[{"images": image_spec, "image_shape": shape_spec, "scale": scale_spec}]
+    )
+    # Inputs of every stage: the previous stage's outputs on the same image (untimed).
+    args = {name: [] for name in STAGES}
+    for batch in batches:
+        images, image_shape, scale = (tf.constant(batch[key]) for key in ("images", "image_shape", "scale"))
+        features = fns["backbone"](images)
+        boxes, valid = fns["proposals"](features, image_shape)
+        logits, deltas = fns["roi_head"](features, boxes)
+        args["backbone"].append((images,))
+        args["proposals"].append((features, image_shape))
+        args["roi_head"].append((features, boxes))
+        args["postprocess"].append((logits, deltas, boxes, valid, image_shape, scale))
+    inputs = [({key: tf.constant(value) for key, value in batch.items()},) for batch in batches]
+
+    stages, flops, methods = {}, {}, set()
+    for name in STAGES:
+        stages[name] = median_seconds(fns[name], args[name], setup.warmup, setup.runs)
+        flops[name], method = graph_flops(fns[name])
+        methods.add(method)
+    end_to_end = median_seconds(detect_fn, inputs, setup.warmup, setup.runs)
+    end_to_end_flops, method = graph_flops(detect_fn)
+    methods.add(method)
+    traces = {name: fn.experimental_get_tracing_count() for name, fn in {**fns, "detect": detect_fn}.items()}
+    notes = [f"faster_rcnn: {name} traced {count} times" for name, count in traces.items() if count != 1]
+    return {
+        "stages": stages,
+        "end_to_end": end_to_end,
+        "flops": flops,
+        "end_to_end_flops": end_to_end_flops,
+        "flops_method": " + ".join(sorted(methods)),
+        "notes": notes,
+    }
+
+
+TIMERS = {"faster_rcnn": time_faster_rcnn}
+
+
+# --------------------------------------------------------------------------- inputs
+def random_images(count, image_size, seed=0):
+    """`count` smooth random (H, W, 3) uint8 images: colour blobs plus mild noise.
+
+    Smooth content keeps selective search in its usual regime (pure noise would split
+    into thousands of one-pixel regions).
+    """
+    import cv2
+
+    height, width = (int(s) for s in image_size)
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        coarse = rng.uniform(0, 255, (max(height // 40, 2), max(width // 40, 2), 3)).astype(np.float32)
+        smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+        noisy = smooth + rng.normal(0, 8, smooth.shape)
+        images.append(np.clip(noisy, 0, 255).astype(np.uint8))
+    return images
+
+
+def load_images(folder):
+    """Every image of a folder (sorted by name) as (H, W, 3) uint8 RGB arrays."""
+    from detect.data.images import read_image
+
+    if not os.path.isdir(folder):
+        raise DetectError(f"benchmark images: {folder} is not a folder")
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise DetectError(f"benchmark images: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    return [read_image(os.path.join(folder, name)) for name in names]
+
+
+def canvas_for_images(images, min_size, max_size):
+    """(Hc, Wc): the largest resized image, rounded up to a multiple of 32 (as torchvision pads)."""
+    heights, widths = [], []
+    for image in images:
+        h, w = image.shape[:2]
+        scale = min(min_size / min(h, w), max_size / max(h, w))
+        heights.append(max(int(round(h * scale)), 1))
+        widths.append(max(int(round(w * scale)), 1))
+    return -(-max(heights) // 32) * 32, -(-max(widths) // 32) * 32
+
+
+# --------------------------------------------------------------------------- rows
+def _measured_row(name, result, environment):
+    row = {"detector": name, "source": f"measured ({environment})", "status": "ok", "note": ""}
+    for stage in STAGES:
+        seconds = result["stages"].get(stage)
+        flops = result["flops"].get(stage)
+        row[f"{stage}_s"] = seconds
+        row[f"{stage}_gflop"] = None if flops is None else flops / 1e9
+    row["stages_sum_s"] = sum(v for v in result["stages"].values() if v is not None)
+    row["detect_s"] = result["end_to_end"]
+    row["detect_gflop"] = result["end_to_end_flops"] / 1e9
+    row["detect_gflop_per_s"] = row["detect_gflop"] / row["detect_s"]
+    row["flops_method"] = result["flops_method"]
+    return row
+
+
+def _paper_row(name):
+    paper = PAPER[name]
+    row = {"detector": name, "source": "paper (K40 GPU)", "status": "paper", "note": paper["source"]}
+    for stage in STAGES:
+        row[f"{stage}_s"] = paper["stages"].get(stage)
+    row["stages_sum_s"] = row["detect_s"] = paper["total"]
+    row["speedup_vs_rcnn"] = PAPER["rcnn"]["total"] / paper["total"]
+    return row
+
+
+def _unavailable_row(name, reason):
+    return {"detector": name, "source": "-", "status": "unavailable", "note": reason}
+
+
+def _add_speedups(rows):
+    rcnn = next((r for r in rows if r["detector"] == "rcnn" and r["status"] == "ok"), None)
+    for row in rows:
+        if row["status"] == "ok" and rcnn is not None:
+            row["speedup_vs_rcnn"] = rcnn["detect_s"] / row["detect_s"]
+
+
+def _average_precision(name, dataset_config, model_dirs, out_dir):
+    """(AP, AP50, note) of a trained model folder for `name`, or Nones and the reason."""
+    folder = (model_dirs or {}).get(name, os.path.join("models", name))
+    if not os.path.isfile(os.path.join(folder, "model.keras")):
+        return None, None, f"AP of {name} skipped: no trained model folder at {folder}"
+    from detect.evaluation.evaluate_model import evaluate_model
+
+    metrics = evaluate_model(
+        folder, dataset_config, split="val", out_dir=os.path.join(out_dir, f"eval_{name}"), progress=False
+    )
+    note = f"AP of {name}: {folder} (its own backbone and trained weights) on the val split of {dataset_config}"
+    return metrics["coco"]["AP"], metrics["coco"]["AP50"], note
+
+
+# --------------------------------------------------------------------------- outputs
+def _fmt(value, scale=1.0, digits=1):
+    return "-" if value is None else f"{value * scale:,.{digits}f}"
+
+
+def format_table(rows, notes):
+    """Markdown: a time table (ms per image), a FLOPs table and the notes."""
+    head = ["detector", "source", *(f"{STAGE_TITLES[s]} (ms)" for s in STAGES),
+            "stages sum (ms)", "detect() (ms)", "speed-up vs R-CNN"]
+    lines = ["## Time per image", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r["status"] == "unavailable":
+            cells = [r["detector"], f"unavailable: {r['note']}"] + ["-"] * (len(head) - 2)
+        else:
+            speedup = r.get("speedup_vs_rcnn")
+            cells = [r["detector"], r["source"], *(_fmt(r[f"{s}_s"], 1e3) for s in STAGES),
+                     _fmt(r["stages_sum_s"], 1e3), _fmt(r["detect_s"], 1e3),
+                     "- (R-CNN not measured)" if speedup is None else f"{speedup:,.1f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    head = ["detector", *(f"{STAGE_TITLES[s]} GFLOP (GFLOP/s)" for s in STAGES), "detect() GFLOP (GFLOP/s)",
+            "counted by"]
+    lines += ["", "## FLOPs per image", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        cells = [r["detector"]]
+        for key in [*STAGES, "detect"]:
+            gflop, seconds = r.get(f"{key}_gflop"), r.get(f"{key}_s")
+            rate = None if gflop is None or not seconds else gflop / seconds
+            cells.append(f"{_fmt(gflop)} ({_fmt(rate, digits=0)})")
+        cells.append(r["flops_method"])
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
+
+
+def write_chart(rows, path):
+    """Stacked bars of stage seconds: measured rows left, paper rows right (own scales)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [("measured", [r for r in rows if r["status"] == "ok"]),
+              ("paper, K40 GPU", [r for r in rows if r["status"] == "paper"])]
+    groups = [(title, group) for title, group in groups if group]
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5 * max(len(groups), 1), 4), squeeze=False)
+    colors = dict(zip(STAGES, ("#4c72b0", "#dd8452", "#55a868", "#c44e52")))
+    for ax, (title, group) in zip(axes[0], groups):
+        names = [r["detector"] for r in group]
+        bottom = np.zeros(len(group))
+        for stage in STAGES:
+            values = np.array([r.get(f"{stage}_s") or 0.0 for r in group])
+            ax.bar(names, values, bottom=bottom, label=STAGE_TITLES[stage], color=colors[stage])
+            bottom += values
+        totals = [r["detect_s"] if r["status"] == "paper" and not any(r.get(f"{s}_s") for s in STAGES)
+                  else 0.0 for r in group]
+        ax.bar(names, totals, bottom=bottom, label="total (no split)", color="#8c8c8c")
+        ax.set_title(title)
+        ax.set_ylabel("seconds per image")
+    if groups:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _environment():
+    import tensorflow as tf
+
+    onednn = "off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") == "0" else "on"
+    return f"CPU x{os.cpu_count()}, TF {tf.__version__}, oneDNN {onednn}"
+
+
+# --------------------------------------------------------------------------- entry point
+def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None, runs=5,
+                  out_dir="runs/benchmark", warmup=2, num_classes=21, image_size=(600, 800),
+                  model_dirs=None, num_images=2):
+    """Time each detector's stages on one backbone and one image set; write the table.
+
+    Args:
+      detectors: names (rcnn, fast_rcnn, faster_rcnn); unknown or unavailable ones get a row saying so.
+      backbone: vgg16 (paper settings: shorter side 600, longer at most 1000, 300 RPN
+        proposals after 6000 pre-NMS, 7x7 RoIAlign, fc6/fc7 4096) or tiny (128 px).
+      images: folder of images; None: `num_images` random `image_size` (H, W) images.
+      dataset_config: config whose val split scores a trained model of each detector
+        (`model_dirs[name]`, default models/NAME) for an AP column; skipped with a note otherwise.
+      runs / warmup: timed / untimed passes per stage; num_classes: K + 1 with background.
+    Returns:
+      {"table": markdown str, "rows": [dict per CSV row], "paths": {"markdown", "csv", "chart"}}.
+    """
+    if not detectors:
+        raise DetectError("benchmark: no detectors given")
+    if int(runs) < 1 or int(warmup) < 0:
+        raise DetectError(f"benchmark: runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
+    if int(num_classes) < 2:
+        raise DetectError(f"benchmark: num_classes counts the background and must be >= 2, got {num_classes}")
+    settings = SETTINGS.get(backbone, SETTINGS["vgg16"])
+    pictures = load_images(images) if images else random_images(num_images, image_size)
+    canvas = canvas_for_images(pictures, settings["min_size"], settings["max_size"])
+    setup = BenchSetup(
+        backbone=backbone, images=pictures, class_names=[f"class_{i}" for i in range(1, int(num_classes))],
+        canvas_size=canvas, min_size=settings["min_size"], max_size=settings["max_size"],
+        model_kwargs=dict(settings["model"]), runs=int(runs), warmup=int(warmup),
+    )
+    environment = _environment()
+    rows, notes = [], []
+    for name in detectors:
+        timer = TIMERS.get(name)
+        if timer is None:
+            rows.append(_unavailable_row(name, f"not available in this version (available: {', '.join(TIMERS)})"))
+            continue
+        try:
+            result = timer(setup)
+        except (ImportError, DetectError) as e:
+            rows.append(_unavailable_row(name, str(e).splitlines()[0]))
+            continue
+        row = _measured_row(name, result, environment)
+        notes += result["notes"]
+        if dataset_config:
+            row["ap"], row["ap50"], note = _average_precision(name, dataset_config, model_dirs, out_dir)
+            notes.append(note)
+        rows.append(row)
+        if name in PAPER:
+            rows.append(_paper_row(name))
+    _add_speedups(rows)
+    model = setup.model_kwargs
+    source = f"{len(pictures)} images from {images}" if images else f"{len(pictures)} random {image_size[0]}x{image_size[1]} images"
+    notes = [
+        f"{backbone} backbone, random weights, {source}, resized (shorter side {setup.min_size}, longer at most "
+        f"{setup.max_size}) onto a {canvas[0]}x{canvas[1]} canvas, batch 1, {num_classes} classes with background",
+        f"RPN: {model['pre_nms_top_n_test']} boxes before NMS, {model['post_nms_top_n_test']} proposals; "
+        f"{model['roi_size']}x{model['roi_size']} RoI{model['roi_pool']}; fc6/fc7 {model['head_dim']}",
+        f"median of {runs} runs after {warmup} warm-up runs per image; each stage one tf.function traced once "
+        "on static shapes; model building and tracing excluded; detect() is the end-to-end call users get",
+        "random weights: few boxes pass the 0.05 score threshold, so postprocess (NMS) time is a lower bound",
+        "paper rows: VGG16 on an Nvidia K40 GPU; the paper's region-wise time (RoI pooling, fc, NMS) is in the "
+        "RoI head column; speed-ups compare each source with its own R-CNN figure",
+        *(f"paper {name}: {PAPER[name]['source']}" for name in dict.fromkeys(detectors) if name in PAPER),
+        *notes,
+    ]
+    table = format_table(rows, notes)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {key: os.path.join(out_dir, f"speed.{ext}") for key, ext in
+             (("markdown", "md"), ("csv", "csv"), ("chart", "png"))}
+    with open(paths["markdown"], "w", encoding="utf-8") as f:
+        f.write("# Speed of the R-CNN family\n\n" + table)
+    write_csv(rows, paths["csv"])
+    write_chart(rows, paths["chart"])
+    return {"table": table, "rows": rows, "paths": paths}

@@ -1,0 +1,242 @@
+"""Export a trained detector for serving: SavedModel, ONNX or LiteRT (.tflite).
+
+Every format serves `model.detect` (final detections), not `call` (raw head outputs).
+Shape shorthand: N images, Hc x Wc the model's fixed canvas, P proposals, D = max
+detections, K classes.
+
+  inputs   images (N, Hc, Wc, 3) float32 RGB in [0, 255], resized content at the top-left
+           of a zero canvas; image_shape (N, 2) int32 content (height, width); scale (N, 2)
+           float32 (sy, sx) = resized / original size; models without an RPN (Fast R-CNN)
+           also take proposals (N, P, 4) xyxy canvas pixels (all-zero rows are padding).
+  outputs  boxes (N, D, 4) xyxy original image pixels, scores (N, D), labels (N, D) int32
+           in 1..K (0 in padding rows), num_detections (N,) int32.
+
+`export.json` beside the artifact says the same, with the resize rule and class names,
+for users without this package.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import uuid
+
+import tensorflow as tf
+
+from detect.errors import DetectError
+
+FORMATS = ("saved_model", "onnx", "litert")
+ENDPOINT = "serve"
+DESCRIPTION_FILE = "export.json"
+# Artifact path inside the output folder; the SavedModel is the folder itself.
+_ARTIFACTS = {"saved_model": ".", "onnx": "model.onnx", "litert": "model.tflite"}
+
+
+def input_signature(model):
+    """Named tf.TensorSpecs of the serving inputs, in argument order (batch size free)."""
+    height, width = model.canvas_size
+    specs = [
+        tf.TensorSpec((None, height, width, 3), tf.float32, name="images"),
+        tf.TensorSpec((None, 2), tf.int32, name="image_shape"),
+        tf.TensorSpec((None, 2), tf.float32, name="scale"),
+    ]
+    if not model.use_rpn:
+        specs.append(tf.TensorSpec((None, None, 4), tf.float32, name="proposals"))
+    return specs
+
+
+def serving_function(model):
+    """fn(images, image_shape, scale[, proposals]) -> detections dict of `model.detect`.
+
+    Flat named arguments (not one dict) give the SavedModel signature named inputs.
+    """
+    if model.use_rpn:
+
+        def serve(images, image_shape, scale):
+            return model.detect({"images": images, "image_shape": image_shape, "scale": scale})
+
+    else:
+
+        def serve(images, image_shape, scale, proposals):
+            inputs = {"images": images, "image_shape": image_shape, "scale": scale, "proposals": proposals}
+            return model.detect(inputs)
+
+    return serve
+
+
+def describe(model, config, fmt):
+    """The export.json dict: how to prepare inputs and read outputs of the artifact."""
+    height, width = model.canvas_size
+    inputs = {
+        "images": {
+            "shape": [None, height, width, 3],
+            "dtype": "float32",
+            "meaning": "RGB in [0, 255]; resize by s = min(min_size / shorter side, max_size / longer side, "
+            "canvas height / height, canvas width / width), round the size, place at the top-left "
+            "of a zero canvas",
+        },
+        "image_shape": {"shape": [None, 2], "dtype": "int32", "meaning": "resized (height, width)"},
+        "scale": {"shape": [None, 2], "dtype": "float32", "meaning": "(resized / original height, width)"},
+    }
+    if not model.use_rpn:
+        inputs["proposals"] = {
+            "shape": [None, None, 4],
+            "dtype": "float32",
+            "meaning": "x1, y1, x2, y2 in resized pixels; all-zero rows are padding",
+        }
+    return {
+        "format": fmt,
+        "artifact": _ARTIFACTS[fmt],
+        "endpoint": ENDPOINT,
+        "canvas_size": [height, width],
+        "min_size": config["input"]["min_size"],
+        "max_size": config["input"]["max_size"],
+        "class_names": list(model.class_names),
+        "head_svd_ranks": None if model.head_svd_ranks is None else list(model.head_svd_ranks),
+        "inputs": inputs,
+        "outputs": {
+            "boxes": "(N, D, 4) float32 x1, y1, x2, y2 in original image pixels",
+            "scores": "(N, D) float32",
+            "labels": "(N, D) int32; label i is class_names[i - 1]; 0 in padding rows",
+            "num_detections": "(N,) int32 valid rows of each image",
+        },
+    }
+
+
+# --------------------------------------------------------------------------- writers
+def write_saved_model(model, path):
+    """SavedModel at `path` with one signature, "serve" (also "serving_default")."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(ENDPOINT, serving_function(model), input_signature=input_signature(model))
+    archive.write_out(path, verbose=False)
+    return path
+
+
+def _require_onnx():
+    missing = [name for name in ("tf2onnx", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DetectError(f"ONNX export needs {' and '.join(missing)}, not installed here: pip install tf2onnx onnx")
+
+
+def write_onnx(model, path):
+    """ONNX file at `path` converted by tf2onnx from the serving function."""
+    _require_onnx()
+    import tf2onnx
+
+    try:
+        # Keras' own numpy>=2 fixes for tf2onnx, the ones model.export(format="onnx") applies.
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        patch_tf2onnx()
+    except ImportError:
+        pass
+    specs = input_signature(model)
+    function = tf.function(serving_function(model), input_signature=specs)
+    try:
+        tf2onnx.convert.from_function(function, input_signature=specs, output_path=path)
+    except Exception as e:  # noqa: BLE001 - any converter failure is reported in one line
+        raise DetectError(f"ONNX conversion failed: {type(e).__name__}: {_first_line(e)}") from None
+    return path
+
+
+def write_litert(model, path):
+    """LiteRT flatbuffer at `path`, converted from a SavedModel (TF Select ops allowed)."""
+    with tempfile.TemporaryDirectory(prefix="detect-litert-") as work:
+        saved = write_saved_model(model, os.path.join(work, "saved_model"))
+        try:
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[ENDPOINT])
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+            flatbuffer = converter.convert()
+        except Exception as e:  # noqa: BLE001 - any converter failure is reported in one line
+            raise DetectError(f"LiteRT conversion failed: {type(e).__name__}: {_first_line(e)}") from None
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+    return path
+
+
+_WRITERS = {"saved_model": write_saved_model, "onnx": write_onnx, "litert": write_litert}
+
+
+def _first_line(error):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
+
+
+# --------------------------------------------------------------------------- folders
+def _check_out_dir(out_dir):
+    """An output folder may be new, empty, or hold an earlier export (it is replaced)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DetectError(f"--out {out_dir}: exists and is not a folder")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, DESCRIPTION_FILE)):
+        raise DetectError(f"--out {out_dir}: folder is not empty and holds no earlier export ({DESCRIPTION_FILE})")
+
+
+def _publish(staging, out_dir):
+    """Move a finished export folder to out_dir; readers never see a half-written one."""
+    if not os.path.exists(out_dir):
+        os.replace(staging, out_dir)
+        return
+    retired = f"{staging}.retired"
+    os.replace(out_dir, retired)
+    os.replace(staging, out_dir)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def export_detector(model, config, fmt, out_dir):
+    """Write `model` in format `fmt` with export.json into out_dir; returns the artifact path.
+
+    Args:
+      model: a FasterRCNN; config: its resolved config (for the resize rule).
+      fmt: saved_model | onnx | litert.
+      out_dir: output folder: new, empty, or an earlier export, which is replaced.
+    Returns:
+      out_dir for saved_model, out_dir/model.onnx or out_dir/model.tflite.
+    """
+    if fmt not in FORMATS:
+        raise DetectError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    _check_out_dir(out_dir)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    # A sibling folder so the final move is a rename; mkdir (not mkdtemp) keeps the umask mode.
+    staging = os.path.join(parent, f".{os.path.basename(os.path.abspath(out_dir))}.export-{uuid.uuid4().hex[:8]}")
+    os.mkdir(staging)
+    try:
+        artifact = os.path.join(staging, _ARTIFACTS[fmt])
+        _WRITERS[fmt](model, os.path.normpath(artifact))
+        with open(os.path.join(staging, DESCRIPTION_FILE), "w", encoding="utf-8") as f:
+            json.dump(describe(model, config, fmt), f, indent=2)
+        _publish(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return os.path.normpath(os.path.join(out_dir, _ARTIFACTS[fmt]))
+
+
+def export_model(model_dir, fmt, out_dir, svd=None):
+    """Export the model folder `model_dir` (written by `detect train`) to out_dir.
+
+    Args:
+      model_dir: folder with model.keras and config.yaml.
+      fmt: saved_model | onnx | litert.
+      out_dir: output folder (see export_detector).
+      svd: None, or fc6/fc7 ranks as "1024,256" or (1024, 256): truncate the head first.
+    Returns:
+      path of the artifact (see export_detector).
+    """
+    from detect.inference.predictor import load_model_dir
+    from detect.models.svd import parse_ranks, truncate_head
+
+    if fmt not in FORMATS:
+        raise DetectError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    _check_out_dir(out_dir)
+    if fmt == "onnx":
+        _require_onnx()
+    ranks = parse_ranks(svd) if isinstance(svd, str) else svd
+    model, config = load_model_dir(model_dir)
+    if ranks is not None:
+        model = truncate_head(model, ranks)
+    return export_detector(model, config, fmt, out_dir)
