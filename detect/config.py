@@ -99,12 +99,13 @@ DEFAULTS = {
         "schedule": "joint",  # joint | alternating
         "alternating_epochs": None,  # epochs of the 4 alternating steps (default: epochs each)
         "time_budget_minutes": None,  # stop after this many minutes (end of an epoch)
-        "val_steps": None,
+        "val_steps": None,  # validation batches per evaluation (default: the whole split)
+        "val_every": 1,  # validate every N epochs
     },
     "callbacks": {
         "reduce_lr_on_plateau": _FREE,
         "early_stopping": _FREE,
-        "model_checkpoint": {"enabled": True, "monitor": "val_loss", "mode": "auto"},
+        "model_checkpoint": {"enabled": True, "monitor": "val_loss", "mode": "auto", "save_best_only": True},
         "backup_and_restore": {"enabled": True},
         "tensorboard": {"enabled": True},
         "csv_logger": {"enabled": True},

@@ -35,12 +35,18 @@ class _Outputs:
         self.class_names = class_names
         self.image_results = []
         self.videos = {}  # source name -> (writer, jsonl file)
+        self.written = set()
         os.makedirs(out_dir, exist_ok=True)
 
     def _image_path(self, frame):
-        base = os.path.basename(frame.name)
-        stem, _ = os.path.splitext(base)
-        return os.path.join(self.out_dir, f"{stem}.jpg")
+        stem, _ = os.path.splitext(os.path.basename(frame.name))
+        path = os.path.join(self.out_dir, f"{stem}.jpg")
+        n = 1
+        while path in self.written:  # same file name from two folders: keep both
+            path = os.path.join(self.out_dir, f"{stem}_{n}.jpg")
+            n += 1
+        self.written.add(path)
+        return path
 
     def _video(self, frame):
         key = frame.source if frame.kind == "webcam" else frame.name.rsplit("#", 1)[0]

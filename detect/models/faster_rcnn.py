@@ -146,10 +146,8 @@ class FasterRCNN(keras.Model):
         )
         self.rpn_head = RPNHead(num_anchors, self.rpn_channels, name="rpn_head") if self.use_rpn else None
 
-        self.trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
-        }
+        names = ("rpn_cls_loss", "rpn_box_loss") if self.use_rpn else ()
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names + ("roi_cls_loss", "roi_box_loss")}
         for name, tracker in self.trackers.items():
             setattr(self, f"_{name}_tracker", tracker)
         self._build_variables()
@@ -321,8 +319,9 @@ class FasterRCNN(keras.Model):
             roi_cls, roi_box = detection_losses(
                 y_pred["class_logits"], y_pred["box_deltas"], y_pred["roi_labels"], y_pred["roi_targets"]
             )
-        for name, value in zip(self.trackers, (rpn_cls, rpn_box, roi_cls, roi_box)):
-            self.trackers[name].update_state(value)
+        values = {"rpn_cls_loss": rpn_cls, "rpn_box_loss": rpn_box, "roi_cls_loss": roi_cls, "roi_box_loss": roi_box}
+        for name, tracker in self.trackers.items():
+            tracker.update_state(values[name])
         total = self.rpn_loss_weight * (rpn_cls + rpn_box) + self.roi_loss_weight * (roi_cls + roi_box)
         # Keras sums replica gradients: each replica contributes its share of the mean.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync

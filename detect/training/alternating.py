@@ -143,7 +143,7 @@ def _with_proposals(config, dataset, proposals, training, skipped=None):
     from detect.data.pipeline import make_dataset
 
     inp = config["input"]
-    return make_dataset(
+    ds = make_dataset(
         dataset,
         batch_size=config["training"]["batch_size"],
         min_size=inp["min_size"],
@@ -158,3 +158,4 @@ def _with_proposals(config, dataset, proposals, training, skipped=None):
         drop_remainder=training,
         proposals=proposals,
     )
+    return ds.repeat() if training else ds

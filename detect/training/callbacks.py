@@ -38,21 +38,33 @@ class LinearWarmup(keras.callbacks.Callback):
 
 
 class CosineDecay(keras.callbacks.Callback):
-    """Cosine decay of the learning rate to 0 over `total_steps` optimizer steps, after
-    `warmup_steps` (which LinearWarmup handles)."""
+    """Cosine decay of the learning rate to 0 after `warmup_steps` (which LinearWarmup
+    handles), over `total_steps` optimizer steps or, with `total_seconds`, over wall-clock
+    time (for runs with a time budget: the rate reaches 0 when the budget ends, whatever
+    the machine's speed)."""
 
-    def __init__(self, learning_rate, total_steps, warmup_steps=0):
+    def __init__(self, learning_rate, total_steps=None, warmup_steps=0, total_seconds=None):
         super().__init__()
         self.learning_rate = float(learning_rate)
-        self.total_steps = max(int(total_steps), 1)
+        self.total_steps = max(int(total_steps or 1), 1)
         self.warmup_steps = int(warmup_steps)
+        self.total_seconds = float(total_seconds) if total_seconds else None
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def _progress(self, step):
+        if self.total_seconds:
+            return (time.monotonic() - self.start) / self.total_seconds
+        span = max(self.total_steps - self.warmup_steps, 1)
+        return (step - self.warmup_steps) / span
 
     def on_train_batch_begin(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         if step <= self.warmup_steps:
             return
-        span = max(self.total_steps - self.warmup_steps, 1)
-        progress = min((step - self.warmup_steps) / span, 1.0)
+        progress = min(max(self._progress(step), 0.0), 1.0)
         _set_lr(self.model.optimizer, 0.5 * self.learning_rate * (1 + math.cos(math.pi * progress)))
 
 

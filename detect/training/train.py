@@ -66,7 +66,7 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None, split=Non
     """The tf.data pipeline for a dataset under a config's input settings."""
     inp = config["input"]
     split = split or ("train" if training else "val")
-    return make_dataset(
+    ds = make_dataset(
         dataset,
         batch_size=batch_size or config["training"]["batch_size"],
         min_size=inp["min_size"],
@@ -81,6 +81,7 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None, split=Non
         drop_remainder=training,
         proposals=proposals_for(config, dataset, split),
     )
+    return ds.repeat() if training else ds
 
 
 def select_strategy(name):
@@ -144,7 +145,15 @@ def make_callbacks(config, out_dir, steps_per_epoch, val, skipped):
         out.append(CocoMapCallback.from_config(config, val[0], val[1], **c["coco_map"]))
     out.append(cbs.LinearWarmup(t["learning_rate"], t["warmup_steps"]))
     if t["lr_schedule"] == "cosine":
-        out.append(cbs.CosineDecay(t["learning_rate"], steps_per_epoch * t["epochs"], t["warmup_steps"]))
+        budget = t.get("time_budget_minutes")
+        out.append(
+            cbs.CosineDecay(
+                t["learning_rate"],
+                total_steps=steps_per_epoch * t["epochs"],
+                warmup_steps=t["warmup_steps"],
+                total_seconds=budget * 60 if budget else None,
+            )
+        )
     if c.get("reduce_lr_on_plateau") is not None:
         out.append(keras.callbacks.ReduceLROnPlateau(**{"monitor": monitor_default, **c["reduce_lr_on_plateau"]}))
     if c.get("early_stopping") is not None:
@@ -157,7 +166,8 @@ def make_callbacks(config, out_dir, steps_per_epoch, val, skipped):
         monitor = opts.pop("monitor", monitor_default)
         if monitor.startswith("val_") and not has_val:
             monitor = monitor[4:]
-        out.append(AtomicCheckpoint(os.path.join(out_dir, "model.keras"), monitor=monitor, save_best_only=True, **opts))
+        best_only = opts.pop("save_best_only", True)
+        out.append(AtomicCheckpoint(os.path.join(out_dir, "model.keras"), monitor=monitor, save_best_only=best_only, **opts))
         out.append(AtomicCheckpoint(os.path.join(out_dir, "last.keras")))
     enabled, opts = _options(c["csv_logger"])
     if enabled:
@@ -218,8 +228,9 @@ def fit_model(model, config, out_dir, train_ds, val, steps, skipped, epochs=None
         train_ds,
         validation_data=val[0] if val else None,
         validation_steps=t.get("val_steps"),
+        validation_freq=t.get("val_every") or 1,
         epochs=epochs or t["epochs"],
-        steps_per_epoch=steps if t["steps_per_epoch"] else None,
+        steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=1 if os.environ.get("DETECT_QUIET") != "1" else 2,
         shuffle=False,
@@ -261,6 +272,8 @@ def prepare_training(config, out_dir, resume):
 
 
 def steps_per_epoch(config, train_set):
+    """Batches per epoch; training pipelines repeat, so unreadable images never end an
+    epoch early (and Keras never sees a dataset of unknown length run dry)."""
     t = config["training"]
     return t["steps_per_epoch"] or max(len(train_set) // t["batch_size"], 1)
 
@@ -279,8 +292,6 @@ def train(config, out_dir, resume=False, strategy="auto"):
         train_ds = pipeline(config, train_set, training=True, skipped=skipped)
         val = (pipeline(config, val_set, training=False), val_set) if val_set is not None else None
         steps = steps_per_epoch(config, train_set)
-        if t["steps_per_epoch"]:
-            train_ds = train_ds.repeat()
         with select_strategy(strategy).scope():
             model = build_model(config, train_set.classes)
             model.compile(optimizer=make_optimizer(t), jit_compile=False)
