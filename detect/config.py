@@ -96,6 +96,7 @@ DEFAULTS = {
         "warmup_steps": 100,
         "lr_schedule": "constant",  # constant | cosine
         "clipnorm": None,
+        "mixed_precision": "auto",  # auto (mixed_float16 when a GPU is present) | on | off
         "schedule": "joint",  # joint | alternating
         "alternating_epochs": None,  # epochs of the 4 alternating steps (default: epochs each)
         "time_budget_minutes": None,  # stop after this many minutes (end of an epoch)
@@ -122,6 +123,7 @@ _REQUIRED_CHOICES = {
     "training.optimizer": ("sgd", "adam", "adamw"),
     "training.schedule": ("joint", "alternating"),
     "training.lr_schedule": ("constant", "cosine"),
+    "training.mixed_precision": ("auto", "on", "off"),
 }
 
 

@@ -212,11 +212,15 @@ class FasterRCNN(keras.Model):
         return cls(**config)
 
     # ----------------------------------------------------------------- forward
+    def _rpn(self, features):
+        objectness, deltas = self.rpn_head(features)
+        return tf.cast(objectness, tf.float32), tf.cast(deltas, tf.float32)
+
     def propose(self, inputs, training_counts=False):
         """RPN proposals only: (N, P, 4) xyxy canvas pixels and (N, P) validity, with the
         training (pre/post-NMS top-n of training) or test counts."""
         features = self.trunk(tf.cast(inputs["images"], tf.float32), training=False)
-        objectness, deltas = self.rpn_head(features)
+        objectness, deltas = self._rpn(features)
         return generate_proposals(
             objectness,
             deltas,
@@ -236,7 +240,7 @@ class FasterRCNN(keras.Model):
             proposals = tf.cast(inputs["proposals"], tf.float32)
             valid = (proposals[..., 2] > proposals[..., 0]) & (proposals[..., 3] > proposals[..., 1])
             return None, None, proposals, valid
-        objectness, deltas = self.rpn_head(features)
+        objectness, deltas = self._rpn(features)
         proposals, valid = generate_proposals(
             objectness,
             deltas,
@@ -292,6 +296,8 @@ class FasterRCNN(keras.Model):
         flat = tf.reshape(pooled, [-1, size, size, pooled.shape[-1]])
         vectors = self.roi_head(flat, training=training)
         logits, deltas = self.predictor(vectors)
+        # Under mixed precision the layers compute in float16; box arithmetic stays float32.
+        logits, deltas = tf.cast(logits, tf.float32), tf.cast(deltas, tf.float32)
         logits = tf.reshape(logits, [n, r, self.num_classes + 1])
         deltas = tf.reshape(deltas, [n, r, self.num_classes, 4])
         return logits, deltas

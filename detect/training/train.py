@@ -278,9 +278,18 @@ def steps_per_epoch(config, train_set):
     return t["steps_per_epoch"] or max(len(train_set) // t["batch_size"], 1)
 
 
+def set_precision(mode):
+    """mixed_float16 on GPUs (auto) or when asked (on); float32 otherwise."""
+    use = mode == "on" or (mode == "auto" and tf.config.list_logical_devices("GPU"))
+    keras.mixed_precision.set_global_policy("mixed_float16" if use else "float32")
+    return bool(use)
+
+
 def train(config, out_dir, resume=False, strategy="auto"):
     """Train the detector a resolved config describes; returns a dict of output paths."""
     config, train_set, val_set = prepare_training(config, out_dir, resume)
+    if set_precision(config["training"]["mixed_precision"]):
+        print("training with mixed precision (mixed_float16)")
     t = config["training"]
     start = time.monotonic()
     skipped = SkippedImages(len(train_set))

@@ -132,3 +132,19 @@ def test_save_load_gives_identical_predictions(tmp_path):
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-4)
     assert loaded.class_names == CLASSES
+
+
+def test_mixed_precision_train_step_is_finite():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        tf.keras.utils.set_random_seed(5)
+        model = small_model()
+        model.compile(optimizer="sgd")
+        history = model.fit(batch(), batch_size=2, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        detections = model.detect({k: v for k, v in batch().items() if not k.startswith("gt_")})
+        assert detections["boxes"].dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
