@@ -17,14 +17,15 @@ from detect import __version__  # noqa: E402
 from detect.errors import DetectError  # noqa: E402
 
 
-def _quiet_tensorflow():
+def _quiet_tensorflow(init_devices=True):
     """Import TensorFlow and initialize its devices with stderr silenced.
 
     TensorFlow's C++ start-up messages (CUDA probing, oneDNN notices) go through absl
     before its log is initialised, where TF_CPP_MIN_LOG_LEVEL does not reach them, so the
     file descriptor itself is muted meanwhile. Python exceptions still propagate once it
     is restored; TF_CPP_MIN_LOG_LEVEL=0 shows everything. Called only by the commands
-    that need TensorFlow, so `detect data ...` and `--help` stay fast.
+    that need TensorFlow, so `detect data ...` and `--help` stay fast. Multi-worker
+    training must create its strategy before any op runs: it passes init_devices=False.
     """
     import logging
 
@@ -36,8 +37,9 @@ def _quiet_tensorflow():
         try:
             import tensorflow as tf
 
-            tf.config.list_physical_devices()
-            tf.constant(0) + 0
+            if init_devices:
+                tf.config.list_physical_devices()
+                tf.constant(0) + 0
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -215,7 +217,7 @@ def train(config_path, overrides, out, resume, strategy):
     from detect.config import load_config
 
     config = load_config(config_path, overrides)
-    _quiet_tensorflow()
+    _quiet_tensorflow(init_devices=strategy != "multi_worker")
     from detect.training.train import train as run
 
     out = out or os.path.join("models", os.path.splitext(os.path.basename(config_path))[0])

@@ -103,6 +103,32 @@ DEFAULTS = {
         "val_steps": None,  # validation batches per evaluation (default: the whole split)
         "val_every": 1,  # validate every N epochs
     },
+    "rcnn": {
+        "crop_size": 224,  # warped region side (tiny: multiple of 16, VGG16 / ResNet: of 32)
+        "context": 16,  # pixels of context around the box at the warped size
+        "chunk_size": 128,  # crops per CNN call at inference (memory bound)
+        "finetune_epochs": None,  # CNN fine-tuning epochs (default training.epochs; 0 = none)
+        "fg_per_batch": 32,  # fine-tuning regions per batch with IoU >= fg_iou ...
+        "bg_per_batch": 96,  # ... and below it (background)
+        "fg_iou": 0.5,
+        "svm_solver": "liblinear",  # liblinear (sklearn LinearSVC) | keras (Dense + hinge loss)
+        "svm_c": 0.001,
+        "svm_pos_weight": 2.0,
+        "svm_bias_scale": 10.0,  # liblinear bias feature value
+        "svm_epochs": 30,  # keras solver only
+        "feature_norm": 20.0,  # features scaled to this mean L2 norm for SVMs and ridge
+        "neg_iou": 0.3,  # SVM negatives: IoU below this with every box of the class
+        "hard_negative_rounds": 2,
+        "initial_negatives": 5000,  # random negatives per class before the first round
+        "max_negatives": 100000,  # hard-negative cache per class (the hardest are kept)
+        "hard_threshold": -1.0,  # negatives scoring above this are hard
+        "evict_threshold": -1.2,  # cached negatives scoring below this are dropped
+        "reg_iou": 0.6,  # box regression trains on proposals with IoU >= this
+        "ridge_lambda": 1000.0,
+        "ridge_max_samples": 20000,  # per class, a random subset beyond this
+        "cache_dir": None,  # feature cache (default MODEL_DIR/feature_cache)
+        "keep_cache": False,  # keep the feature cache after training
+    },
     "callbacks": {
         "reduce_lr_on_plateau": _FREE,
         "early_stopping": _FREE,
@@ -123,6 +149,7 @@ _REQUIRED_CHOICES = {
     "training.optimizer": ("sgd", "adam", "adamw"),
     "training.schedule": ("joint", "alternating"),
     "training.lr_schedule": ("constant", "cosine"),
+    "rcnn.svm_solver": ("liblinear", "keras"),
     "training.mixed_precision": ("auto", "on", "off"),
 }
 

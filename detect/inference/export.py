@@ -13,10 +13,22 @@ detections, K classes.
 
 `export.json` beside the artifact says the same, with the resize rule and class names,
 for users without this package.
+
+Formats (out_dir is replaced as a whole, never left half-written):
+  saved_model  out_dir is the SavedModel; its signature "serve" (also "serving_default")
+               takes the inputs above by name: `tf.saved_model.load(out_dir).signatures["serve"]`.
+  litert       out_dir/model.tflite converted from that SavedModel with Select TF ops allowed.
+               RoIAlign's CropAndResize and the per-class CombinedNonMaxSuppression have no
+               LiteRT builtins, so the file runs only where the Flex delegate is linked in;
+               export.json lists those ops under `select_tf_ops`.
+  onnx         out_dir/model.onnx through tf2onnx (`pip install tf2onnx onnx`, not
+               dependencies of this package). tf2onnx leaves ops it cannot convert in the
+               graph (CombinedNonMaxSuppression with per-class boxes is one): that is an error.
 """
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +37,8 @@ import uuid
 import tensorflow as tf
 
 from detect.errors import DetectError
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("saved_model", "onnx", "litert")
 ENDPOINT = "serve"
@@ -134,12 +148,24 @@ def write_onnx(model, path):
         patch_tf2onnx()
     except ImportError:
         pass
+    import onnx
+
     specs = input_signature(model)
     function = tf.function(serving_function(model), input_signature=specs)
     try:
-        tf2onnx.convert.from_function(function, input_signature=specs, output_path=path)
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, output_path=path)
     except Exception as e:  # noqa: BLE001 - any converter failure is reported in one line
         raise DetectError(f"ONNX conversion failed: {type(e).__name__}: {_first_line(e)}") from None
+    # tf2onnx logs ops it cannot convert and keeps them as-is: the file would not load.
+    unconverted = sorted(
+        {node.op_type for node in proto.graph.node if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)}
+    )
+    if unconverted:
+        raise DetectError(f"ONNX conversion failed: tf2onnx cannot convert TensorFlow op(s) {', '.join(unconverted)}")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as e:  # noqa: BLE001 - any checker failure is reported in one line
+        raise DetectError(f"ONNX conversion produced an invalid model: {_first_line(e)}") from None
     return path
 
 
@@ -159,6 +185,22 @@ def write_litert(model, path):
 
 
 _WRITERS = {"saved_model": write_saved_model, "onnx": write_onnx, "litert": write_litert}
+
+
+def litert_select_ops(path):
+    """Sorted TensorFlow op names a .tflite file runs through the Flex delegate (None: unknown)."""
+    try:
+        from tensorflow.lite.python import schema_py_generated as schema
+    except ImportError:
+        return None
+    with open(path, "rb") as f:
+        model = schema.Model.GetRootAsModel(f.read(), 0)
+    names = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i).CustomCode()
+        if code and code.startswith(b"Flex"):
+            names.add(code[len(b"Flex") :].decode())
+    return sorted(names)
 
 
 def _first_line(error):
@@ -207,8 +249,16 @@ def export_detector(model, config, fmt, out_dir):
     try:
         artifact = os.path.join(staging, _ARTIFACTS[fmt])
         _WRITERS[fmt](model, os.path.normpath(artifact))
+        description = describe(model, config, fmt)
+        if fmt == "litert":
+            ops = description["select_tf_ops"] = litert_select_ops(artifact)
+            if ops:
+                logger.warning(
+                    "model.tflite runs %s as Select TF ops: it needs a LiteRT runtime linked with the Flex delegate",
+                    ", ".join(ops),
+                )
         with open(os.path.join(staging, DESCRIPTION_FILE), "w", encoding="utf-8") as f:
-            json.dump(describe(model, config, fmt), f, indent=2)
+            json.dump(description, f, indent=2)
         _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -303,6 +303,28 @@ class FasterRCNN(keras.Model):
         return logits, deltas
 
     # ----------------------------------------------------------------- training
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras would average a whole input batch across replicas to build compiled
+        # metrics symbolically; MultiWorkerMirroredStrategy cannot reduce a dict of inputs.
+        # This model is built in __init__ and compiles no metrics: only the optimizer
+        # still needs its variables, created here under the strategy's scope.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def train_step(self, data):
+        return self._per_worker_logs(super().train_step(data))
+
+    def test_step(self, data):
+        return self._per_worker_logs(super().test_step(data))
+
+    def _per_worker_logs(self, logs):
+        # Under MultiWorkerMirroredStrategy Keras averages the logs across workers with
+        # strategy.reduce(axis=0), which needs an axis to reduce: give each value one.
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Sum of the losses the current `stage` trains; components go to the trackers."""
         zero = tf.constant(0.0)

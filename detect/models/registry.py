@@ -54,7 +54,40 @@ def _fast_rcnn(config, class_names):
     return FastRCNN(class_names=class_names, **two_stage_kwargs(config))
 
 
-BUILDERS = {"faster_rcnn": _faster_rcnn, "fast_rcnn": _fast_rcnn}
+def rcnn_kwargs(config):
+    """Keyword arguments of RCNN from a resolved config dict.
+
+    The fine-tuning batch of rcnn.fg_per_batch + rcnn.bg_per_batch regions is spread over
+    the training.batch_size images of a batch (rounded up per image).
+    """
+    backbone, r, test = config["backbone"], config["rcnn"], config["test"]
+    regions = int(r["fg_per_batch"]) + int(r["bg_per_batch"])
+    images = int(config["training"]["batch_size"])
+    return {
+        "canvas_size": canvas_for(config["input"]["max_size"], config["input"].get("canvas")),
+        "backbone": backbone["name"],
+        "backbone_weights": backbone["weights"],
+        "backbone_width": backbone["width"],
+        "crop_size": r["crop_size"],
+        "context": r["context"],
+        "chunk_size": r["chunk_size"],
+        "head_dim": config["roi"]["head_dim"],
+        "fg_iou": r["fg_iou"],
+        "regions_per_image": max(-(-regions // images), 1),
+        "positive_fraction": r["fg_per_batch"] / max(regions, 1),
+        "score_threshold": test["score_threshold"],
+        "nms_iou": test["nms_iou"],
+        "max_detections": test["max_detections"],
+    }
+
+
+def _rcnn(config, class_names):
+    from detect.models.rcnn import RCNN
+
+    return RCNN(class_names=class_names, **rcnn_kwargs(config))
+
+
+BUILDERS = {"faster_rcnn": _faster_rcnn, "fast_rcnn": _fast_rcnn, "rcnn": _rcnn}
 
 
 def build_model(config, class_names):

@@ -9,6 +9,7 @@ that is killed resumes from the last finished epoch when the same command runs a
 import json
 import logging
 import os
+import shutil
 import time
 
 import keras
@@ -251,7 +252,8 @@ def prepare_training(config, out_dir, resume):
     """Seed, check the output folder, load and check datasets; returns (config, train, val)."""
     keras.utils.set_random_seed(int(config["seed"]))
     backup = os.path.join(out_dir, "backup")
-    if resume and not os.path.isdir(backup) and not os.path.isfile(os.path.join(out_dir, "alternating.json")):
+    states = ("alternating.json", "rcnn_state.json")
+    if resume and not os.path.isdir(backup) and not any(os.path.isfile(os.path.join(out_dir, s)) for s in states):
         raise DetectError(f"--resume: {out_dir} holds no interrupted run (no {backup})")
     if os.path.isdir(backup):
         print(f"resuming the interrupted run in {out_dir}")
@@ -285,8 +287,24 @@ def set_precision(mode):
     return bool(use)
 
 
+def worker_out_dir(strategy, out_dir):
+    """(folder, is_chief): in multi-worker training only the chief writes to out_dir; the
+    other workers still run every save (they take part in its collectives) but into
+    their own scratch folders."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type:
+        return out_dir, True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    chief = task_type == "chief" or (task_type == "worker" and resolver.task_id == 0 and not has_chief)
+    return (out_dir, True) if chief else (os.path.join(out_dir, f".worker{resolver.task_id}"), False)
+
+
 def train(config, out_dir, resume=False, strategy="auto"):
     """Train the detector a resolved config describes; returns a dict of output paths."""
+    strategy = select_strategy(strategy)
+    chief_dir = out_dir
+    out_dir, is_chief = worker_out_dir(strategy, out_dir)
     config, train_set, val_set = prepare_training(config, out_dir, resume)
     if set_precision(config["training"]["mixed_precision"]):
         print("training with mixed precision (mixed_float16)")
@@ -296,12 +314,16 @@ def train(config, out_dir, resume=False, strategy="auto"):
     if t["schedule"] == "alternating" and config["detector"] == "faster_rcnn":
         from detect.training.alternating import train_alternating
 
-        model_path = train_alternating(config, out_dir, train_set, val_set, skipped, select_strategy(strategy))
+        model_path = train_alternating(config, out_dir, train_set, val_set, skipped, strategy)
+    elif config["detector"] == "rcnn":
+        from detect.training.rcnn_train import train_rcnn
+
+        model_path = train_rcnn(config, out_dir, train_set, val_set, skipped, strategy)
     else:
         train_ds = pipeline(config, train_set, training=True, skipped=skipped)
         val = (pipeline(config, val_set, training=False), val_set) if val_set is not None else None
         steps = steps_per_epoch(config, train_set)
-        with select_strategy(strategy).scope():
+        with strategy.scope():
             model = build_model(config, train_set.classes)
             model.compile(optimizer=make_optimizer(t), jit_compile=False)
         model_path = fit_model(model, config, out_dir, train_ds, val, steps, skipped)
@@ -313,4 +335,7 @@ def train(config, out_dir, resume=False, strategy="auto"):
         outputs["loss_curve"] = plot_history(history, os.path.join(out_dir, "loss_curve.png"))
     with open(os.path.join(out_dir, "train_summary.json"), "w", encoding="utf-8") as f:
         json.dump({**outputs, "skipped_images": skipped.count}, f, indent=2)
+    if not is_chief:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        outputs["model"] = os.path.join(chief_dir, "model.keras")
     return outputs

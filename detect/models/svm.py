@@ -1,0 +1,202 @@
+"""Per-class linear SVMs with hard-negative mining, on features cached on disk.
+
+Shape shorthand: D feature width, Np positives of a class, R rows of the feature store
+(every cached region of the training set), C candidate negative rows of a class.
+
+The feature store is any 2-D array-like indexable by row arrays, typically a read-only
+np.memmap: candidates are scored in chunks of `chunk_rows`, so only the positives and the
+current cache of hard negatives are ever in memory, and a training set larger than RAM
+still trains.
+
+Mining follows the R-CNN code (rcnn_train.m): start from a random sample of negatives;
+each round scores every candidate with the current SVM, adds the ones scoring above
+`hard_threshold` (-1: inside the margin or wrong side) that are not cached yet,
+retrains, and evicts cached negatives the new SVM scores below `evict_threshold`
+(easy ones). The objective is liblinear's L2-regularized hinge loss
+0.5 |w|^2 + C sum_i weight_i max(0, 1 - y_i (w x_i + b)), positives weighted
+`pos_weight`, features scaled to a mean L2 norm of 20 (see feature_scale).
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+
+SOLVERS = ("liblinear", "keras")
+
+
+@dataclasses.dataclass
+class MiningRound:
+    """One training round: `added` rows joined the cache before it (round 0: the random
+    start); hinge losses are the mean over the added rows under the SVM before / after
+    this round's training (before is None in round 0)."""
+
+    index: int
+    added: np.ndarray
+    training_negatives: int
+    hinge_before: float | None
+    hinge_after: float
+    seconds: float
+
+
+@dataclasses.dataclass
+class LinearSVM:
+    """weights (D,), bias: margin = x @ weights + bias on unscaled features."""
+
+    weights: np.ndarray
+    bias: float
+    rounds: list
+
+    def margins(self, x):
+        return np.asarray(x, np.float32) @ self.weights + self.bias
+
+
+def feature_scale(features, target_norm=20.0, sample_rows=10000, seed=0):
+    """Factor s that brings the mean L2 norm of rows of `features` (R, D) to target_norm,
+    estimated on up to `sample_rows` random rows (the R-CNN code's rcnn_scale_features)."""
+    count = len(features)
+    if count == 0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(count, size=min(sample_rows, count), replace=False))
+    norms = np.linalg.norm(np.asarray(features[rows], np.float64), axis=1)
+    mean = float(norms.mean())
+    return target_norm / mean if mean > 0 else 1.0
+
+
+def hinge_losses(x, y, weights, bias):
+    """(M,) max(0, 1 - y (x @ weights + bias)) for x (M, D), y (M,) in {-1, +1}."""
+    margins = np.asarray(x, np.float32) @ weights + bias
+    return np.maximum(0.0, 1.0 - np.asarray(y, np.float32) * margins)
+
+
+def fit_linear_svm(x, y, *, solver="liblinear", C=0.001, pos_weight=2.0, bias_scale=10.0, epochs=30, seed=0):
+    """Train one linear SVM; x (M, D) float32, y (M,) in {-1, +1}. Returns (weights (D,), bias).
+
+    liblinear: sklearn LinearSVC (dual coordinate descent, hinge loss, a bias feature of
+    value `bias_scale` that is regularized like the weights, as in the R-CNN code).
+    keras: a Dense(1) layer trained with Adam on the same objective divided by C * M
+    (mean weighted hinge + |w|^2 / (2 C M)); the bias is not regularized.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    x = np.asarray(x, np.float32)
+    y = np.where(np.asarray(y) > 0, 1, -1).astype(np.int32)
+    if solver == "liblinear":
+        from sklearn.svm import LinearSVC
+
+        svc = LinearSVC(
+            C=C, loss="hinge", dual=True, intercept_scaling=bias_scale, class_weight={1: pos_weight, -1: 1.0},
+            max_iter=10000, tol=1e-4, random_state=seed,
+        )
+        svc.fit(x, y)
+        return svc.coef_[0].astype(np.float32), float(svc.intercept_[0])
+    return _fit_keras(x, y, C=C, pos_weight=pos_weight, epochs=epochs, seed=seed)
+
+
+def _fit_keras(x, y, *, C, pos_weight, epochs, seed):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    l2 = 1.0 / (2.0 * C * len(x))
+    model = keras.Sequential(
+        [keras.Input((x.shape[1],)), keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L2(l2))]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.Hinge())
+    weights = np.where(y > 0, pos_weight, 1.0).astype(np.float32)
+    model.fit(x, y.astype(np.float32)[:, None], sample_weight=weights, batch_size=256, epochs=epochs, verbose=0)
+    kernel, bias = model.layers[-1].get_weights()
+    return kernel[:, 0].astype(np.float32), float(bias[0])
+
+
+def _score_candidates(features, candidates, weights, bias, scale, chunk_rows):
+    """(C,) margins of the candidate rows, read from the store chunk by chunk."""
+    out = np.empty(len(candidates), np.float32)
+    for start in range(0, len(candidates), chunk_rows):
+        rows = candidates[start : start + chunk_rows]
+        out[start : start + len(rows)] = (np.asarray(features[rows], np.float32) * scale) @ weights + bias
+    return out
+
+
+def _read(features, rows, scale):
+    return np.asarray(features[np.sort(rows)], np.float32) * scale if len(rows) else None
+
+
+def train_svm(
+    positives,
+    features,
+    candidates,
+    *,
+    scale=1.0,
+    rounds=2,
+    initial_negatives=5000,
+    max_negatives=100000,
+    hard_threshold=-1.0,
+    evict_threshold=-1.2,
+    chunk_rows=16384,
+    seed=0,
+    **fit_kwargs,
+):
+    """One class's SVM with hard-negative mining.
+
+    Args:
+      positives: (Np, D) features of the class's ground-truth boxes.
+      features: (R, D) feature store (np.memmap) holding the negatives.
+      candidates: (C,) int rows of `features` that may serve as negatives (IoU < 0.3
+        with every box of the class).
+      scale: features (positives too) are multiplied by it before training.
+      rounds: mining rounds after the initial training (0 = random negatives only).
+      initial_negatives: size of the random start.
+      max_negatives: cache limit; beyond it the highest-scoring negatives are kept.
+      fit_kwargs: passed to fit_linear_svm (solver, C, pos_weight, bias_scale, epochs).
+    Returns:
+      LinearSVM on unscaled features, with one MiningRound per training.
+    """
+    candidates = np.sort(np.asarray(candidates, np.int64))
+    pos = np.asarray(positives, np.float32) * scale
+    rng = np.random.default_rng(seed)
+    start = min(int(initial_negatives), len(candidates))
+    cache = np.sort(rng.choice(candidates, size=start, replace=False)) if start else np.zeros(0, np.int64)
+    began = time.perf_counter()
+    weights, bias = _train_round(pos, features, cache, scale, fit_kwargs, seed)
+    first = _mean_hinge(features, cache, scale, weights, bias)
+    history = [MiningRound(0, cache.copy(), len(cache), None, first, time.perf_counter() - began)]
+    for index in range(1, int(rounds) + 1):
+        began = time.perf_counter()
+        margins = _score_candidates(features, candidates, weights, bias, scale, chunk_rows)
+        hard = candidates[(margins > hard_threshold) & ~np.isin(candidates, cache)]
+        if len(hard) == 0:
+            break
+        before = _mean_hinge(features, hard, scale, weights, bias)
+        cache = np.union1d(cache, hard)
+        if len(cache) > max_negatives:
+            cache = _hardest(features, cache, scale, weights, bias, max_negatives, chunk_rows)
+        training_negatives = len(cache)
+        weights, bias = _train_round(pos, features, cache, scale, fit_kwargs, seed)
+        after = _mean_hinge(features, hard, scale, weights, bias)
+        cache_margins = _score_candidates(features, cache, weights, bias, scale, chunk_rows)
+        cache = cache[cache_margins >= evict_threshold]
+        history.append(MiningRound(index, hard, training_negatives, before, after, time.perf_counter() - began))
+    return LinearSVM(weights * scale, bias, history)
+
+
+def _hardest(features, rows, scale, weights, bias, limit, chunk_rows):
+    margins = _score_candidates(features, rows, weights, bias, scale, chunk_rows)
+    return np.sort(rows[np.argsort(-margins, kind="stable")[:limit]])
+
+
+def _mean_hinge(features, rows, scale, weights, bias):
+    if len(rows) == 0:
+        return 0.0
+    x = np.asarray(features[np.sort(rows)], np.float32) * scale
+    return float(hinge_losses(x, -np.ones(len(rows)), weights, bias).mean())
+
+
+def _train_round(pos, features, cache, scale, fit_kwargs, seed):
+    neg = _read(features, cache, scale)
+    if neg is None or len(pos) == 0:
+        # One side is missing: a constant margin that ranks nothing above anything.
+        return np.zeros(pos.shape[1], np.float32), (1.0 if neg is None else -1.0)
+    x = np.concatenate([pos, neg])
+    y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
+    return fit_linear_svm(x, y, seed=seed, **fit_kwargs)

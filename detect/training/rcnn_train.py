@@ -1,0 +1,312 @@
+"""R-CNN training (`detector: rcnn`), the paper's pipeline in five timed phases:
+
+1. finetune    the CNN as a (K + 1)-way classifier on warped regions (IoU >= rcnn.fg_iou
+               is its gt's class, below is background; rcnn.fg_per_batch /
+               rcnn.bg_per_batch per batch), through Keras fit with the usual callbacks;
+               its checkpoints and history go to `finetune/`.
+2. features    features of every ground-truth box and proposal of the training split,
+               appended to raw float32 files in the feature cache and read back as
+               np.memmap (FeatureStore), so the split may be larger than RAM.
+3. svms        one linear SVM per class with hard-negative mining (detect.models.svm).
+4. regressors  one ridge regressor per class (lambda rcnn.ridge_lambda) from pool5-level
+               features of proposals with IoU >= rcnn.reg_iou to BoxCoder deltas
+               (weights 1, 1, 1, 1), targets standardized per coordinate (as in the R-CNN
+               code) with the standardization folded back into the layer weights.
+5. save        SVMs and regressors become the model's `svm` / `box_regressor` Dense layers;
+               model.keras is written atomically.
+
+`rcnn_state.json` records finished phases 1-2, so a rerun after a crash reuses the
+fine-tuned weights and a complete feature cache. Phase times go to `rcnn_phases.json`.
+"""
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from detect.models.registry import build_model
+from detect.models.svm import feature_scale, train_svm
+
+STATE_FILE = "rcnn_state.json"
+_FEATURES, _REGRESSION, _META = "features.f32", "regression.f32", "meta.npz"
+
+
+def numpy_iou(boxes1, boxes2):
+    """(N, M) IoU of boxes1 (N, 4) xyxy and boxes2 (M, 4) xyxy; zero unions give 0."""
+    lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    area1 = np.prod(np.clip(boxes1[:, 2:] - boxes1[:, :2], 0, None), axis=-1)
+    area2 = np.prod(np.clip(boxes2[:, 2:] - boxes2[:, :2], 0, None), axis=-1)
+    union = area1[:, None] + area2[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+class FeatureStore:
+    """Cached region features of a split (R rows: each image's gt boxes, then its proposals).
+
+    Files in `folder`: features.f32 (R, D) float32; regression.f32 (Rr, F) float32 for the
+    regression rows when the regressors read other features than the SVMs (VGG16 pool5);
+    meta.npz, written last, marks the cache complete and holds per row: boxes (R, 4) xyxy
+    canvas pixels, gt_label (R,) (class of a gt row, 0 for proposals), class_iou (R, K)
+    best IoU with a gt box of each class, best_iou / best_class / best_box of the gt box of
+    highest IoU, and reg_rows (Rr,) rows with best_iou >= the regression threshold.
+    """
+
+    def __init__(self, folder):
+        self.folder = folder
+        with np.load(os.path.join(folder, _META), allow_pickle=False) as meta:
+            self.meta = {key: meta[key] for key in meta.files}
+        dims = self.meta["dims"]
+        self.features = self._open(_FEATURES, int(dims[0]))
+        reg_path = os.path.join(folder, _REGRESSION)
+        self.regression = self._open(_REGRESSION, int(dims[1])) if os.path.isfile(reg_path) else None
+
+    def _open(self, name, dim):
+        path = os.path.join(self.folder, name)
+        rows = os.path.getsize(path) // (4 * dim)
+        if rows == 0:
+            return np.zeros((0, dim), np.float32)
+        return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, dim))
+
+    @staticmethod
+    def complete(folder):
+        return os.path.isfile(os.path.join(folder, _META))
+
+    def regression_features(self, positions):
+        """(len(positions), F) regression features of reg_rows[positions]."""
+        positions = np.asarray(positions, np.int64)
+        if self.regression is not None:
+            return np.asarray(self.regression[positions], np.float32)
+        return np.asarray(self.features[self.meta["reg_rows"][positions]], np.float32)
+
+
+def _image_rows(gt_boxes, gt_labels, proposals, num_classes):
+    """Boxes of one image (gt first, then valid proposals) and their overlap metadata."""
+    keep = gt_labels > 0
+    gt, labels = gt_boxes[keep], gt_labels[keep]
+    valid = (proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1])
+    boxes = np.concatenate([gt, proposals[valid]]).astype(np.float32)
+    gt_label = np.concatenate([labels, np.zeros(int(valid.sum()), np.int32)]).astype(np.int16)
+    iou = numpy_iou(boxes, gt) if len(gt) else np.zeros((len(boxes), 0), np.float32)
+    class_iou = np.zeros((len(boxes), num_classes), np.float32)
+    for k in range(1, num_classes + 1):
+        if (labels == k).any():
+            class_iou[:, k - 1] = iou[:, labels == k].max(axis=1)
+    best = iou.argmax(axis=1) if len(gt) else np.zeros(len(boxes), np.int64)
+    best_iou = iou.max(axis=1) if len(gt) else np.zeros(len(boxes), np.float32)
+    best_class = labels[best] if len(gt) else np.zeros(len(boxes), np.int32)
+    best_box = gt[best] if len(gt) else np.zeros((len(boxes), 4), np.float32)
+    return {
+        "boxes": boxes,
+        "gt_label": gt_label,
+        "class_iou": class_iou.astype(np.float16),
+        "best_iou": best_iou.astype(np.float32),
+        "best_class": best_class.astype(np.int16),
+        "best_box": best_box.astype(np.float32),
+    }
+
+
+def extract_features(model, tf_dataset, folder, reg_iou, total=None, progress=True):
+    """Run the CNN over every gt box and proposal of a pipeline into a FeatureStore.
+
+    tf_dataset: batches with images, gt_boxes, gt_labels, proposals (canvas pixels), not
+    shuffled or flipped. Returns the FeatureStore.
+    """
+
+    @tf.function(reduce_retracing=True)
+    def run(images, boxes, box_indices):
+        return model.chunked_region_features(images, boxes, box_indices)
+
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.makedirs(folder)
+    separate = model.pool5 is not None
+    parts = {key: [] for key in ("boxes", "gt_label", "class_iou", "best_iou", "best_class", "best_box", "image")}
+    bar = tqdm(total=total, unit="img", desc="R-CNN features", disable=not progress)
+    with open(os.path.join(folder, _FEATURES), "wb") as f_out, open(os.path.join(folder, _REGRESSION), "wb") as r_out:
+        for batch in tf_dataset:
+            arrays = {k: batch[k].numpy() for k in ("gt_boxes", "gt_labels", "proposals", "image_id")}
+            rows = [
+                _image_rows(arrays["gt_boxes"][i], arrays["gt_labels"][i], arrays["proposals"][i], model.num_classes)
+                for i in range(len(arrays["image_id"]))
+            ]
+            counts = [len(r["boxes"]) for r in rows]
+            boxes = np.concatenate([r["boxes"] for r in rows])
+            indices = np.repeat(np.arange(len(rows), dtype=np.int32), counts)
+            features, regression = run(batch["images"], tf.constant(boxes), tf.constant(indices))
+            features.numpy().astype(np.float32).tofile(f_out)
+            if separate:
+                reg_mask = np.concatenate([r["best_iou"] for r in rows]) >= reg_iou
+                regression.numpy()[reg_mask].astype(np.float32).tofile(r_out)
+            for r, image_id, count in zip(rows, arrays["image_id"], counts):
+                for key in r:
+                    parts[key].append(r[key])
+                parts["image"].append(np.full(count, image_id, np.int64))
+            bar.update(len(rows))
+    bar.close()
+    if not separate:
+        os.remove(os.path.join(folder, _REGRESSION))
+    meta = {key: np.concatenate(value) for key, value in parts.items()}
+    meta["reg_rows"] = np.flatnonzero(meta["best_iou"] >= reg_iou)
+    meta["dims"] = np.array([model.feature_dim, model.regression_dim])
+    tmp = os.path.join(folder, "meta.partial.npz")
+    np.savez(tmp, **meta)
+    os.replace(tmp, os.path.join(folder, _META))
+    return FeatureStore(folder)
+
+
+def train_svms(store, num_classes, r, seed=0, log=print):
+    """Per-class SVMs on a FeatureStore under the config's `rcnn` section `r`.
+
+    Returns kernel (D, K), bias (K,) on raw features and per-class mining summaries.
+    """
+    features, meta = store.features, store.meta
+    scale = feature_scale(features, r["feature_norm"], seed=seed)
+    kernel = np.zeros((features.shape[1], num_classes), np.float32)
+    bias = np.zeros(num_classes, np.float32)
+    summary = {}
+    for k in range(1, num_classes + 1):
+        positives = np.asarray(features[np.flatnonzero(meta["gt_label"] == k)], np.float32)
+        candidates = np.flatnonzero(meta["class_iou"][:, k - 1].astype(np.float32) < r["neg_iou"])
+        svm = train_svm(
+            positives, features, candidates, scale=scale, rounds=r["hard_negative_rounds"],
+            initial_negatives=r["initial_negatives"], max_negatives=r["max_negatives"],
+            hard_threshold=r["hard_threshold"], evict_threshold=r["evict_threshold"], seed=seed + k,
+            solver=r["svm_solver"], C=r["svm_c"], pos_weight=r["svm_pos_weight"], bias_scale=r["svm_bias_scale"],
+            epochs=r["svm_epochs"],
+        )
+        kernel[:, k - 1], bias[k - 1] = svm.weights, svm.bias
+        summary[str(k)] = [
+            {"round": m.index, "added": int(len(m.added)), "training_negatives": m.training_negatives,
+             "hinge_before": m.hinge_before, "hinge_after": m.hinge_after, "seconds": round(m.seconds, 2)}
+            for m in svm.rounds
+        ]
+        added = ", ".join(f"{m.index}:{len(m.added)}" for m in svm.rounds)
+        log(f"  svm class {k}: {len(positives)} positives, negatives added per round {added}")
+    return kernel, bias, summary
+
+
+def fit_box_regressors(store, num_classes, coder, r, seed=0):
+    """Per-class ridge regressors -> kernel (F, 4K), bias (4K,) giving BoxCoder deltas."""
+    from sklearn.linear_model import Ridge
+
+    meta = store.meta
+    reg_rows = meta["reg_rows"]
+    dim = int(meta["dims"][1])
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(reg_rows), size=min(len(reg_rows), 10000), replace=False))
+    scale = feature_scale(store.regression_features(sample), r["feature_norm"], seed=seed) if len(sample) else 1.0
+    kernel = np.zeros((dim, 4 * num_classes), np.float32)
+    bias = np.zeros(4 * num_classes, np.float32)
+    for k in range(1, num_classes + 1):
+        positions = np.flatnonzero(meta["best_class"][reg_rows] == k)
+        if len(positions) > r["ridge_max_samples"]:
+            positions = np.sort(rng.choice(positions, size=int(r["ridge_max_samples"]), replace=False))
+        if len(positions) < 2:
+            continue
+        rows = reg_rows[positions]
+        targets = coder.encode(meta["best_box"][rows], meta["boxes"][rows]).numpy()
+        mean, std = targets.mean(axis=0), targets.std(axis=0) + 1e-6
+        ridge = Ridge(alpha=r["ridge_lambda"]).fit(store.regression_features(positions) * scale, (targets - mean) / std)
+        kernel[:, 4 * (k - 1) : 4 * k] = ridge.coef_.T * std * scale
+        bias[4 * (k - 1) : 4 * k] = ridge.intercept_ * std + mean
+    return kernel, bias
+
+
+def _finetune(model, config, out_dir, train_set, val_set, skipped, epochs):
+    from detect.training.train import fit_model, make_optimizer, pipeline, steps_per_epoch
+
+    t = {**config["training"], "epochs": epochs}
+    config = {**config, "training": t}
+    train_ds = pipeline(config, train_set, training=True, skipped=skipped)
+    val = (pipeline(config, val_set, training=False), val_set) if val_set is not None else None
+    model.scoring = "softmax"
+    model.compile(optimizer=make_optimizer(t), jit_compile=False)
+    folder = os.path.join(out_dir, "finetune")
+    os.makedirs(folder, exist_ok=True)
+    fit_model(model, config, folder, train_ds, val, steps_per_epoch(config, train_set), skipped, epochs=epochs)
+    history = os.path.join(folder, "history.csv")
+    if os.path.isfile(history):
+        shutil.copyfile(history, os.path.join(out_dir, "history.csv"))
+
+
+def _save_state(path, state):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def train_rcnn(config, out_dir, train_set, val_set, skipped, strategy):
+    """Run (or resume) the five phases; returns the path of the final model.keras."""
+    from detect.training.train import pipeline
+
+    r = config["rcnn"]
+    state_path = os.path.join(out_dir, STATE_FILE)
+    state = {"done": []}
+    if os.path.isfile(state_path):
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+    # Written before any work, so `--resume` finds the run even if fine-tuning is killed.
+    _save_state(state_path, state)
+    phases = {}
+    with strategy.scope():
+        model = build_model(config, train_set.classes)
+
+    start = time.monotonic()
+    weights = os.path.join(out_dir, "finetune.weights.h5")
+    epochs = config["training"]["epochs"] if r["finetune_epochs"] is None else int(r["finetune_epochs"])
+    if "finetune" in state["done"]:
+        model.load_weights(weights)
+    elif epochs > 0:
+        _finetune(model, config, out_dir, train_set, val_set, skipped, epochs)
+        model.save_weights(weights)
+        state["done"].append("finetune")
+        _save_state(state_path, state)
+    phases["finetune"] = _phase_done("finetune", start)
+
+    start = time.monotonic()
+    cache = os.path.join(out_dir, "feature_cache")
+    if r["cache_dir"]:
+        cache = os.path.join(r["cache_dir"], os.path.basename(os.path.abspath(out_dir)) + "_rcnn_features")
+    if "features" in state["done"] and FeatureStore.complete(cache):
+        store = FeatureStore(cache)
+    else:
+        ordered = pipeline(config, train_set, training=False, skipped=skipped, split="train")
+        store = extract_features(model, ordered, cache, r["reg_iou"], total=len(train_set),
+                                 progress=os.environ.get("DETECT_QUIET") != "1")
+        state["done"] = [p for p in state["done"] if p != "features"] + ["features"]
+        _save_state(state_path, state)
+    phases["features"] = _phase_done("features", start, f"{len(store.features)} regions")
+
+    start = time.monotonic()
+    kernel, bias, mining = train_svms(store, model.num_classes, r, seed=int(config["seed"]))
+    model.set_svms(kernel, bias)
+    phases["svms"] = _phase_done("svms", start, f"solver {r['svm_solver']}")
+
+    start = time.monotonic()
+    kernel, bias = fit_box_regressors(store, model.num_classes, model.coder, r, seed=int(config["seed"]))
+    model.set_box_regressors(kernel, bias)
+    phases["regressors"] = _phase_done("regressors", start, f"{len(store.meta['reg_rows'])} regions")
+
+    start = time.monotonic()
+    model.scoring = "svm"
+    final = os.path.join(out_dir, "model.keras")
+    model.save(final + ".partial.keras")
+    os.replace(final + ".partial.keras", final)
+    phases["save"] = _phase_done("save", start)
+    if not r["keep_cache"]:
+        shutil.rmtree(cache, ignore_errors=True)
+    with open(os.path.join(out_dir, "rcnn_phases.json"), "w", encoding="utf-8") as f:
+        json.dump({"seconds": phases, "hard_negative_mining": mining}, f, indent=2)
+    return final
+
+
+def _phase_done(name, start, note=""):
+    seconds = time.monotonic() - start
+    print(f"R-CNN phase {name}: {seconds:.1f} s" + (f" ({note})" if note else ""), flush=True)
+    return round(seconds, 2)
