@@ -186,8 +186,9 @@ def make_dataset(
     drop = training if drop_remainder is None else drop_remainder
     ds = ds.batch(batch_size, drop_remainder=drop)
     options = tf.data.Options()
-    # Examples come from an index range, not files: multi-worker training shards by data.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Every worker reads the same seeded stream of global batches and keeps its own slice
+    # of each (no file sharding: examples come from an index range).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

@@ -157,9 +157,8 @@ def write_onnx(model, path):
     except Exception as e:  # noqa: BLE001 - any converter failure is reported in one line
         raise DetectError(f"ONNX conversion failed: {type(e).__name__}: {_first_line(e)}") from None
     # tf2onnx logs ops it cannot convert and keeps them as-is: the file would not load.
-    unconverted = sorted(
-        {node.op_type for node in proto.graph.node if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)}
-    )
+    standard = [node for node in proto.graph.node if node.domain in ("", "ai.onnx")]
+    unconverted = sorted({node.op_type for node in standard if not onnx.defs.has(node.op_type)})
     if unconverted:
         raise DetectError(f"ONNX conversion failed: tf2onnx cannot convert TensorFlow op(s) {', '.join(unconverted)}")
     try:

@@ -82,6 +82,19 @@ def _copy_layer_weights(source, target, skip=()):
     return copied
 
 
+def _copy_all_but_fc(source, target):
+    """Copy every weight except fc6/fc7 kernels (and their factors); returns the count."""
+    skip = set(FC_LAYERS) | {f"{name}_svd" for name in FC_LAYERS}
+    copied = 0
+    for layer in source.layers:
+        if layer is source.roi_head:
+            copied += _copy_layer_weights(layer, target.roi_head, skip=skip)
+        elif layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+            copied += len(layer.weights)
+    return copied
+
+
 def truncate_head(model, ranks=(1024, 256)):
     """A copy of a two-stage detector whose fc6/fc7 are replaced by truncated SVDs.
 
@@ -97,27 +110,18 @@ def truncate_head(model, ranks=(1024, 256)):
       the new model (uncompiled).
     """
     if not _has_fc_head(model):
-        raise DetectError(
-            f"truncated SVD needs a fc6/fc7 head; the {model.backbone_name} backbone has a res5 head"
-        )
+        raise DetectError(f"truncated SVD needs a fc6/fc7 head; the {model.backbone_name} backbone has a res5 head")
     ranks = _check_ranks(ranks)
     head = model.roi_head
     kernels = {name: _full_kernel(head, name) for name in FC_LAYERS}
     clipped = [min(rank, *kernels[name].shape) for name, rank in zip(FC_LAYERS, ranks)]
     for name, rank in zip(FC_LAYERS, clipped):
-        n_in, n_out = kernels[name].shape
-        if rank * (n_in + n_out) >= n_in * n_out:
-            logger.warning("%s rank %d of a %d x %d kernel: the factorized layer is not smaller", name, rank, n_in, n_out)
+        shape = kernels[name].shape
+        if rank * (shape[0] + shape[1]) >= shape[0] * shape[1]:
+            logger.warning("%s rank %d of a %d x %d kernel: the factorized layer is not smaller", name, rank, *shape)
 
     new = type(model).from_config({**model.get_config(), "head_svd_ranks": clipped})
-    skip = set(FC_LAYERS) | {f"{name}_svd" for name in FC_LAYERS}
-    copied = 0
-    for layer in model.layers:
-        if layer is head:
-            copied += _copy_layer_weights(head, new.roi_head, skip=skip)
-        elif layer.weights:
-            new.get_layer(layer.name).set_weights(layer.get_weights())
-            copied += len(layer.weights)
+    copied = _copy_all_but_fc(model, new)
     for name, rank in zip(FC_LAYERS, clipped):
         first, second = factorize(kernels[name], rank)
         new.roi_head.get_layer(f"{name}_svd").kernel.assign(first)

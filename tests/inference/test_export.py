@@ -131,7 +131,8 @@ def test_litert_converts_with_select_tf_ops(model_dir, tmp_path):
 def test_onnx_without_tf2onnx_raises(model_dir, tmp_path, monkeypatch):
     folder, _ = model_dir
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else find_spec(name, *a))
+    hidden = lambda name, *args: None if name == "tf2onnx" else find_spec(name, *args)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", hidden)
     with pytest.raises(DetectError, match="pip install tf2onnx onnx"):
         export_model(folder, "onnx", str(tmp_path / "onnx"))
     assert not os.path.exists(tmp_path / "onnx")
