@@ -71,6 +71,7 @@ DEFAULTS = {
         "fg_iou": 0.5,
         "head_dim": 4096,  # fc head width (fc6/fc7); ResNet backbones use res5 instead
         "box_weights": [10.0, 10.0, 5.0, 5.0],
+        "head_svd": None,  # [r6, r7]: truncated SVD of fc6/fc7 applied by `detect export`
         "loss_weight": 1.0,
     },
     "test": {

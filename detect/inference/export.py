@@ -286,6 +286,8 @@ def export_model(model_dir, fmt, out_dir, svd=None):
         _require_onnx()
     ranks = parse_ranks(svd) if isinstance(svd, str) else svd
     model, config = load_model_dir(model_dir)
+    if ranks is None and config["roi"].get("head_svd"):
+        ranks = tuple(int(r) for r in config["roi"]["head_svd"])
     if ranks is not None:
         model = truncate_head(model, ranks)
     return export_detector(model, config, fmt, out_dir)

@@ -26,7 +26,9 @@ def load_model_dir(model_dir):
         raw = yaml.safe_load(f) or {}
     raw.get("dataset", {}).pop("class_names", None)
     config = from_dict(raw)
-    import detect.models.faster_rcnn  # noqa: F401 - registers the serializable classes
+    from detect.models.registry import import_models
+
+    import_models()
 
     try:
         model = keras.saving.load_model(model_path, compile=False)

@@ -90,6 +90,21 @@ def _rcnn(config, class_names):
 BUILDERS = {"faster_rcnn": _faster_rcnn, "fast_rcnn": _fast_rcnn, "rcnn": _rcnn}
 
 
+MODEL_MODULES = ("detect.models.faster_rcnn", "detect.models.fast_rcnn", "detect.models.rcnn")
+
+
+def import_models():
+    """Import every model module so its classes are registered for keras.saving.load_model."""
+    import importlib
+
+    for name in MODEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+
+
 def build_model(config, class_names):
     """Build the detector a resolved config names, for the given class list."""
     name = config["detector"]

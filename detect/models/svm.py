@@ -28,8 +28,9 @@ SOLVERS = ("liblinear", "keras")
 @dataclasses.dataclass
 class MiningRound:
     """One training round: `added` rows joined the cache before it (round 0: the random
-    start); hinge losses are the mean over the added rows under the SVM before / after
-    this round's training (before is None in round 0)."""
+    start) and `training_negatives` negatives trained it; hinge losses are the mean over
+    the added rows under the SVM before / after this round's training (before is None in
+    round 0); weights (D,) and bias are this round's SVM on unscaled features."""
 
     index: int
     added: np.ndarray
@@ -37,6 +38,8 @@ class MiningRound:
     hinge_before: float | None
     hinge_after: float
     seconds: float
+    weights: np.ndarray
+    bias: float
 
 
 @dataclasses.dataclass
@@ -160,7 +163,7 @@ def train_svm(
     began = time.perf_counter()
     weights, bias = _train_round(pos, features, cache, scale, fit_kwargs, seed)
     first = _mean_hinge(features, cache, scale, weights, bias)
-    history = [MiningRound(0, cache.copy(), len(cache), None, first, time.perf_counter() - began)]
+    history = [MiningRound(0, cache.copy(), len(cache), None, first, time.perf_counter() - began, weights * scale, bias)]
     for index in range(1, int(rounds) + 1):
         began = time.perf_counter()
         margins = _score_candidates(features, candidates, weights, bias, scale, chunk_rows)
@@ -176,7 +179,8 @@ def train_svm(
         after = _mean_hinge(features, hard, scale, weights, bias)
         cache_margins = _score_candidates(features, cache, weights, bias, scale, chunk_rows)
         cache = cache[cache_margins >= evict_threshold]
-        history.append(MiningRound(index, hard, training_negatives, before, after, time.perf_counter() - began))
+        seconds = time.perf_counter() - began
+        history.append(MiningRound(index, hard, training_negatives, before, after, seconds, weights * scale, bias))
     return LinearSVM(weights * scale, bias, history)
 
 
