@@ -14,7 +14,7 @@ canvas (torchvision pads to a multiple of 32), float32, random weights.
 
 Usage:
   .venv/bin/python scripts/bench_faster_rcnn.py [--mode infer|train] [--runs 5]
-      [--svd 1024,256] [--trainable-all] [--xla-backbone]
+      [--svd 1024,256] [--trainable-all]
 
 Prints one JSON line: {"ours": "detect", "mode": ..., "median_s": ..., "runs": [...]}.
 Run it in the same shell session as the peer script and report the ratio ours/peer.
@@ -86,19 +86,13 @@ def timed(step, warmup, runs):
     return times
 
 
-def infer_step(model, image, canvas, xla_backbone):
+def infer_step(model, image, canvas):
     """A no-argument callable running preprocessing + detection on the image."""
     spec = {
         "images": tf.TensorSpec((1, *canvas, 3), tf.float32),
         "image_shape": tf.TensorSpec((1, 2), tf.int32),
         "scale": tf.TensorSpec((1, 2), tf.float32),
     }
-    if xla_backbone:
-        # The backbone is compiled by XLA once here and then reused inside model.detect.
-        compiled = tf.function(model.trunk, jit_compile=True)
-        original = model.trunk.call
-        model.trunk.call = lambda images, training=None, mask=None: compiled(images)
-        del original
     detect = tf.function(model.detect, input_signature=[spec])
 
     def step():
@@ -134,7 +128,6 @@ def main():
     parser.add_argument("--width", type=int, default=800)
     parser.add_argument("--svd", default=None, help="truncated SVD ranks of fc6,fc7, e.g. 1024,256 (infer)")
     parser.add_argument("--trainable-all", action="store_true", help="train conv1-conv2 too, as torchvision does")
-    parser.add_argument("--xla-backbone", action="store_true", help="compile the VGG16 trunk with XLA (infer)")
     args = parser.parse_args()
 
     tf.random.set_seed(0)
@@ -146,14 +139,14 @@ def main():
     if args.svd:
         model = apply_svd(model, args.svd)
     if args.mode == "infer":
-        step = infer_step(model, image, canvas, args.xla_backbone)
+        step = infer_step(model, image, canvas)
     else:
         step = train_step(model, image, canvas)
     times = timed(step, args.warmup, args.runs)
     print(json.dumps({
         "ours": "detect", "tensorflow": tf.__version__, "mode": args.mode, "threads": os.cpu_count(),
         "image": [args.height, args.width], "canvas": list(canvas), "svd": args.svd,
-        "trainable_all": args.trainable_all, "xla_backbone": args.xla_backbone,
+        "trainable_all": args.trainable_all,
         "median_s": round(statistics.median(times), 4), "runs": [round(t, 4) for t in times],
     }))
 

@@ -27,6 +27,7 @@ import statistics
 import time
 
 import numpy as np
+import tensorflow as tf
 
 from detect.errors import DetectError
 
@@ -76,6 +77,7 @@ SETTINGS = {
     },
 }
 
+POOL_NAMES = {"align": "RoIAlign", "pool": "RoIPool"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CSV_FIELDS = (
     "detector", "source", "status", "note",
@@ -107,8 +109,6 @@ class BenchSetup:
 # --------------------------------------------------------------------------- timing
 def _block(outputs):
     """Fetch every tensor so the timed call has really finished."""
-    import tensorflow as tf
-
     return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, outputs)
 
 
@@ -155,8 +155,6 @@ def graph_flops(fn):
     TF's graph profiler (float_ops) counts every op with a registered FLOP formula; if it
     fails, conv / matmul FLOPs are computed from the graph's static shapes instead.
     """
-    import tensorflow as tf
-
     graph = fn.get_concrete_function().graph
     try:
         from tensorflow.python.profiler import model_analyzer, option_builder
@@ -196,8 +194,6 @@ def time_selective_search(images, warmup, runs, mode="fast", max_side=500, max_p
 # --------------------------------------------------------------------------- Faster R-CNN
 def _faster_rcnn_stages(model):
     """The four stage functions of a FasterRCNN, plain Python (wrapped by the caller)."""
-    import tensorflow as tf
-
     from detect.models.postprocess import postprocess_detections
     from detect.models.rpn import generate_proposals
 
@@ -231,8 +227,6 @@ def _faster_rcnn_stages(model):
 
 def time_faster_rcnn(setup):
     """Stage and end-to-end timing of a random-weight FasterRCNN (see the module docstring)."""
-    import tensorflow as tf
-
     from detect.data.pipeline import prepare_image
     from detect.models.faster_rcnn import FasterRCNN
 
@@ -269,11 +263,15 @@ def time_faster_rcnn(setup):
     )
     # Inputs of every stage: the previous stage's outputs on the same image (untimed).
     args = {name: [] for name in STAGES}
+    proposal_counts, detection_counts = [], []
     for batch in batches:
         images, image_shape, scale = (tf.constant(batch[key]) for key in ("images", "image_shape", "scale"))
         features = fns["backbone"](images)
         boxes, valid = fns["proposals"](features, image_shape)
         logits, deltas = fns["roi_head"](features, boxes)
+        detections = fns["postprocess"](logits, deltas, boxes, valid, image_shape, scale)
+        proposal_counts.append(int(tf.reduce_sum(tf.cast(valid, tf.int32))))
+        detection_counts.append(int(detections["num_detections"][0]))
         args["backbone"].append((images,))
         args["proposals"].append((features, image_shape))
         args["roi_head"].append((features, boxes))
@@ -290,6 +288,10 @@ def time_faster_rcnn(setup):
     methods.add(method)
     traces = {name: fn.experimental_get_tracing_count() for name, fn in {**fns, "detect": detect_fn}.items()}
     notes = [f"faster_rcnn: {name} traced {count} times" for name, count in traces.items() if count != 1]
+    notes.append(
+        f"faster_rcnn: {np.mean(proposal_counts):.0f} RPN proposals and {np.mean(detection_counts):.0f} "
+        "detections per image on average"
+    )
     return {
         "stages": stages,
         "end_to_end": end_to_end,
@@ -460,9 +462,11 @@ def write_chart(rows, path):
             values = np.array([r.get(f"{stage}_s") or 0.0 for r in group])
             ax.bar(names, values, bottom=bottom, label=STAGE_TITLES[stage], color=colors[stage])
             bottom += values
-        totals = [r["detect_s"] if r["status"] == "paper" and not any(r.get(f"{s}_s") for s in STAGES)
-                  else 0.0 for r in group]
-        ax.bar(names, totals, bottom=bottom, label="total (no split)", color="#8c8c8c")
+        unsplit = np.array([0.0 if bottom[i] else r["detect_s"] for i, r in enumerate(group)])
+        if unsplit.any():
+            ax.bar(names, unsplit, bottom=bottom, label="total (no split)", color="#8c8c8c")
+        for i, r in enumerate(group):
+            ax.annotate(f"{r['detect_s']:.3g} s", (i, max(bottom[i], unsplit[i])), ha="center", va="bottom", fontsize=8)
         ax.set_title(title)
         ax.set_ylabel("seconds per image")
     if groups:
@@ -474,8 +478,6 @@ def write_chart(rows, path):
 
 
 def _environment():
-    import tensorflow as tf
-
     onednn = "off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") == "0" else "on"
     return f"CPU x{os.cpu_count()}, TF {tf.__version__}, oneDNN {onednn}"
 
@@ -538,7 +540,7 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
         f"{backbone} backbone, random weights, {source}, resized (shorter side {setup.min_size}, longer at most "
         f"{setup.max_size}) onto a {canvas[0]}x{canvas[1]} canvas, batch 1, {num_classes} classes with background",
         f"RPN: {model['pre_nms_top_n_test']} boxes before NMS, {model['post_nms_top_n_test']} proposals; "
-        f"{model['roi_size']}x{model['roi_size']} RoI{model['roi_pool']}; fc6/fc7 {model['head_dim']}",
+        f"{model['roi_size']}x{model['roi_size']} {POOL_NAMES[model['roi_pool']]}; fc6/fc7 {model['head_dim']}",
         f"median of {runs} runs after {warmup} warm-up runs per image; each stage one tf.function traced once "
         "on static shapes; model building and tracing excluded; detect() is the end-to-end call users get",
         "random weights: few boxes pass the 0.05 score threshold, so postprocess (NMS) time is a lower bound",

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 SOLVERS = ("liblinear", "keras")
+_MIN_KERAS_STEPS = 500
 
 
 @dataclasses.dataclass
@@ -107,7 +108,10 @@ def _fit_keras(x, y, *, C, pos_weight, epochs, seed):
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.Hinge())
     weights = np.where(y > 0, pos_weight, 1.0).astype(np.float32)
-    model.fit(x, y.astype(np.float32)[:, None], sample_weight=weights, batch_size=256, epochs=epochs, verbose=0)
+    batch = 256
+    # Small sets get more epochs: Adam needs a few hundred steps whatever the data size.
+    epochs = max(int(epochs), -(-_MIN_KERAS_STEPS * batch // len(x)))
+    model.fit(x, y.astype(np.float32)[:, None], sample_weight=weights, batch_size=batch, epochs=epochs, verbose=0)
     kernel, bias = model.layers[-1].get_weights()
     return kernel[:, 0].astype(np.float32), float(bias[0])
 
@@ -162,7 +166,7 @@ def train_svm(
     cache = np.sort(rng.choice(candidates, size=start, replace=False)) if start else np.zeros(0, np.int64)
     began = time.perf_counter()
     weights, bias = _train_round(pos, features, cache, scale, fit_kwargs, seed)
-    first = _mean_hinge(features, cache, scale, weights, bias)
+    first = _mean_hinge(features, cache, scale, weights, bias, chunk_rows)
     history = [MiningRound(0, cache.copy(), len(cache), None, first, time.perf_counter() - began, weights * scale, bias)]
     for index in range(1, int(rounds) + 1):
         began = time.perf_counter()
@@ -170,13 +174,13 @@ def train_svm(
         hard = candidates[(margins > hard_threshold) & ~np.isin(candidates, cache)]
         if len(hard) == 0:
             break
-        before = _mean_hinge(features, hard, scale, weights, bias)
+        before = _mean_hinge(features, hard, scale, weights, bias, chunk_rows)
         cache = np.union1d(cache, hard)
         if len(cache) > max_negatives:
             cache = _hardest(features, cache, scale, weights, bias, max_negatives, chunk_rows)
         training_negatives = len(cache)
         weights, bias = _train_round(pos, features, cache, scale, fit_kwargs, seed)
-        after = _mean_hinge(features, hard, scale, weights, bias)
+        after = _mean_hinge(features, hard, scale, weights, bias, chunk_rows)
         cache_margins = _score_candidates(features, cache, weights, bias, scale, chunk_rows)
         cache = cache[cache_margins >= evict_threshold]
         seconds = time.perf_counter() - began
@@ -189,11 +193,12 @@ def _hardest(features, rows, scale, weights, bias, limit, chunk_rows):
     return np.sort(rows[np.argsort(-margins, kind="stable")[:limit]])
 
 
-def _mean_hinge(features, rows, scale, weights, bias):
+def _mean_hinge(features, rows, scale, weights, bias, chunk_rows=16384):
+    """Mean hinge loss of negative rows (label -1): max(0, 1 + margin), read in chunks."""
     if len(rows) == 0:
         return 0.0
-    x = np.asarray(features[np.sort(rows)], np.float32) * scale
-    return float(hinge_losses(x, -np.ones(len(rows)), weights, bias).mean())
+    margins = _score_candidates(features, np.sort(rows), weights, bias, scale, chunk_rows)
+    return float(np.maximum(0.0, 1.0 + margins).mean())
 
 
 def _train_round(pos, features, cache, scale, fit_kwargs, seed):

@@ -69,18 +69,26 @@ class CosineDecay(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stop training at the end of the first epoch that ends after `minutes` minutes."""
+    """Stop training after the last epoch that can finish within `minutes` minutes (the
+    next epoch is expected to take as long as the slowest one so far)."""
 
     def __init__(self, minutes):
         super().__init__()
         self.seconds = float(minutes) * 60.0
         self.start = None
+        self.epoch_start = None
+        self.longest = 0.0
 
     def on_train_begin(self, logs=None):
         self.start = time.monotonic()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.monotonic()
+
     def on_epoch_end(self, epoch, logs=None):
-        if time.monotonic() - self.start >= self.seconds:
+        now = time.monotonic()
+        self.longest = max(self.longest, now - self.epoch_start)
+        if now - self.start + self.longest > self.seconds:
             print(f"\ntime budget of {self.seconds / 60:.1f} min reached after epoch {epoch + 1}")
             self.model.stop_training = True
 

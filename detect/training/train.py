@@ -228,7 +228,8 @@ def fit_model(model, config, out_dir, train_ds, val, steps, skipped, epochs=None
     model.fit(
         train_ds,
         validation_data=val[0] if val else None,
-        validation_steps=t.get("val_steps"),
+        # A known count keeps Keras from warning that a filtered dataset "ran out of data".
+        validation_steps=t.get("val_steps") or (-(-len(val[1]) // t["batch_size"]) if val else None),
         validation_freq=t.get("val_every") or 1,
         epochs=epochs or t["epochs"],
         steps_per_epoch=steps,

@@ -86,7 +86,7 @@ def test_multi_worker_training_two_local_workers(tmp_path):
         "input": {"min_size": 64, "max_size": 64},
         "rpn": {"channels": 16, "pre_nms_top_n_train": 100, "post_nms_top_n_train": 32, "post_nms_top_n_test": 16},
         "roi": {"batch_size": 16, "head_dim": 32},
-        "training": {"epochs": 2, "batch_size": 4, "warmup_steps": 1, "time_budget_minutes": None},
+        "training": {"epochs": 2, "batch_size": 4, "warmup_steps": 1, "time_budget_minutes": None, "val_every": 1},
         "callbacks": {"tensorboard": {"enabled": False}},
     }
     path = tmp_path / "config.yaml"

@@ -36,7 +36,7 @@ def write_config(tmp_path, shapes, **training):
         "input": {"min_size": 64, "max_size": 64},
         "rpn": {"channels": 16, "pre_nms_top_n_train": 200, "post_nms_top_n_train": 64, "post_nms_top_n_test": 32},
         "roi": {"batch_size": 16, "head_dim": 32},
-        "training": {"epochs": 3, "batch_size": 4, "warmup_steps": 2, "time_budget_minutes": None, **training},
+        "training": {"epochs": 3, "batch_size": 4, "warmup_steps": 2, "time_budget_minutes": None, "val_every": 1, **training},
         "callbacks": {"tensorboard": {"enabled": False}},
     }
     path = tmp_path / "config.yaml"
