@@ -4,6 +4,7 @@ User errors (DetectError, missing files, bad options) print one line and exit no
 without a traceback.
 """
 
+import errno
 import functools
 import os
 import sys
@@ -54,6 +55,22 @@ def _setup_logging():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
 
 
+# Errors of the user's files, folders and disks rather than of detect: one line each.
+_USER_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+_USER_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def _os_error_message(e):
+    """The one-line message for an OSError a user can fix, else None (a bug: traceback)."""
+    where = os.fsdecode(e.filename).encode("utf-8", "backslashreplace").decode() if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device" + (f" while writing {where}" if where else "")
+    if e.errno in _USER_ERRNOS or isinstance(e, _USER_OS_ERRORS):
+        reason = e.strerror or str(e)
+        return f"{where}: {reason}" if where else reason
+    return None
+
+
 def handle_errors(func):
     """Turn user errors into one clear line and exit code 2."""
 
@@ -64,15 +81,12 @@ def handle_errors(func):
         except DetectError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-            name = e.filename or ""
-            click.echo(f"error: {name}: {e.strerror}", err=True)
-            sys.exit(2)
         except OSError as e:
-            if e.errno == 28:  # ENOSPC
-                click.echo(f"error: no space left on device while writing {e.filename or ''}", err=True)
-                sys.exit(2)
-            raise
+            message = _os_error_message(e)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

@@ -40,41 +40,26 @@ STAGE_TITLES = {"proposals": "proposals", "backbone": "backbone", "roi_head": "R
 # (Ren et al. 2015) Table 5 splits conv / proposal / region-wise time; its region-wise
 # time (RoI pooling, fc layers, softmax, NMS) sits in the RoI head column.
 PAPER = {
-    "rcnn": {
-        "total": 47.0,
-        "stages": {},
-        "source": "Fast R-CNN paper, Table 4: R-CNN VGG16 test rate 47 s/img",
-    },
+    "rcnn": {"total": 47.0, "stages": {}, "source": "Fast R-CNN paper, Table 4: R-CNN VGG16 test rate 47 s/img"},
     "fast_rcnn": {
-        "total": 1.83,
-        "stages": {"proposals": 1.51, "backbone": 0.146, "roi_head": 0.174},
+        "total": 1.83, "stages": {"proposals": 1.51, "backbone": 0.146, "roi_head": 0.174},
         "source": "Faster R-CNN paper, Table 5: selective search 1.51 s (CPU) + Fast R-CNN 0.32 s",
     },
     "faster_rcnn": {
-        "total": 0.198,
-        "stages": {"proposals": 0.010, "backbone": 0.141, "roi_head": 0.047},
+        "total": 0.198, "stages": {"proposals": 0.010, "backbone": 0.141, "roi_head": 0.047},
         "source": "Faster R-CNN paper, Table 5: RPN + Fast R-CNN, 0.198 s (5 fps)",
     },
 }
 
 # Model and input settings per backbone; any other backbone uses the paper's ("vgg16").
+_FC_HEAD = dict(backbone_width=32, roi_pool="align", roi_size=7, sampling_ratio=2)
 SETTINGS = {
-    "vgg16": {
-        "min_size": 600,
-        "max_size": 1000,
-        "model": dict(
-            backbone_width=32, anchor_sizes=(128, 256, 512), rpn_channels=512, pre_nms_top_n_test=6000,
-            post_nms_top_n_test=300, roi_pool="align", roi_size=7, sampling_ratio=2, head_dim=4096,
-        ),
-    },
-    "tiny": {
-        "min_size": 128,
-        "max_size": 128,
-        "model": dict(
-            backbone_width=32, anchor_sizes=(16, 32, 64, 128), rpn_channels=256, pre_nms_top_n_test=1000,
-            post_nms_top_n_test=100, roi_pool="align", roi_size=7, sampling_ratio=2, head_dim=256,
-        ),
-    },
+    "vgg16": {"min_size": 600, "max_size": 1000, "model": dict(
+        _FC_HEAD, anchor_sizes=(128, 256, 512), rpn_channels=512, pre_nms_top_n_test=6000,
+        post_nms_top_n_test=300, head_dim=4096)},
+    "tiny": {"min_size": 128, "max_size": 128, "model": dict(
+        _FC_HEAD, anchor_sizes=(16, 32, 64, 128), rpn_channels=256, pre_nms_top_n_test=1000,
+        post_nms_top_n_test=100, head_dim=256)},
 }
 
 POOL_NAMES = {"align": "RoIAlign", "pool": "RoIPool"}
@@ -173,56 +158,68 @@ def graph_flops(fn):
         return _shape_flops(graph), "conv/matmul shapes (analytic)"
 
 
-def time_selective_search(images, warmup, runs, mode="fast", max_side=500, max_proposals=2000):
-    """(seconds per image, mean proposal count) of selective search over (H, W, 3) uint8 images.
-
-    The proposals stage of R-CNN and Fast R-CNN; it runs on the CPU in OpenCV, outside TF.
-    """
-    from detect.proposals.selective_search import selective_search
-
-    counts = []
-
-    def search(image):
-        boxes = selective_search(image, mode=mode, max_side=max_side, max_proposals=max_proposals)
-        counts.append(len(boxes))
-        return boxes
-
-    seconds = median_seconds(search, [(image,) for image in images], warmup, runs)
-    return seconds, float(np.mean(counts))
-
-
 # --------------------------------------------------------------------------- Faster R-CNN
-def _faster_rcnn_stages(model):
-    """The four stage functions of a FasterRCNN, plain Python (wrapped by the caller)."""
+def time_stages(functions, inputs, warmup, runs):
+    """Seconds per image and FLOPs of each tf.function (static input signature) on its inputs.
+
+    functions: {name: tf.function}; inputs: {name: [arg tuple per image]}.
+    Returns (seconds {name: s}, flops {name: FLOPs}, methods set, notes on retracing).
+    """
+    seconds, flops, methods = {}, {}, set()
+    for name, fn in functions.items():
+        seconds[name] = median_seconds(fn, inputs[name], warmup, runs)
+        flops[name], method = graph_flops(fn)
+        methods.add(method)
+    notes = [
+        f"{name} traced {fn.experimental_get_tracing_count()} times"
+        for name, fn in functions.items()
+        if fn.experimental_get_tracing_count() != 1
+    ]
+    return seconds, flops, methods, notes
+
+
+def _faster_rcnn_functions(model, canvas_size):
+    """tf.functions of the four stages and of `model.detect`, each on static batch-1 shapes."""
     from detect.models.postprocess import postprocess_detections
     from detect.models.rpn import generate_proposals
 
+    spec = lambda *shape, dtype=tf.float32: tf.TensorSpec(shape, dtype)  # noqa: E731
+    features = spec(*model.trunk.compute_output_shape((1, *canvas_size, 3)))
+    images, image_shape, scale = spec(1, *canvas_size, 3), spec(1, 2, dtype=tf.int32), spec(1, 2)
+    r, k = model.post_nms_top_n[False], model.num_classes
+    rois = spec(1, r, 4)
+
+    @tf.function(input_signature=[images])
     def backbone(images):
         return model.trunk(images, training=False)
 
+    @tf.function(input_signature=[features, image_shape])
     def proposals(features, image_shape):
         objectness, deltas = model.rpn_head(features)
         return generate_proposals(
             objectness, deltas, model.anchors, image_shape, coder=model.rpn_coder,
-            pre_nms_top_n=model.pre_nms_top_n[False], post_nms_top_n=model.post_nms_top_n[False],
+            pre_nms_top_n=model.pre_nms_top_n[False], post_nms_top_n=r,
             nms_iou=model.rpn_nms_iou, min_size=model.rpn_min_size,
         )
 
+    @tf.function(input_signature=[features, rois])
     def roi_head(features, rois):
         pooled = model.roi_pool(features, rois)
-        size, channels = pooled.shape[2], pooled.shape[-1]
-        vectors = model.roi_head(tf.reshape(pooled, [-1, size, size, channels]), training=False)
+        vectors = model.roi_head(tf.reshape(pooled, [r, *pooled.shape[2:]]), training=False)
         logits, deltas = model.predictor(vectors)
-        n, r = rois.shape[0], rois.shape[1]
-        return tf.reshape(logits, [n, r, -1]), tf.reshape(deltas, [n, r, model.num_classes, 4])
+        return tf.reshape(logits, [1, r, k + 1]), tf.reshape(deltas, [1, r, k, 4])
 
+    @tf.function(input_signature=[spec(1, r, k + 1), spec(1, r, k, 4), rois, spec(1, r, dtype=tf.bool),
+                                  image_shape, scale])
     def postprocess(logits, deltas, rois, valid, image_shape, scale):
         return postprocess_detections(
             logits, deltas, rois, valid, image_shape, scale, coder=model.roi_coder,
             score_threshold=model.score_threshold, nms_iou=model.nms_iou, max_detections=model.max_detections,
         )
 
-    return {"backbone": backbone, "proposals": proposals, "roi_head": roi_head, "postprocess": postprocess}
+    detect = tf.function(model.detect, input_signature=[{"images": images, "image_shape": image_shape, "scale": scale}])
+    return {"proposals": proposals, "backbone": backbone, "roi_head": roi_head, "postprocess": postprocess,
+            "detect": detect}
 
 
 def time_faster_rcnn(setup):
@@ -234,69 +231,35 @@ def time_faster_rcnn(setup):
         class_names=setup.class_names, canvas_size=setup.canvas_size, backbone=setup.backbone,
         backbone_weights="none", **setup.model_kwargs,
     )
-    batches = [
-        prepare_image(image, min_size=setup.min_size, max_size=setup.max_size, canvas_size=setup.canvas_size)
-        for image in setup.images
-    ]
-    plain = _faster_rcnn_stages(model)
-
-    def staged(name, *specs):
-        return tf.function(plain[name], input_signature=list(specs))
-
-    spec = lambda shape, dtype=tf.float32: tf.TensorSpec(shape, dtype)  # noqa: E731
-    image_spec = spec((1, *setup.canvas_size, 3))
-    shape_spec, scale_spec = spec((1, 2), tf.int32), spec((1, 2))
-    feature_shape = tuple(int(d) for d in model.trunk.compute_output_shape((1, *setup.canvas_size, 3)))
-    rois = model.post_nms_top_n[False]
-    k = model.num_classes
-    fns = {
-        "backbone": staged("backbone", image_spec),
-        "proposals": staged("proposals", spec(feature_shape), shape_spec),
-        "roi_head": staged("roi_head", spec(feature_shape), spec((1, rois, 4))),
-        "postprocess": staged(
-            "postprocess", spec((1, rois, k + 1)), spec((1, rois, k, 4)), spec((1, rois, 4)),
-            spec((1, rois), tf.bool), shape_spec, scale_spec,
-        ),
-    }
-    detect_fn = tf.function(
-        model.detect, input_signature=[{"images": image_spec, "image_shape": shape_spec, "scale": scale_spec}]
-    )
-    # Inputs of every stage: the previous stage's outputs on the same image (untimed).
-    args = {name: [] for name in STAGES}
-    proposal_counts, detection_counts = [], []
-    for batch in batches:
-        images, image_shape, scale = (tf.constant(batch[key]) for key in ("images", "image_shape", "scale"))
-        features = fns["backbone"](images)
-        boxes, valid = fns["proposals"](features, image_shape)
+    fns = _faster_rcnn_functions(model, setup.canvas_size)
+    # Each stage's inputs are the previous stage's outputs on the same image (untimed).
+    inputs = {name: [] for name in fns}
+    proposal_count = detection_count = 0
+    for image in setup.images:
+        batch = prepare_image(image, min_size=setup.min_size, max_size=setup.max_size, canvas_size=setup.canvas_size)
+        batch = {key: tf.constant(value) for key, value in batch.items()}
+        features = fns["backbone"](batch["images"])
+        boxes, valid = fns["proposals"](features, batch["image_shape"])
         logits, deltas = fns["roi_head"](features, boxes)
-        detections = fns["postprocess"](logits, deltas, boxes, valid, image_shape, scale)
-        proposal_counts.append(int(tf.reduce_sum(tf.cast(valid, tf.int32))))
-        detection_counts.append(int(detections["num_detections"][0]))
-        args["backbone"].append((images,))
-        args["proposals"].append((features, image_shape))
-        args["roi_head"].append((features, boxes))
-        args["postprocess"].append((logits, deltas, boxes, valid, image_shape, scale))
-    inputs = [({key: tf.constant(value) for key, value in batch.items()},) for batch in batches]
-
-    stages, flops, methods = {}, {}, set()
-    for name in STAGES:
-        stages[name] = median_seconds(fns[name], args[name], setup.warmup, setup.runs)
-        flops[name], method = graph_flops(fns[name])
-        methods.add(method)
-    end_to_end = median_seconds(detect_fn, inputs, setup.warmup, setup.runs)
-    end_to_end_flops, method = graph_flops(detect_fn)
-    methods.add(method)
-    traces = {name: fn.experimental_get_tracing_count() for name, fn in {**fns, "detect": detect_fn}.items()}
-    notes = [f"faster_rcnn: {name} traced {count} times" for name, count in traces.items() if count != 1]
-    notes.append(
-        f"faster_rcnn: {np.mean(proposal_counts):.0f} RPN proposals and {np.mean(detection_counts):.0f} "
+        post_args = (logits, deltas, boxes, valid, batch["image_shape"], batch["scale"])
+        proposal_count += int(tf.reduce_sum(tf.cast(valid, tf.int32)))
+        detection_count += int(fns["postprocess"](*post_args)["num_detections"][0])
+        inputs["backbone"].append((batch["images"],))
+        inputs["proposals"].append((features, batch["image_shape"]))
+        inputs["roi_head"].append((features, boxes))
+        inputs["postprocess"].append(post_args)
+        inputs["detect"].append((batch,))
+    seconds, flops, methods, notes = time_stages(fns, inputs, setup.warmup, setup.runs)
+    count = len(setup.images)
+    notes = [f"faster_rcnn: {note}" for note in notes] + [
+        f"faster_rcnn: {proposal_count / count:.0f} RPN proposals and {detection_count / count:.0f} "
         "detections per image on average"
-    )
+    ]
     return {
-        "stages": stages,
-        "end_to_end": end_to_end,
-        "flops": flops,
-        "end_to_end_flops": end_to_end_flops,
+        "stages": {name: seconds[name] for name in STAGES},
+        "end_to_end": seconds["detect"],
+        "flops": {name: flops[name] for name in STAGES},
+        "end_to_end_flops": flops["detect"],
         "flops_method": " + ".join(sorted(methods)),
         "notes": notes,
     }
@@ -406,8 +369,9 @@ def _fmt(value, scale=1.0, digits=1):
 
 def format_table(rows, notes):
     """Markdown: a time table (ms per image), a FLOPs table and the notes."""
+    with_ap = any(r.get("ap") is not None for r in rows)
     head = ["detector", "source", *(f"{STAGE_TITLES[s]} (ms)" for s in STAGES),
-            "stages sum (ms)", "detect() (ms)", "speed-up vs R-CNN"]
+            "stages sum (ms)", "detect() (ms)", "speed-up vs R-CNN"] + ["AP % (AP50)"] * with_ap
     lines = ["## Time per image", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["status"] == "unavailable":
@@ -417,6 +381,7 @@ def format_table(rows, notes):
             cells = [r["detector"], r["source"], *(_fmt(r[f"{s}_s"], 1e3) for s in STAGES),
                      _fmt(r["stages_sum_s"], 1e3), _fmt(r["detect_s"], 1e3),
                      "- (R-CNN not measured)" if speedup is None else f"{speedup:,.1f}x"]
+            cells += [f"{_fmt(r.get('ap'), 100)} ({_fmt(r.get('ap50'), 100)})"] * with_ap
         lines.append("| " + " | ".join(cells) + " |")
     head = ["detector", *(f"{STAGE_TITLES[s]} GFLOP (GFLOP/s)" for s in STAGES), "detect() GFLOP (GFLOP/s)",
             "counted by"]
@@ -483,6 +448,48 @@ def _environment():
 
 
 # --------------------------------------------------------------------------- entry point
+def _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup):
+    settings = SETTINGS.get(backbone, SETTINGS["vgg16"])
+    pictures = load_images(images) if images else random_images(num_images, image_size)
+    return BenchSetup(
+        backbone=backbone, images=pictures, class_names=[f"class_{i}" for i in range(1, int(num_classes))],
+        canvas_size=canvas_for_images(pictures, settings["min_size"], settings["max_size"]),
+        min_size=settings["min_size"], max_size=settings["max_size"], model_kwargs=dict(settings["model"]),
+        runs=int(runs), warmup=int(warmup),
+    )
+
+
+def _setup_notes(setup, detectors, source):
+    model, (height, width) = setup.model_kwargs, setup.canvas_size
+    return [
+        f"{setup.backbone} backbone, random weights, {source}, resized (shorter side {setup.min_size}, longer "
+        f"at most {setup.max_size}) onto a {height}x{width} canvas, batch 1, "
+        f"{len(setup.class_names) + 1} classes with background",
+        f"RPN: {model['pre_nms_top_n_test']} boxes before NMS, {model['post_nms_top_n_test']} proposals; "
+        f"{model['roi_size']}x{model['roi_size']} {POOL_NAMES[model['roi_pool']]}; fc6/fc7 {model['head_dim']}",
+        f"median of {setup.runs} runs after {setup.warmup} warm-up runs per image; each stage one tf.function "
+        "traced once on static shapes; model building and tracing excluded; detect() is the end-to-end call "
+        "users get",
+        "random weights: few boxes pass the 0.05 score threshold, so postprocess (NMS) time is a lower bound",
+        "paper rows: VGG16 on an Nvidia K40 GPU; the paper's region-wise time (RoI pooling, fc, NMS) is in the "
+        "RoI head column; speed-ups compare each source with its own R-CNN figure",
+        *(f"paper {name}: {PAPER[name]['source']}" for name in dict.fromkeys(detectors) if name in PAPER),
+    ]
+
+
+def write_outputs(rows, notes, out_dir):
+    """speed.md, speed.csv and speed.png in out_dir; returns (markdown table, paths)."""
+    table = format_table(rows, notes)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {key: os.path.join(out_dir, f"speed.{ext}") for key, ext in
+             (("markdown", "md"), ("csv", "csv"), ("chart", "png"))}
+    with open(paths["markdown"], "w", encoding="utf-8") as f:
+        f.write("# Speed of the R-CNN family\n\n" + table)
+    write_csv(rows, paths["csv"])
+    write_chart(rows, paths["chart"])
+    return table, paths
+
+
 def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None, runs=5,
                   out_dir="runs/benchmark", warmup=2, num_classes=21, image_size=(600, 800),
                   model_dirs=None, num_images=2):
@@ -505,16 +512,12 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
         raise DetectError(f"benchmark: runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
     if int(num_classes) < 2:
         raise DetectError(f"benchmark: num_classes counts the background and must be >= 2, got {num_classes}")
-    settings = SETTINGS.get(backbone, SETTINGS["vgg16"])
-    pictures = load_images(images) if images else random_images(num_images, image_size)
-    canvas = canvas_for_images(pictures, settings["min_size"], settings["max_size"])
-    setup = BenchSetup(
-        backbone=backbone, images=pictures, class_names=[f"class_{i}" for i in range(1, int(num_classes))],
-        canvas_size=canvas, min_size=settings["min_size"], max_size=settings["max_size"],
-        model_kwargs=dict(settings["model"]), runs=int(runs), warmup=int(warmup),
-    )
+    setup = _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup)
+    source = f"{len(setup.images)} images from {images}" if images else (
+        f"{len(setup.images)} random {image_size[0]}x{image_size[1]} images")
+    notes = _setup_notes(setup, detectors, source)
     environment = _environment()
-    rows, notes = [], []
+    rows = []
     for name in detectors:
         timer = TIMERS.get(name)
         if timer is None:
@@ -525,36 +528,13 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
         except (ImportError, DetectError) as e:
             rows.append(_unavailable_row(name, str(e).splitlines()[0]))
             continue
-        row = _measured_row(name, result, environment)
+        rows.append(_measured_row(name, result, environment))
         notes += result["notes"]
         if dataset_config:
-            row["ap"], row["ap50"], note = _average_precision(name, dataset_config, model_dirs, out_dir)
+            rows[-1]["ap"], rows[-1]["ap50"], note = _average_precision(name, dataset_config, model_dirs, out_dir)
             notes.append(note)
-        rows.append(row)
         if name in PAPER:
             rows.append(_paper_row(name))
     _add_speedups(rows)
-    model = setup.model_kwargs
-    source = f"{len(pictures)} images from {images}" if images else f"{len(pictures)} random {image_size[0]}x{image_size[1]} images"
-    notes = [
-        f"{backbone} backbone, random weights, {source}, resized (shorter side {setup.min_size}, longer at most "
-        f"{setup.max_size}) onto a {canvas[0]}x{canvas[1]} canvas, batch 1, {num_classes} classes with background",
-        f"RPN: {model['pre_nms_top_n_test']} boxes before NMS, {model['post_nms_top_n_test']} proposals; "
-        f"{model['roi_size']}x{model['roi_size']} {POOL_NAMES[model['roi_pool']]}; fc6/fc7 {model['head_dim']}",
-        f"median of {runs} runs after {warmup} warm-up runs per image; each stage one tf.function traced once "
-        "on static shapes; model building and tracing excluded; detect() is the end-to-end call users get",
-        "random weights: few boxes pass the 0.05 score threshold, so postprocess (NMS) time is a lower bound",
-        "paper rows: VGG16 on an Nvidia K40 GPU; the paper's region-wise time (RoI pooling, fc, NMS) is in the "
-        "RoI head column; speed-ups compare each source with its own R-CNN figure",
-        *(f"paper {name}: {PAPER[name]['source']}" for name in dict.fromkeys(detectors) if name in PAPER),
-        *notes,
-    ]
-    table = format_table(rows, notes)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {key: os.path.join(out_dir, f"speed.{ext}") for key, ext in
-             (("markdown", "md"), ("csv", "csv"), ("chart", "png"))}
-    with open(paths["markdown"], "w", encoding="utf-8") as f:
-        f.write("# Speed of the R-CNN family\n\n" + table)
-    write_csv(rows, paths["csv"])
-    write_chart(rows, paths["chart"])
+    table, paths = write_outputs(rows, notes, out_dir)
     return {"table": table, "rows": rows, "paths": paths}

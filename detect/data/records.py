@@ -217,6 +217,8 @@ def load_dataset(format, annotations, images=None, split=None, classes=None,
 
     if format not in FORMATS:
         raise DetectError(f"unknown dataset format {format!r}: expected one of {FORMATS}")
+    if os.path.isfile(annotations) and os.path.getsize(annotations) == 0:
+        raise DetectError(f"{annotations}: the annotation file is empty")
     if split is not None and format != "voc":
         logger.warning("split=%r ignored: only VOC datasets have split files", split)
     if format == "coco":

@@ -90,6 +90,8 @@ def _xml_files(root, split):
 
 def _parse_xml(xml_path, images_dir):
     """(xml_path, file_name, image path, width, height, [(name, box xyxy, difficult)])."""
+    if os.path.getsize(xml_path) == 0:
+        raise DetectError(f"{xml_path}: the annotation file is empty")
     try:
         tree = ET.parse(xml_path)
     except ET.ParseError as error:

@@ -1,6 +1,7 @@
 """`detect predict`: stream frames from sources, detect in batches, write annotated
 images / videos and detections (COCO-style JSON for images, JSON Lines for videos)."""
 
+import contextlib
 import json
 import os
 import time
@@ -72,7 +73,10 @@ class _Outputs:
         ]
         if frame.kind == "image":
             path = self._image_path(frame)
-            cv2.imwrite(path, cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
+            _, encoded = cv2.imencode(".jpg", cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
+            # Python writes the file: OpenCV crashes on names that are not valid UTF-8.
+            with open(path, "wb") as f:
+                f.write(encoded.tobytes())
             self.image_results.append({"file": frame.name, "annotated": path, "detections": items})
         else:
             writer, lines = self._video(frame)
@@ -87,9 +91,15 @@ class _Outputs:
             lines.close()
         if self.image_results:
             path = os.path.join(self.out_dir, "detections.json")
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump(self.image_results, f, indent=1)
-            os.replace(path + ".tmp", path)
+            try:
+                with open(path + ".tmp", "w", encoding="utf-8") as f:
+                    json.dump(self.image_results, f, indent=1)
+                os.replace(path + ".tmp", path)
+            except BaseException:
+                # The previous detections.json stays whole; no half-written file is left.
+                with contextlib.suppress(OSError):
+                    os.remove(path + ".tmp")
+                raise
 
 
 def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=1, classes=None, show=False):

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import secrets
+import tempfile
 import time
 
 import cv2
@@ -155,15 +156,33 @@ def _open_capture(path, name, is_camera):
         raise DetectError(f"video file not found: {name}")
     if os.path.isdir(path):
         raise DetectError(f"expected a video file, got a directory: {name}")
+    path = os.fsdecode(path)
+    if not _opencv_can_name(path):
+        # OpenCV's Python binding crashes on a name that is not valid UTF-8: open the
+        # file through a symlink with a plain name (FFmpeg keeps its descriptor open).
+        extension = os.path.splitext(path)[1]
+        with tempfile.TemporaryDirectory(prefix="detect-video-") as folder:
+            link = os.path.join(folder, "video" + (extension if _opencv_can_name(extension) else ""))
+            os.symlink(os.path.abspath(path), link)
+            return _open_capture(link, name, is_camera)
     # FFmpeg first: CAP_ANY would read a name containing '%' as an image-sequence pattern.
-    capture = cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG)
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     if not capture.isOpened():
         capture.release()
-        capture = cv2.VideoCapture(os.fspath(path))
+        capture = cv2.VideoCapture(path)
     if not capture.isOpened():
         capture.release()
         raise DetectError(f"cannot open video (corrupt or unsupported format): {name}")
     return capture
+
+
+def _opencv_can_name(path):
+    """True when `path` (str) is valid UTF-8, the only file names OpenCV accepts."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _to_rgb(frame):
@@ -219,7 +238,8 @@ class VideoWriter:
             raise DetectError(
                 f"cannot create the folder for video {self.path}: {error.strerror or error}"
             ) from None
-        stem = base[: -len(extension)]
+        # OpenCV crashes on file names that are not valid UTF-8: the temporary one is.
+        stem = os.fsencode(base[: -len(extension)]).decode("utf-8", "replace")
         self._temp_path = os.path.join(
             folder, f".{stem}.partial-{os.getpid()}-{secrets.token_hex(4)}{extension}")
         self._writer, self.fourcc = self._open(FOURCCS[extension])

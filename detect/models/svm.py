@@ -98,21 +98,34 @@ def fit_linear_svm(x, y, *, solver="liblinear", C=0.001, pos_weight=2.0, bias_sc
     return _fit_keras(x, y, C=C, pos_weight=pos_weight, epochs=epochs, seed=seed)
 
 
-def _fit_keras(x, y, *, C, pos_weight, epochs, seed):
+def _fit_keras(x, y, *, C, pos_weight, epochs, seed, batch=256):
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
+    layer = keras.layers.Dense(1)
+    layer.build((None, x.shape[1]))
     l2 = 1.0 / (2.0 * C * len(x))
-    model = keras.Sequential(
-        [keras.Input((x.shape[1],)), keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L2(l2))]
-    )
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.Hinge())
-    weights = np.where(y > 0, pos_weight, 1.0).astype(np.float32)
-    batch = 256
     # Small sets get more epochs: Adam needs a few hundred steps whatever the data size.
-    epochs = max(int(epochs), -(-_MIN_KERAS_STEPS * batch // len(x)))
-    model.fit(x, y.astype(np.float32)[:, None], sample_weight=weights, batch_size=batch, epochs=epochs, verbose=0)
-    kernel, bias = model.layers[-1].get_weights()
+    steps = max(int(epochs) * -(-len(x) // batch), _MIN_KERAS_STEPS)
+    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-2, steps))
+    weights = np.where(y > 0, pos_weight, 1.0).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32), weights))
+    data = data.shuffle(len(x), seed=seed).repeat().batch(batch).take(steps)
+
+    @tf.function
+    def train():
+        # One graph for the whole loop: per-step Python calls would dominate on small sets.
+        for xb, yb, wb in data:
+            with tf.GradientTape() as tape:
+                margins = layer(xb)[:, 0]
+                hinge = keras.losses.hinge(yb[:, None], margins[:, None])
+                loss = tf.reduce_mean(wb * hinge) + l2 * tf.reduce_sum(tf.square(layer.kernel))
+            grads = tape.gradient(loss, layer.trainable_variables)
+            optimizer.apply_gradients(zip(grads, layer.trainable_variables))
+
+    train()
+    kernel, bias = layer.get_weights()
     return kernel[:, 0].astype(np.float32), float(bias[0])
 
 

@@ -116,20 +116,72 @@ class SkippedImagesGuard(keras.callbacks.Callback):
             )
 
 
+def finite_loss(logs):
+    """False when any `*loss` value in a Keras logs dict is NaN or infinite."""
+    return all(math.isfinite(float(v)) for k, v in (logs or {}).items() if k.endswith("loss"))
+
+
+class StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """TerminateOnNaN that also checks the loss components and remembers the values and
+    the last epoch that ended with finite losses, for `check` to report after model.fit
+    has returned (so every callback has cleaned up)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.last_good_epoch = None
+        self.message = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        if finite_loss(logs):
+            return
+        values = ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items() if k.endswith("loss"))
+        self.message = f"epoch {self.epoch + 1}, batch {batch + 1}: {values}"
+        print(f"\nnon-finite loss at {self.message}; stopping training", flush=True)
+        self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.message is None and finite_loss(logs):
+            self.last_good_epoch = epoch + 1
+
+    def check(self):
+        """DetectError naming the loss values when training was stopped."""
+        if self.message is None:
+            return
+        kept = (
+            f"the checkpoints of the last finite epoch ({self.last_good_epoch}) are kept"
+            if self.last_good_epoch
+            else "no checkpoint was written with these weights"
+        )
+        raise DetectError(
+            f"training stopped: the loss is not finite at {self.message}; {kept} "
+            f"(lower training.learning_rate or set training.clipnorm)"
+        )
+
+
 class HistoryCSV(keras.callbacks.Callback):
     """history.csv, one row per finished epoch; on a resumed run, rows of epochs that are
     run again are removed first, so no row is lost or repeated.
 
-    Must come after BackupAndRestore in the callback list: it reads the restored epoch.
+    The first epoch this run starts (after BackupAndRestore restored it, wherever that
+    callback sits in the list) decides which rows are kept.
     """
 
     def __init__(self, path):
         super().__init__()
         self.path = path
         self.keys = None
+        self.trimmed = False
 
-    def on_train_begin(self, logs=None):
-        start = int(getattr(self.model, "_initial_epoch", 0) or 0)
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.trimmed:
+            self.trimmed = True
+            self._keep_rows_before(epoch)
+
+    def _keep_rows_before(self, start):
         rows = []
         if os.path.isfile(self.path):
             with open(self.path, newline="", encoding="utf-8") as f:

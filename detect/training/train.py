@@ -6,6 +6,7 @@ that is killed resumes from the last finished epoch when the same command runs a
 (BackupAndRestore keeps weights, optimizer state and the epoch in `backup/`).
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -120,9 +121,26 @@ class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
         super().__init__(root + ".partial.keras", **kwargs)
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if os.path.exists(self.filepath):
-            os.replace(self.filepath, self.final_path)
+        if not cbs.finite_loss(logs):
+            return  # the weights of a diverged epoch never replace a checkpoint
+        # A partial file left by a crash is not this epoch's: only a file saved now moves.
+        _remove_quietly(self.filepath)
+        try:
+            super().on_epoch_end(epoch, logs)
+            if os.path.exists(self.filepath):
+                os.replace(self.filepath, self.final_path)
+        except OSError as e:
+            _remove_quietly(self.filepath)
+            kept = "the previous one is kept" if os.path.exists(self.final_path) else "none was written"
+            raise DetectError(f"cannot save the checkpoint {self.final_path}: {e.strerror or e}; {kept}") from None
+        except BaseException:
+            _remove_quietly(self.filepath)
+            raise
+
+
+def _remove_quietly(path):
+    with contextlib.suppress(OSError):
+        os.remove(path)
 
 
 def _options(spec):
@@ -136,10 +154,7 @@ def make_callbacks(config, out_dir, steps_per_epoch, val, skipped):
     c, t = config["callbacks"], config["training"]
     has_val = val is not None
     monitor_default = "val_loss" if has_val else "loss"
-    out = []
-    enabled, opts = _options(c["backup_and_restore"])
-    if enabled:
-        out.append(keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), **opts))
+    out = [keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"))]
     if c.get("coco_map") and has_val:
         from detect.training.map_callback import CocoMapCallback
 
@@ -161,7 +176,7 @@ def make_callbacks(config, out_dir, steps_per_epoch, val, skipped):
         out.append(keras.callbacks.EarlyStopping(**{"monitor": monitor_default, **c["early_stopping"]}))
     enabled, opts = _options(c["terminate_on_nan"])
     if enabled:
-        out.append(keras.callbacks.TerminateOnNaN())
+        out.append(cbs.StopOnNaN())
     enabled, opts = _options(c["model_checkpoint"])
     if enabled:
         monitor = opts.pop("monitor", monitor_default)
@@ -179,6 +194,11 @@ def make_callbacks(config, out_dir, steps_per_epoch, val, skipped):
     if t.get("time_budget_minutes"):
         out.append(cbs.TimeBudget(t["time_budget_minutes"]))
     out.append(cbs.SkippedImagesGuard(skipped))
+    enabled, opts = _options(c["backup_and_restore"])
+    if enabled:
+        # Last: an epoch counts as finished for a resumed run only once its checkpoints
+        # and history row are written, so a crash or a full disk in between loses no row.
+        pass
     return out
 
 
@@ -238,7 +258,7 @@ def fit_model(model, config, out_dir, train_ds, val, steps, skipped, epochs=None
         shuffle=False,
     )
     for callback in callbacks:
-        if isinstance(callback, cbs.SkippedImagesGuard):
+        if isinstance(callback, (cbs.SkippedImagesGuard, cbs.StopOnNaN)):
             callback.check()
     model_path = os.path.join(out_dir, "model.keras")
     if not os.path.exists(model_path):
@@ -268,10 +288,23 @@ def prepare_training(config, out_dir, resume):
             f"{train_set.source}: {len(train_set)} images are fewer than training.batch_size="
             f"{config['training']['batch_size']}"
         )
-    os.makedirs(out_dir, exist_ok=True)
+    _check_writable(out_dir)
     config = {**config, "dataset": {**config["dataset"], "class_names": list(train_set.classes)}}
     dump_config(config, os.path.join(out_dir, "config.yaml"))
     return config, train_set, val_set
+
+
+def _check_writable(folder):
+    """Create `folder` and write a probe file in it: a DetectError before any training
+    when it cannot hold the model (read-only, not a folder, no permission)."""
+    probe = os.path.join(folder, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(probe, "w", encoding="utf-8"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise DetectError(f"cannot write to the output folder {folder}: {e.strerror or e}") from None
 
 
 def steps_per_epoch(config, train_set):

@@ -77,7 +77,8 @@ def test_speedup_against_measured_rcnn_and_unavailable_timer(tmp_path, monkeypat
     )
     result = run_benchmark(
         ["rcnn", "faster_rcnn", "fast_rcnn"], backbone="tiny", runs=1, warmup=0, image_size=(64, 64),
-        out_dir=str(tmp_path), num_images=1,
+        out_dir=str(tmp_path), num_images=1, dataset_config="unused.yaml",
+        model_dirs={"rcnn": str(tmp_path / "no_model"), "faster_rcnn": str(tmp_path / "no_model")},
     )
     measured = {r["detector"]: r for r in result["rows"] if r["status"] == "ok"}
     # 10 s (R-CNN) / 2 s = 5x; R-CNN against itself 1x.
@@ -89,6 +90,9 @@ def test_speedup_against_measured_rcnn_and_unavailable_timer(tmp_path, monkeypat
     broken = [r for r in result["rows"] if r["detector"] == "fast_rcnn" and r["status"] == "unavailable"]
     assert broken and broken[0]["note"] == "detect.models.rcnn is missing"
     assert "5.0x" in result["table"]
+    # Without a trained model folder AP is skipped with a note, not an error.
+    assert f"AP of faster_rcnn skipped: no trained model folder at {tmp_path / 'no_model'}" in result["table"]
+    assert measured["faster_rcnn"]["ap"] is None
     # Paper ratios: 47 / 47 = 1x for R-CNN, 47 / 1.83 = 25.7x for Fast R-CNN is not shown
     # (Fast R-CNN unavailable), 47 / 0.198 = 237.4x for Faster R-CNN.
     paper = {r["detector"]: r for r in result["rows"] if r["status"] == "paper"}
