@@ -207,7 +207,7 @@ def test_train_and_val_class_lists_differ_through_the_cli(tmp_path):
 
 
 # --------------------------------------------------------------------------- images
-def test_one_by_one_image_trains_and_predicts(tmp_path, model_dir):
+def test_one_by_one_image_is_upscaled_and_predicted(tmp_path, model_dir):
     import detect
 
     Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(tmp_path / "dot.png")
@@ -234,13 +234,13 @@ def test_header_claiming_20000x20000_is_refused_without_decoding(tmp_path, monke
     bomb = tmp_path / "images" / "bomb.png"
     bomb.write_bytes(png_header_only(20000, 20000))  # 1.2 GB of RGB pixels claimed in 100 bytes
     save_jpeg(tmp_path / "images" / "fine.jpg")
-    decode = ImageFile.ImageFile.load
+    decode, decoded = ImageFile.ImageFile.load, []
 
-    def guarded_load(self):
-        assert self.size[0] * self.size[1] <= 100_000_000, "pixels of the huge image decoded"
+    def recording_load(self):
+        decoded.append(self.size)  # recorded, not raised: readers turn decoder errors into skips
         return decode(self)
 
-    monkeypatch.setattr(ImageFile.ImageFile, "load", guarded_load)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
     path = write_coco(tmp_path / "ann.json", [("images/bomb.png", 20000, 20000, [([1, 1, 8, 8], 1)])])
     result = cli("data", "inspect", "--format", "coco", "--annotations", path)
     assert_one_line_error(result, "image too large", "bomb.png")
@@ -249,6 +249,7 @@ def test_header_claiming_20000x20000_is_refused_without_decoding(tmp_path, monke
     out = run_predict(str(model_dir), [str(tmp_path / "images")], str(tmp_path / "out"), score_threshold=0.0)
     assert (out["frames"], out["skipped"]) == (1, 1)
     assert sorted(os.listdir(tmp_path / "out")) == ["detections.json", "fine.jpg"]
+    assert set(decoded) == {(64, 48)}  # fine.jpg only: not one pixel of the 20000x20000 image
 
 
 @pytest.mark.parametrize("fmt, name", [("coco", "annotations.json"), ("csv", "annotations.csv")])
@@ -297,17 +298,20 @@ def test_voc_xml_without_size_reads_the_image_header(tmp_path, caplog):
         load_dataset("voc", str(tmp_path), classes=["dog"])
 
 
-@pytest.mark.slow
+def truncate_jpeg(path):
+    """Cut a JPEG in the middle of its pixel data: the header stays readable."""
+    data = path.read_bytes()
+    scan = data.index(b"\xff\xda")  # start of the entropy-coded pixels (SOS marker)
+    path.write_bytes(data[: scan + (len(data) - scan) // 2])
+
+
 def test_truncated_jpeg_met_during_training_is_skipped_and_counted(tmp_path, caplog, monkeypatch):
     from detect.config import load_config
     from detect.training.train import train
 
     # 120 images: one unreadable image is 0.8%, under the 1% at which training stops.
     train_json = shapes_coco(tmp_path / "data", 120)
-    broken = tmp_path / "data" / "0007.jpg"
-    data = broken.read_bytes()
-    scan = data.index(b"\xff\xda")  # start of the entropy-coded pixels (SOS marker)
-    broken.write_bytes(data[: scan + (len(data) - scan) // 2])  # the header survives: loading accepts it
+    truncate_jpeg(tmp_path / "data" / "0007.jpg")  # loading accepts it: its header is whole
     config = load_config(tiny_config(tmp_path / "config.yaml", train_json, epochs=1, batch_size=8))
     monkeypatch.setenv("DETECT_QUIET", "1")
     with caplog.at_level(logging.WARNING):
@@ -317,6 +321,17 @@ def test_truncated_jpeg_met_during_training_is_skipped_and_counted(tmp_path, cap
     assert os.path.isfile(result["model"])
     warnings = [r.getMessage() for r in caplog.records if "skipped unreadable image" in r.getMessage()]
     assert len(warnings) == 1 and "0007.jpg" in warnings[0] and "truncated" in warnings[0]
+
+
+def test_more_than_one_percent_truncated_jpegs_stop_training_with_one_line(tmp_path, monkeypatch):
+    # 2 of 120 images = 1.7% unreadable: more than the 1% that training tolerates.
+    train_json = shapes_coco(tmp_path / "data", 120)
+    for name in ("0003.jpg", "0050.jpg"):
+        truncate_jpeg(tmp_path / "data" / name)
+    monkeypatch.setenv("DETECT_QUIET", "1")
+    result = cli("train", tiny_config(tmp_path / "config.yaml", train_json, epochs=1), "--out", tmp_path / "model")
+    line = assert_one_line_error(result, "training stopped: 2 of 120 images are unreadable (more than 1%), e.g. ")
+    assert "data/0003.jpg" in line and "data/0050.jpg" in line
 
 
 def test_non_utf8_and_space_file_names(tmp_path, model_dir):

@@ -338,17 +338,29 @@ class RCNN(keras.Model):
         return tf.where(outputs["roi_valid"][..., None], scores, 0.0)
 
     def detect(self, inputs):
-        """Final detections: boxes (N, D, 4) xyxy original image pixels, scores (N, D),
-        labels (N, D) int32 1..K (0 padding), num_detections (N,) int32.
-
-        test score_threshold applies to the [0, 1] scores of `region_scores` (for SVMs,
-        sigmoid(margin) > 0.05 keeps margins above -2.94); per-class NMS at nms_iou."""
+        """Final detections for a batch (see `postprocess` for the outputs)."""
         outputs = self({k: inputs[k] for k in ("images", "image_shape", "proposals")}, training=False)
+        return self.postprocess(outputs, inputs["image_shape"], inputs.get("scale"))
+
+    def postprocess(self, outputs, image_shape, scale=None):
+        """Scores, regressed boxes, per-class NMS and rescaling of `call` outputs.
+
+        Args:
+          outputs: inference outputs of `call` (rois, roi_valid, svm_scores or
+            class_logits, box_deltas).
+          image_shape: (N, 2) content (height, width) for clipping; scale: (N, 2) (sy, sx)
+            original -> canvas, None for 1.
+        Returns:
+          boxes (N, D, 4) xyxy original image pixels, scores (N, D), labels (N, D) int32
+          1..K (0 padding), num_detections (N,) int32. test score_threshold applies to the
+          [0, 1] scores of `region_scores` (for SVMs, sigmoid(margin) > 0.05 keeps margins
+          above -2.94).
+        """
         scores = self.region_scores(outputs)
         rois = outputs["rois"]
         anchors = tf.repeat(rois[:, :, None, :], self.num_classes, axis=2)
         boxes = self.coder.decode(outputs["box_deltas"], anchors)
-        shape = tf.cast(inputs["image_shape"], tf.float32)
+        shape = tf.cast(image_shape, tf.float32)
         boxes = clip_boxes(boxes, shape[:, 0, None, None], shape[:, 1, None, None])
         result = multiclass_nms(
             boxes,
@@ -358,10 +370,7 @@ class RCNN(keras.Model):
             iou_threshold=self.nms_iou,
             score_threshold=self.score_threshold,
         )
-        scale = inputs.get("scale")
-        if scale is None:
-            scale = tf.ones_like(shape)
-        scale = tf.cast(scale, tf.float32)
+        scale = tf.ones_like(shape) if scale is None else tf.cast(scale, tf.float32)
         sy, sx = scale[:, 0, None, None], scale[:, 1, None, None]
         out_boxes = result["boxes"] / tf.concat([sx, sy, sx, sy], axis=-1)
         valid = tf.sequence_mask(result["valid"], self.max_detections)

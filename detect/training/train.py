@@ -154,7 +154,7 @@ def make_callbacks(config, out_dir, steps_per_epoch, val, skipped):
     c, t = config["callbacks"], config["training"]
     has_val = val is not None
     monitor_default = "val_loss" if has_val else "loss"
-    out = [keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"))]
+    out = []
     if c.get("coco_map") and has_val:
         from detect.training.map_callback import CocoMapCallback
 
@@ -198,7 +198,7 @@ def make_callbacks(config, out_dir, steps_per_epoch, val, skipped):
     if enabled:
         # Last: an epoch counts as finished for a resumed run only once its checkpoints
         # and history row are written, so a crash or a full disk in between loses no row.
-        pass
+        out.append(keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), **opts))
     return out
 
 

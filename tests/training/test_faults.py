@@ -1,6 +1,7 @@
 """Faults during `detect train`: an output folder that is read-only, not a folder, or fills
 up mid-run, and a loss that becomes NaN. Each ends in one `error:` line (exit code 2, no
-traceback) and leaves the checkpoints of the last good epoch whole.
+traceback) and leaves the checkpoints of the last good epoch whole. A disk that fills up
+while `detect evaluate` or `detect predict` writes leaves their earlier JSON files whole.
 
 Killing a run and rerunning it is tested where the resuming code lives:
 tests/training/test_train.py::test_sigkill_then_rerun_resumes (training) and
@@ -16,6 +17,7 @@ import builtins
 import csv
 import errno
 import glob
+import json
 import os
 import shutil
 
@@ -71,10 +73,12 @@ def train_cli(config, out):
 
 
 def assert_one_line_error(result, *fragments):
+    """Exit code 2, no traceback, and stderr is one `error:` line (after the progress bar
+    that `detect predict` draws, whose updates end in carriage returns)."""
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if "%|" not in line]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: "), lines[0]
     for fragment in fragments:
@@ -175,13 +179,18 @@ class _FullFile:
         self._file.close()
 
 
-def fill_disk(monkeypatch, folder, room=2048):
+def fill_disk(monkeypatch, folder, room=2048, names=None):
+    """Files opened for writing under `folder` (whose names contain one of `names`, when
+    given) fail once `room` bytes are written."""
     folder = os.path.abspath(folder)
     real_open = builtins.open
 
     def full_open(file, mode="r", *args, **kwargs):
         handle = real_open(file, mode, *args, **kwargs)
-        return _FullFile(handle, room) if under(folder, file) and writes(mode) else handle
+        hit = under(folder, file) and writes(mode)
+        if hit and names:
+            hit = any(name in os.path.basename(os.fsdecode(file)) for name in names)
+        return _FullFile(handle, room) if hit else handle
 
     monkeypatch.setattr(builtins, "open", full_open)
 
@@ -295,7 +304,6 @@ def test_nan_loss_stops_prints_the_losses_and_keeps_the_last_good_checkpoint(tmp
     assert not os.path.exists(os.path.join(out, "backup"))  # a rerun starts afresh
 
 
-@pytest.mark.slow
 def test_absurd_learning_rate_saves_no_nan_model(tmp_path, shapes):
     out = tmp_path / "model"
     config = write_config(str(tmp_path), shapes, epochs=2, steps_per_epoch=8, optimizer="sgd", learning_rate=1e6,
@@ -304,3 +312,71 @@ def test_absurd_learning_rate_saves_no_nan_model(tmp_path, shapes):
     assert_one_line_error(result, "training stopped: the loss is not finite at epoch 1",
                           "no checkpoint was written with these weights")
     assert not (out / "model.keras").exists() and not (out / "last.keras").exists()
+
+
+GT = {
+    "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48},
+               {"id": 2, "file_name": "b.jpg", "width": 64, "height": 48}],
+    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0},
+                    {"id": 2, "image_id": 2, "category_id": 1, "bbox": [30, 5, 10, 30], "area": 300, "iscrowd": 0}],
+    "categories": [{"id": 1, "name": "square"}],
+}
+
+
+def write_json(path, data):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    return str(path)
+
+
+@pytest.mark.parametrize("full_at", ["detections.json", "metrics.json"])
+def test_disk_full_while_evaluating_keeps_the_earlier_files_whole(tmp_path, monkeypatch, full_at):
+    annotations = write_json(tmp_path / "gt.json", GT)
+    hit = {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}
+    miss = {"image_id": 2, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.8}
+    out = tmp_path / "eval"
+    first = CliRunner().invoke(main, ["evaluate", "--detections", write_json(tmp_path / "d1.json", [hit]),
+                                      "--annotations", annotations, "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    before = snapshot(out)
+
+    fill_disk(monkeypatch, str(out), room=100, names=[full_at])
+    result = CliRunner().invoke(main, ["evaluate", "--detections", write_json(tmp_path / "d2.json", [hit, miss]),
+                                       "--annotations", annotations, "--out", str(out)])
+    monkeypatch.undo()
+    assert_one_line_error(result, "no space left on device")
+    after = snapshot(out)
+    assert sorted(after) == sorted(before)  # no temporary file left behind
+    assert after[full_at] == before[full_at]  # the file being written when the disk filled: unchanged
+    for name in ("detections.json", "metrics.json"):
+        json.loads(after[name])  # each file is whole: the earlier version or the complete new one
+
+
+def test_disk_full_while_predicting_keeps_the_earlier_detections_whole(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from detect.config import dump_config, from_dict
+    from detect.models.registry import build_model
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    config = from_dict({"backbone": {"name": "tiny", "width": 8}, "input": {"min_size": 64, "max_size": 64},
+                        "rpn": {"anchor_sizes": [16, 32], "channels": 16, "post_nms_top_n_test": 20},
+                        "roi": {"head_dim": 32}, "test": {"score_threshold": 0.0, "max_detections": 5}})
+    build_model(config, ["square"]).save(str(model_dir / "model.keras"))
+    dump_config(config, str(model_dir / "config.yaml"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((48, 64, 3), 60 * i, np.uint8)).save(images / f"{i}.png")
+    out = tmp_path / "out"
+
+    first = CliRunner().invoke(main, ["predict", str(model_dir), str(images / "0.png"), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    before = (out / "detections.json").read_bytes()
+    fill_disk(monkeypatch, str(out), room=100, names=["detections.json"])
+    result = CliRunner().invoke(main, ["predict", str(model_dir), str(images), "--out", str(out)])
+    monkeypatch.undo()
+    assert_one_line_error(result, "no space left on device")
+    assert (out / "detections.json").read_bytes() == before
+    assert sorted(os.listdir(out)) == ["0.jpg", "1.jpg", "detections.json"]  # no temporary file left
