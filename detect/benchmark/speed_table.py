@@ -431,13 +431,18 @@ def write_chart(rows, path):
         if unsplit.any():
             ax.bar(names, unsplit, bottom=bottom, label="total (no split)", color="#8c8c8c")
         for i, r in enumerate(group):
-            ax.annotate(f"{r['detect_s']:.3g} s", (i, max(bottom[i], unsplit[i])), ha="center", va="bottom", fontsize=8)
+            label = "detect()" if r["status"] == "ok" else "total"
+            ax.annotate(f"{label} {r['detect_s']:.3g} s", (i, max(bottom[i], unsplit[i])), ha="center",
+                        va="bottom", fontsize=8)
+        ax.margins(y=0.12)
         ax.set_title(title)
         ax.set_ylabel("seconds per image")
-    if groups:
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper right", fontsize=8)
-    fig.tight_layout()
+    legend = {}
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -470,7 +475,7 @@ def _setup_notes(setup, detectors, source):
         f"median of {setup.runs} runs after {setup.warmup} warm-up runs per image; each stage one tf.function "
         "traced once on static shapes; model building and tracing excluded; detect() is the end-to-end call "
         "users get",
-        "random weights: few boxes pass the 0.05 score threshold, so postprocess (NMS) time is a lower bound",
+        "random weights: the boxes reaching NMS are not a trained model's, so postprocess time is indicative",
         "paper rows: VGG16 on an Nvidia K40 GPU; the paper's region-wise time (RoI pooling, fc, NMS) is in the "
         "RoI head column; speed-ups compare each source with its own R-CNN figure",
         *(f"paper {name}: {PAPER[name]['source']}" for name in dict.fromkeys(detectors) if name in PAPER),

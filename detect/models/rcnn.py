@@ -119,6 +119,7 @@ class RCNN(keras.Model):
         self.num_classes = len(self.class_names)
         self.canvas_size = tuple(int(s) for s in canvas_size)
         self.use_rpn = False
+        self.head_svd_ranks = None  # no truncated-SVD head: the fc layers run once per region
         self.backbone_name = backbone
         self.backbone_width = int(backbone_width)
         self.crop_size = int(crop_size)
@@ -134,11 +135,12 @@ class RCNN(keras.Model):
         self.max_detections = int(max_detections)
         self._check_crop()
 
+        # tiny: the trunk's pooled map is the feature and build_backbone's fc head is
+        # dropped, so it is built at width 1.
         self.trunk, head, info = build_backbone(
-            backbone, backbone_weights, roi_size=max(self.crop_size // 32, 1), head_dim=self.head_dim,
-            width=self.backbone_width,
+            backbone, backbone_weights, roi_size=max(self.crop_size // 32, 1),
+            head_dim=1 if backbone == "tiny" else self.head_dim, width=self.backbone_width,
         )
-        # tiny: the trunk's pooled map is the feature; its fc head is not used.
         self.head = None if backbone == "tiny" else head
         self.pool5 = keras.layers.MaxPool2D(2, name="pool5") if backbone == "vgg16" else None
         self.flatten = keras.layers.Flatten(name="flatten")

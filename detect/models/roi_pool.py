@@ -92,8 +92,9 @@ class RoIAlign(_RoILayer):
             extrapolation_value=0.0,
         )
         channels = _channels(features)
-        crops = tf.reshape(crops, [-1, size, ratio, size, ratio, channels])
-        pooled = tf.reduce_mean(crops, axis=[2, 4])
+        # Average of each bin's ratio x ratio samples; avg_pool2d is the same arithmetic as
+        # a reduce_mean over a reshaped tensor, and several times faster on CPU.
+        pooled = tf.nn.avg_pool2d(crops, ratio, ratio, "VALID")
         pooled = tf.reshape(pooled, [batch, num_rois, size, size, channels])
         return tf.cast(pooled, features.dtype)
 

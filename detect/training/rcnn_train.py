@@ -241,10 +241,30 @@ def _save_state(path, state):
     os.replace(path + ".tmp", path)
 
 
-def train_rcnn(config, out_dir, train_set, val_set, skipped, strategy):
-    """Run (or resume) the five phases; returns the path of the final model.keras."""
+def cache_folder(config, out_dir):
+    """The feature cache of a run: MODEL_DIR/feature_cache, or a folder named after the
+    run inside rcnn.cache_dir."""
+    if config["rcnn"]["cache_dir"]:
+        return os.path.join(config["rcnn"]["cache_dir"], os.path.basename(os.path.abspath(out_dir)) + "_rcnn_features")
+    return os.path.join(out_dir, "feature_cache")
+
+
+def _features(model, config, train_set, skipped, cache, state, state_path):
+    """The FeatureStore of the training split: reused when complete, else extracted."""
     from detect.training.train import pipeline
 
+    if "features" in state["done"] and FeatureStore.complete(cache):
+        return FeatureStore(cache)
+    ordered = pipeline(config, train_set, training=False, skipped=skipped, split="train")
+    store = extract_features(model, ordered, cache, config["rcnn"]["reg_iou"], total=len(train_set),
+                             progress=os.environ.get("DETECT_QUIET") != "1")
+    state["done"] = [p for p in state["done"] if p != "features"] + ["features"]
+    _save_state(state_path, state)
+    return store
+
+
+def train_rcnn(config, out_dir, train_set, val_set, skipped, strategy):
+    """Run (or resume) the five phases; returns the path of the final model.keras."""
     r = config["rcnn"]
     state_path = os.path.join(out_dir, STATE_FILE)
     state = {"done": []}
@@ -270,17 +290,8 @@ def train_rcnn(config, out_dir, train_set, val_set, skipped, strategy):
     phases["finetune"] = _phase_done("finetune", start)
 
     start = time.monotonic()
-    cache = os.path.join(out_dir, "feature_cache")
-    if r["cache_dir"]:
-        cache = os.path.join(r["cache_dir"], os.path.basename(os.path.abspath(out_dir)) + "_rcnn_features")
-    if "features" in state["done"] and FeatureStore.complete(cache):
-        store = FeatureStore(cache)
-    else:
-        ordered = pipeline(config, train_set, training=False, skipped=skipped, split="train")
-        store = extract_features(model, ordered, cache, r["reg_iou"], total=len(train_set),
-                                 progress=os.environ.get("DETECT_QUIET") != "1")
-        state["done"] = [p for p in state["done"] if p != "features"] + ["features"]
-        _save_state(state_path, state)
+    cache = cache_folder(config, out_dir)
+    store = _features(model, config, train_set, skipped, cache, state, state_path)
     phases["features"] = _phase_done("features", start, f"{len(store.features)} regions")
 
     start = time.monotonic()
