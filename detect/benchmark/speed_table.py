@@ -19,7 +19,6 @@ seconds, `flops` {stage: FLOPs per image or None}, `end_to_end_flops`, `flops_me
 unavailable, as does a name missing from `TIMERS`.
 """
 
-import csv
 import dataclasses
 import logging
 import os
@@ -29,12 +28,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from detect.benchmark.report import STAGES, write_outputs
 from detect.errors import DetectError
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("proposals", "backbone", "roi_head", "postprocess")
-STAGE_TITLES = {"proposals": "proposals", "backbone": "backbone", "roi_head": "RoI head", "postprocess": "postprocess"}
 
 # Published test times per image, VGG16 on an Nvidia K40 (seconds). Faster R-CNN paper
 # (Ren et al. 2015) Table 5 splits conv / proposal / region-wise time; its region-wise
@@ -64,11 +62,6 @@ SETTINGS = {
 
 POOL_NAMES = {"align": "RoIAlign", "pool": "RoIPool"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-CSV_FIELDS = (
-    "detector", "source", "status", "note",
-    *(f"{s}_s" for s in STAGES), "stages_sum_s", "detect_s", "speedup_vs_rcnn",
-    *(f"{s}_gflop" for s in STAGES), "detect_gflop", "detect_gflop_per_s", "flops_method", "ap", "ap50",
-)
 
 
 @dataclasses.dataclass
@@ -363,88 +356,6 @@ def _average_precision(name, dataset_config, model_dirs, out_dir):
 
 
 # --------------------------------------------------------------------------- outputs
-def _fmt(value, scale=1.0, digits=1):
-    return "-" if value is None else f"{value * scale:,.{digits}f}"
-
-
-def format_table(rows, notes):
-    """Markdown: a time table (ms per image), a FLOPs table and the notes."""
-    with_ap = any(r.get("ap") is not None for r in rows)
-    head = ["detector", "source", *(f"{STAGE_TITLES[s]} (ms)" for s in STAGES),
-            "stages sum (ms)", "detect() (ms)", "speed-up vs R-CNN"] + ["AP % (AP50)"] * with_ap
-    lines = ["## Time per image", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        if r["status"] == "unavailable":
-            cells = [r["detector"], f"unavailable: {r['note']}"] + ["-"] * (len(head) - 2)
-        else:
-            speedup = r.get("speedup_vs_rcnn")
-            cells = [r["detector"], r["source"], *(_fmt(r[f"{s}_s"], 1e3) for s in STAGES),
-                     _fmt(r["stages_sum_s"], 1e3), _fmt(r["detect_s"], 1e3),
-                     "- (R-CNN not measured)" if speedup is None else f"{speedup:,.1f}x"]
-            cells += [f"{_fmt(r.get('ap'), 100)} ({_fmt(r.get('ap50'), 100)})"] * with_ap
-        lines.append("| " + " | ".join(cells) + " |")
-    head = ["detector", *(f"{STAGE_TITLES[s]} GFLOP (GFLOP/s)" for s in STAGES), "detect() GFLOP (GFLOP/s)",
-            "counted by"]
-    lines += ["", "## FLOPs per image", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        if r["status"] != "ok":
-            continue
-        cells = [r["detector"]]
-        for key in [*STAGES, "detect"]:
-            gflop, seconds = r.get(f"{key}_gflop"), r.get(f"{key}_s")
-            rate = None if gflop is None or not seconds else gflop / seconds
-            cells.append(f"{_fmt(gflop)} ({_fmt(rate, digits=0)})")
-        cells.append(r["flops_method"])
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(rows, path):
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_FIELDS})
-
-
-def write_chart(rows, path):
-    """Stacked bars of stage seconds: measured rows left, paper rows right (own scales)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = [("measured", [r for r in rows if r["status"] == "ok"]),
-              ("paper, K40 GPU", [r for r in rows if r["status"] == "paper"])]
-    groups = [(title, group) for title, group in groups if group]
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5 * max(len(groups), 1), 4), squeeze=False)
-    colors = dict(zip(STAGES, ("#4c72b0", "#dd8452", "#55a868", "#c44e52")))
-    for ax, (title, group) in zip(axes[0], groups):
-        names = [r["detector"] for r in group]
-        bottom = np.zeros(len(group))
-        for stage in STAGES:
-            values = np.array([r.get(f"{stage}_s") or 0.0 for r in group])
-            ax.bar(names, values, bottom=bottom, label=STAGE_TITLES[stage], color=colors[stage])
-            bottom += values
-        unsplit = np.array([0.0 if bottom[i] else r["detect_s"] for i, r in enumerate(group)])
-        if unsplit.any():
-            ax.bar(names, unsplit, bottom=bottom, label="total (no split)", color="#8c8c8c")
-        for i, r in enumerate(group):
-            label = "detect()" if r["status"] == "ok" else "total"
-            ax.annotate(f"{label} {r['detect_s']:.3g} s", (i, max(bottom[i], unsplit[i])), ha="center",
-                        va="bottom", fontsize=8)
-        ax.margins(y=0.12)
-        ax.set_title(title)
-        ax.set_ylabel("seconds per image")
-    legend = {}
-    for ax in axes[0]:
-        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
-    if legend:
-        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=8)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _environment():
@@ -480,19 +391,6 @@ def _setup_notes(setup, detectors, source):
         "RoI head column; speed-ups compare each source with its own R-CNN figure",
         *(f"paper {name}: {PAPER[name]['source']}" for name in dict.fromkeys(detectors) if name in PAPER),
     ]
-
-
-def write_outputs(rows, notes, out_dir):
-    """speed.md, speed.csv and speed.png in out_dir; returns (markdown table, paths)."""
-    table = format_table(rows, notes)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {key: os.path.join(out_dir, f"speed.{ext}") for key, ext in
-             (("markdown", "md"), ("csv", "csv"), ("chart", "png"))}
-    with open(paths["markdown"], "w", encoding="utf-8") as f:
-        f.write("# Speed of the R-CNN family\n\n" + table)
-    write_csv(rows, paths["csv"])
-    write_chart(rows, paths["chart"])
-    return table, paths
 
 
 def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None, runs=5,
