@@ -216,7 +216,9 @@ def proposals_recall(config_path, model_dir, split, proposal_file, out):
 @main.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path())
 @click.option("--set", "overrides", multiple=True, help="Override a config key: a.b=value (repeatable).")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Model folder (default models/<config>).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Model folder (default models/<detector>_<config name>)."
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (rerunning does it too).")
 @click.option(
     "--strategy",
@@ -234,7 +236,8 @@ def train(config_path, overrides, out, resume, strategy):
     _quiet_tensorflow(init_devices=strategy != "multi_worker")
     from detect.training.train import train as run
 
-    out = out or os.path.join("models", os.path.splitext(os.path.basename(config_path))[0])
+    stem = os.path.splitext(os.path.basename(config_path))[0]
+    out = out or os.path.join("models", f"{config['detector']}_{stem}")
     result = run(config, out, resume=resume, strategy=strategy)
     click.echo(f"trained in {result['minutes']:.1f} min; model, history and loss curve in {out}")
 

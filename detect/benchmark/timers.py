@@ -1,0 +1,467 @@
+"""Timers of the speed table: per-stage and end-to-end seconds per image, and FLOPs.
+
+A timer takes a `detect.benchmark.speed_table.BenchSetup` and returns a dict:
+  stages      {proposals, backbone, roi_head, postprocess: seconds per image}
+  end_to_end  seconds per image of the model's own `detect()` (network only: for R-CNN and
+              Fast R-CNN it reads precomputed proposals, as the papers' test times do)
+  flops       {stage: FLOPs per image, or None where nothing is counted}
+  end_to_end_flops, flops_method (str), notes (list of str)
+R-CNN and Fast R-CNN add `end_to_end_with_proposals` (detect() + selective search); R-CNN
+adds `crop_batching` (see `time_rcnn`) and `extrapolation` when its proposals are capped.
+
+Each stage is one `tf.function` with a static input signature (traced once) fed with the
+previous stage's outputs on the same image; only the timed calls are timed. Selective
+search runs in NumPy / OpenCV, outside TensorFlow, like the papers' CPU proposal stage.
+"""
+
+import logging
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from detect.benchmark.report import STAGES
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- timing
+def _block(outputs):
+    """Fetch every tensor so the timed call has really finished."""
+    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, outputs)
+
+
+def median_seconds(fn, inputs, warmup, runs):
+    """Median over `runs` passes of the mean seconds per call; `inputs` is a list of arg tuples."""
+    for _ in range(warmup):
+        for args in inputs:
+            _block(fn(*args))
+    passes = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for args in inputs:
+            _block(fn(*args))
+        passes.append((time.perf_counter() - start) / len(inputs))
+    return statistics.median(passes)
+
+
+def _shape_flops(graph):
+    """2 x multiply-adds of Conv2D / depthwise conv / MatMul ops with static shapes."""
+    total = 0
+    for op in graph.get_operations():
+        if op.type not in ("Conv2D", "DepthwiseConv2dNative", "MatMul", "BatchMatMulV2", "BatchMatMulV3"):
+            continue
+        out = op.outputs[0].shape
+        if not out.is_fully_defined():
+            continue
+        size = int(np.prod(out.as_list()))
+        if op.type == "Conv2D":
+            kh, kw, cin, _ = op.inputs[1].shape.as_list()
+            total += 2 * size * kh * kw * cin
+        elif op.type == "DepthwiseConv2dNative":
+            kh, kw, _, _ = op.inputs[1].shape.as_list()
+            total += 2 * size * kh * kw
+        else:
+            a = op.inputs[0].shape.as_list()
+            transposed = op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x")
+            total += 2 * size * (a[-2] if transposed else a[-1])
+    return float(total)
+
+
+def graph_flops(fn):
+    """(FLOPs, method) of a tf.function with a static input signature.
+
+    TF's graph profiler (float_ops) counts every op with a registered FLOP formula; if it
+    fails, conv / matmul FLOPs are computed from the graph's static shapes instead.
+    """
+    graph = fn.get_concrete_function().graph
+    try:
+        from tensorflow.python.profiler import model_analyzer, option_builder
+
+        options = option_builder.ProfileOptionBuilder.float_operation()
+        options["output"] = "none"
+        level = tf.get_logger().level
+        tf.get_logger().setLevel(logging.ERROR)  # the v1 profiler's deprecation notices
+        try:
+            profile = model_analyzer.profile(graph, options=options)
+        finally:
+            tf.get_logger().setLevel(level)
+        return float(profile.total_float_ops), "tf profiler float_ops"
+    except Exception as e:  # noqa: BLE001 - any profiler failure falls back to shapes
+        logger.warning("TF profiler failed (%s); counting conv/matmul FLOPs from shapes", e)
+        return _shape_flops(graph), "conv/matmul shapes (analytic)"
+
+
+def time_stages(functions, inputs, warmup, runs, count_flops=None):
+    """Seconds per image and FLOPs of each tf.function (static input signature) on its inputs.
+
+    functions: {name: tf.function}; inputs: {name: [arg tuple per image]}; count_flops:
+    names whose graph FLOPs are counted (None: all; the others get None).
+    Returns (seconds {name: s}, flops {name: FLOPs or None}, methods set, notes on retracing).
+    """
+    seconds, flops, methods = {}, {}, set()
+    for name, fn in functions.items():
+        seconds[name] = median_seconds(fn, inputs[name], warmup, runs)
+        flops[name] = None
+        if count_flops is None or name in count_flops:
+            flops[name], method = graph_flops(fn)
+            methods.add(method)
+    notes = [
+        f"{name} traced {fn.experimental_get_tracing_count()} times"
+        for name, fn in functions.items()
+        if fn.experimental_get_tracing_count() != 1
+    ]
+    return seconds, flops, methods, notes
+
+
+def _spec(*shape, dtype=tf.float32):
+    return tf.TensorSpec(shape, dtype)
+
+
+def _result(name, seconds, flops, methods, notes):
+    return {
+        "stages": {stage: seconds[stage] for stage in STAGES},
+        "end_to_end": seconds["detect"],
+        "flops": {stage: flops[stage] for stage in STAGES},
+        "end_to_end_flops": flops["detect"],
+        "flops_method": " + ".join(sorted(methods)),
+        "notes": [f"{name}: {note}" for note in notes],
+    }
+
+
+# --------------------------------------------------------------------------- shared inputs
+def prepared_images(setup):
+    """Model inputs of every image (cached on the setup): dicts of images (1, Hc, Wc, 3),
+    image_shape (1, 2) int32, scale (1, 2) (sy, sx) original -> canvas, as tf constants."""
+    if "prepared" not in setup.cache:
+        from detect.data.pipeline import prepare_image
+
+        setup.cache["prepared"] = [
+            {key: tf.constant(value) for key, value in prepare_image(
+                image, min_size=setup.min_size, max_size=setup.max_size, canvas_size=setup.canvas_size).items()}
+            for image in setup.images
+        ]
+    return setup.cache["prepared"]
+
+
+def selective_search_proposals(setup):
+    """(boxes, seconds) of selective search on every image, cached on the setup so R-CNN and
+    Fast R-CNN read the same proposals and the same proposal time.
+
+    boxes: list of (P_i, 4) float32 xyxy original-image pixels; seconds: median seconds per
+    image of `selective_search(image, **setup.proposal_kwargs)` on the uint8 image.
+    """
+    if "selective_search" not in setup.cache:
+        from detect.proposals.selective_search import selective_search
+
+        def search(image):
+            return selective_search(image, **setup.proposal_kwargs)
+
+        boxes = [search(image) for image in setup.images]
+        seconds = median_seconds(search, [(image,) for image in setup.images], setup.warmup, setup.runs)
+        setup.cache["selective_search"] = (boxes, seconds)
+    return setup.cache["selective_search"]
+
+
+def canvas_proposals(boxes, scale, count):
+    """(1, count, 4) float32 tensor: the first `count` boxes (P, 4) xyxy original pixels in
+    canvas pixels (scale (1, 2) (sy, sx)); rows past P stay 0 (padding)."""
+    sy, sx = (float(s) for s in np.asarray(scale)[0])
+    out = np.zeros((1, count, 4), np.float32)
+    kept = np.asarray(boxes, np.float32)[:count]
+    out[0, : len(kept)] = kept * np.array([sx, sy, sx, sy], np.float32)
+    return tf.constant(out)
+
+
+def _valid(rois):
+    return (rois[..., 2] > rois[..., 0]) & (rois[..., 3] > rois[..., 1])
+
+
+# --------------------------------------------------------------------------- Faster / Fast R-CNN
+def _two_stage_functions(model, canvas_size, num_rois):
+    """tf.functions of the stages and of `model.detect` on static batch-1 shapes, R = num_rois
+    RoIs per image. With an RPN the proposals stage is the RPN head + proposal layer;
+    without one, detect() reads proposals (1, R, 4) from its inputs."""
+    from detect.models.postprocess import postprocess_detections
+    from detect.models.rpn import generate_proposals
+
+    features = _spec(*model.trunk.compute_output_shape((1, *canvas_size, 3)))
+    images, image_shape, scale = _spec(1, *canvas_size, 3), _spec(1, 2, dtype=tf.int32), _spec(1, 2)
+    r, k = int(num_rois), model.num_classes
+    rois = _spec(1, r, 4)
+
+    @tf.function(input_signature=[images])
+    def backbone(images):
+        return model.trunk(images, training=False)
+
+    @tf.function(input_signature=[features, rois])
+    def roi_head(features, rois):
+        pooled = model.roi_pool(features, rois)
+        vectors = model.roi_head(tf.reshape(pooled, [r, *pooled.shape[2:]]), training=False)
+        logits, deltas = model.predictor(vectors)
+        return tf.reshape(logits, [1, r, k + 1]), tf.reshape(deltas, [1, r, k, 4])
+
+    @tf.function(input_signature=[_spec(1, r, k + 1), _spec(1, r, k, 4), rois, _spec(1, r, dtype=tf.bool),
+                                  image_shape, scale])
+    def postprocess(logits, deltas, rois, valid, image_shape, scale):
+        return postprocess_detections(
+            logits, deltas, rois, valid, image_shape, scale, coder=model.roi_coder,
+            score_threshold=model.score_threshold, nms_iou=model.nms_iou, max_detections=model.max_detections,
+        )
+
+    fns = {"backbone": backbone, "roi_head": roi_head, "postprocess": postprocess}
+    detect_spec = {"images": images, "image_shape": image_shape, "scale": scale}
+    if model.use_rpn:
+        @tf.function(input_signature=[features, image_shape])
+        def proposals(features, image_shape):
+            objectness, deltas = model.rpn_head(features)
+            return generate_proposals(
+                objectness, deltas, model.anchors, image_shape, coder=model.rpn_coder,
+                pre_nms_top_n=model.pre_nms_top_n[False], post_nms_top_n=r,
+                nms_iou=model.rpn_nms_iou, min_size=model.rpn_min_size,
+            )
+
+        fns["proposals"] = proposals
+    else:
+        detect_spec["proposals"] = rois
+    fns["detect"] = tf.function(model.detect, input_signature=[detect_spec])
+    return fns
+
+
+def time_faster_rcnn(setup):
+    """Stage and end-to-end timing of a random-weight FasterRCNN (see the module docstring)."""
+    from detect.models.faster_rcnn import FasterRCNN
+
+    model = FasterRCNN(
+        class_names=setup.class_names, canvas_size=setup.canvas_size, backbone=setup.backbone,
+        backbone_weights="none", **setup.model_kwargs,
+    )
+    fns = _two_stage_functions(model, setup.canvas_size, model.post_nms_top_n[False])
+    inputs = {name: [] for name in fns}
+    proposal_count = detection_count = 0
+    for batch in prepared_images(setup):
+        features = fns["backbone"](batch["images"])
+        boxes, valid = fns["proposals"](features, batch["image_shape"])
+        logits, deltas = fns["roi_head"](features, boxes)
+        post_args = (logits, deltas, boxes, valid, batch["image_shape"], batch["scale"])
+        proposal_count += int(tf.reduce_sum(tf.cast(valid, tf.int32)))
+        detection_count += int(fns["postprocess"](*post_args)["num_detections"][0])
+        inputs["backbone"].append((batch["images"],))
+        inputs["proposals"].append((features, batch["image_shape"]))
+        inputs["roi_head"].append((features, boxes))
+        inputs["postprocess"].append(post_args)
+        inputs["detect"].append((batch,))
+    result = _result("faster_rcnn", *time_stages(fns, inputs, setup.warmup, setup.runs))
+    count = len(setup.images)
+    result["notes"].append(
+        f"faster_rcnn: {proposal_count / count:.0f} RPN proposals and {detection_count / count:.0f} "
+        "detections per image on average"
+    )
+    return result
+
+
+def time_fast_rcnn(setup):
+    """Fast R-CNN: selective search (proposals), one trunk pass per image (backbone), RoI
+    pooling + fc6/fc7 + predictor over every proposal (RoI head), postprocess.
+
+    The proposals of every image are padded with zero rows to the largest count P, the
+    static RoI count the stage functions and detect() are traced for.
+    """
+    from detect.models.fast_rcnn import FastRCNN
+
+    boxes, search_seconds = selective_search_proposals(setup)
+    count = max(max(len(b) for b in boxes), 1)
+    model = FastRCNN(
+        class_names=setup.class_names, canvas_size=setup.canvas_size, backbone=setup.backbone,
+        backbone_weights="none", **setup.model_kwargs,
+    )
+    fns = _two_stage_functions(model, setup.canvas_size, count)
+    inputs = {name: [] for name in fns}
+    for batch, image_boxes in zip(prepared_images(setup), boxes):
+        rois = canvas_proposals(image_boxes, batch["scale"], count)
+        features = fns["backbone"](batch["images"])
+        logits, deltas = fns["roi_head"](features, rois)
+        inputs["backbone"].append((batch["images"],))
+        inputs["roi_head"].append((features, rois))
+        inputs["postprocess"].append((logits, deltas, rois, _valid(rois), batch["image_shape"], batch["scale"]))
+        inputs["detect"].append(({**batch, "proposals": rois},))
+    seconds, flops, methods, notes = time_stages(fns, inputs, setup.warmup, setup.runs)
+    seconds["proposals"], flops["proposals"] = search_seconds, None
+    result = _result("fast_rcnn", seconds, flops, methods, notes)
+    result["end_to_end_with_proposals"] = seconds["detect"] + search_seconds
+    mean = np.mean([len(b) for b in boxes])
+    result["notes"].append(
+        f"fast_rcnn: {mean:.0f} selective-search proposals per image on average (RoI head traced for {count}); "
+        f"detect() {seconds['detect']:.3g} s network only, {result['end_to_end_with_proposals']:.3g} s with "
+        f"selective search ({search_seconds:.3g} s)"
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- R-CNN
+def crop_batch_seconds(model, batch_sizes, warmup, runs, seed=0):
+    """{b: seconds per crop} of R-CNN's crop feature extractor (`model.crop_features`: CNN,
+    plus pool5 / fc6 / fc7 for VGG16) on b random (c, c, 3) crops in one call, per batch size b."""
+    c = model.crop_size
+    fn = tf.function(lambda crops: model.crop_features(crops), input_signature=[_spec(None, c, c, 3)])
+    rng = np.random.default_rng(seed)
+    per_crop = {}
+    for b in batch_sizes:
+        crops = tf.constant(rng.uniform(0.0, 255.0, (int(b), c, c, 3)).astype(np.float32))
+        per_crop[int(b)] = median_seconds(fn, [(crops,)], max(int(warmup), 1), runs) / int(b)
+    return per_crop
+
+
+def best_chunk_size(per_crop, counts):
+    """The batch size b of `per_crop` ({b: seconds per crop}) that runs crop counts `counts`
+    (one per image) fastest in chunks of b, the last chunk padded: minimises
+    sum_i ceil(M_i / b) * b * per_crop[b]."""
+    return min(per_crop, key=lambda b: sum(-(-int(m) // b) * b for m in counts) * per_crop[b])
+
+
+def _rcnn_functions(model, canvas_size, num_rois):
+    """tf.functions of R-CNN's stages and of `model.detect`, P = num_rois proposal rows."""
+    images, image_shape, scale = _spec(1, *canvas_size, 3), _spec(1, 2, dtype=tf.int32), _spec(1, 2)
+    p, k = int(num_rois), model.num_classes
+    rois = _spec(1, p, 4)
+
+    @tf.function(input_signature=[images, _spec(None, 4), _spec(None, dtype=tf.int32)])
+    def backbone(images, boxes, box_indices):
+        return model.chunked_region_features(images, boxes, box_indices)
+
+    @tf.function(input_signature=[_spec(None, model.feature_dim), _spec(None, model.regression_dim),
+                                  _spec(None, 2, dtype=tf.int64)])
+    def roi_head(features, regression, index):
+        def scatter(layer, values, width):
+            return tf.scatter_nd(index, tf.cast(layer(values), tf.float32), tf.constant([1, p, width], tf.int64))
+
+        return {
+            "class_logits": scatter(model.classifier, features, k + 1),
+            "svm_scores": scatter(model.svm, features, k),
+            "box_deltas": tf.reshape(scatter(model.box_regressor, regression, 4 * k), [1, p, k, 4]),
+        }
+
+    head = {"rois": rois, "roi_valid": _spec(1, p, dtype=tf.bool), "class_logits": _spec(1, p, k + 1),
+            "svm_scores": _spec(1, p, k), "box_deltas": _spec(1, p, k, 4)}
+
+    @tf.function(input_signature=[head, image_shape, scale])
+    def postprocess(outputs, image_shape, scale):
+        return model.postprocess(outputs, image_shape, scale)
+
+    detect_spec = {"images": images, "image_shape": image_shape, "scale": scale, "proposals": rois}
+    return {"backbone": backbone, "roi_head": roi_head, "postprocess": postprocess,
+            "detect": tf.function(model.detect, input_signature=[detect_spec])}
+
+
+def _rcnn_inputs(fns, setup, boxes, count):
+    """Per-stage argument tuples of every image; returns (inputs, crops per image)."""
+    inputs = {name: [] for name in fns}
+    crops = []
+    for batch, image_boxes in zip(prepared_images(setup), boxes):
+        rois = canvas_proposals(image_boxes, batch["scale"], count)
+        valid = _valid(rois)
+        index = tf.where(valid)
+        flat = tf.gather_nd(rois, index)
+        box_indices = tf.cast(index[:, 0], tf.int32)
+        features, regression = fns["backbone"](batch["images"], flat, box_indices)
+        head = fns["roi_head"](features, regression, index)
+        crops.append(int(index.shape[0]))
+        inputs["backbone"].append((batch["images"], flat, box_indices))
+        inputs["roi_head"].append((features, regression, index))
+        inputs["postprocess"].append(({"rois": rois, "roi_valid": valid, **head}, batch["image_shape"], batch["scale"]))
+        inputs["detect"].append(({**batch, "proposals": rois},))
+    return inputs, crops
+
+
+def _rcnn_flops(model, crops):
+    """FLOPs per image of R-CNN's stages for `crops` crops per image: the profiler's count of
+    one crop through the crop feature extractor times the crops, and the SVM / classifier /
+    regressor matmuls (2 x multiply-adds)."""
+    c = model.crop_size
+    one = tf.function(lambda crops: model.crop_features(crops), input_signature=[_spec(1, c, c, 3)])
+    per_crop, method = graph_flops(one)
+    k = model.num_classes
+    head = 2.0 * crops * (model.feature_dim * (2 * k + 1) + model.regression_dim * 4 * k)
+    return {"proposals": None, "backbone": per_crop * crops, "roi_head": head, "postprocess": None}, method
+
+
+def time_rcnn(setup):
+    """R-CNN: selective search (proposals), the CNN over every warped crop (backbone: R-CNN's
+    cost), classifier + SVM + box-regressor layers over the crop features (RoI head),
+    postprocess (decode, per-class NMS, rescale).
+
+    Crop batching: the crop feature extractor is timed on random crops at each of
+    `setup.crop_batch_sizes`; the model's chunk size is set to the batch size that runs
+    this run's crop counts fastest, and `crop_batching` reports detect() seconds per image
+    / (crops per image x best seconds per crop) as `ratio` (1 = perfectly batched).
+
+    With `setup.max_rcnn_proposals` set, only the first C proposals of each image are
+    cropped; every network time (stages and detect()) is measured on them and scaled by
+    (all proposals / C), the CNN's cost being linear in the crop count.
+    """
+    from detect.models.rcnn import RCNN
+
+    boxes, search_seconds = selective_search_proposals(setup)
+    cap = setup.max_rcnn_proposals
+    capped = [b[: int(cap)] if cap else b for b in boxes]
+    count = max(max(len(b) for b in capped), 1)
+    model = RCNN(
+        class_names=setup.class_names, canvas_size=setup.canvas_size, backbone=setup.backbone,
+        backbone_weights="none", **setup.rcnn_kwargs,
+    )
+    per_crop = crop_batch_seconds(model, setup.crop_batch_sizes, setup.warmup, setup.runs)
+    configured = model.chunk_size
+    # chunked_region_features reads chunk_size when it is traced, i.e. below.
+    model.chunk_size = best_chunk_size(per_crop, [len(b) for b in capped])
+    fns = _rcnn_functions(model, setup.canvas_size, count)
+    inputs, crops = _rcnn_inputs(fns, setup, capped, count)
+    seconds, _, _, notes = time_stages(fns, inputs, setup.warmup, setup.runs, count_flops=())
+    factor = sum(len(b) for b in boxes) / max(sum(crops), 1)
+    measured_detect = seconds["detect"]
+    seconds = {name: value * factor for name, value in seconds.items()}
+    seconds["proposals"] = search_seconds
+    mean_all, mean_crops = float(np.mean([len(b) for b in boxes])), float(np.mean(crops))
+    flops, method = _rcnn_flops(model, mean_all)
+    flops["detect"] = flops["backbone"] + flops["roi_head"]
+    result = _result("rcnn", seconds, flops, {f"{method} per crop x crops; SVM/regressor matmuls analytic"}, notes)
+    result["end_to_end_with_proposals"] = seconds["detect"] + search_seconds
+    best = min(per_crop, key=per_crop.get)
+    ratio = measured_detect / max(mean_crops * per_crop[best], 1e-12)
+    result["crop_batching"] = {
+        "seconds_per_crop": per_crop, "best_batch_size": best, "best_seconds_per_crop": per_crop[best],
+        "crops_per_image": mean_crops, "detect_seconds": measured_detect, "ratio": ratio,
+        "chunk_size": model.chunk_size, "configured_chunk_size": configured,
+    }
+    result["notes"] += _rcnn_notes(result, search_seconds)
+    if factor != 1.0:
+        result["extrapolation"] = {"cap": int(cap), "crops_per_image": mean_crops, "proposals_per_image": mean_all,
+                                   "factor": factor, "measured_detect_seconds": measured_detect}
+        result["notes"].append(
+            f"rcnn: proposals capped at {int(cap)} per image: detect() measured {measured_detect:.3g} s on "
+            f"{mean_crops:.0f} crops per image, extrapolated linearly x{factor:.2f} to all {mean_all:.0f} "
+            f"proposals: {seconds['detect']:.3g} s (every R-CNN network time in the table is extrapolated alike)"
+        )
+    return result
+
+
+def _rcnn_notes(result, search_seconds):
+    batching = result["crop_batching"]
+    times = ", ".join(f"{b}: {s * 1e3:.3g} ms" for b, s in batching["seconds_per_crop"].items())
+    chunk = batching["chunk_size"]
+    tuned = ("" if chunk == batching["configured_chunk_size"] else
+             f" (tuned for this run from the configured {batching['configured_chunk_size']})")
+    notes = [
+        f"rcnn: crop CNN seconds per crop by batch size: {times}; R-CNN runs its crops in chunks of {chunk}{tuned}",
+        f"rcnn: crop batching ratio {batching['ratio']:.2f} = detect() {batching['detect_seconds']:.3g} s / "
+        f"({batching['crops_per_image']:.0f} crops x {batching['best_seconds_per_crop'] * 1e3:.3g} ms per crop "
+        f"at batch {batching['best_batch_size']}); 1.0 = every crop as cheap as in the best batch",
+        f"rcnn: detect() {result['end_to_end']:.3g} s network only, {result['end_to_end_with_proposals']:.3g} s "
+        f"with selective search ({search_seconds:.3g} s)",
+    ]
+    if batching["ratio"] > 1.3:
+        notes.append("rcnn: crop batching ratio above 1.3: R-CNN loses time outside the batched crop CNN")
+    return notes
+
+
+TIMERS = {"rcnn": time_rcnn, "fast_rcnn": time_fast_rcnn, "faster_rcnn": time_faster_rcnn}
