@@ -6,33 +6,31 @@ own `tf.function` with a static input signature (so it traces exactly once), cal
 `warmup` times per image before `runs` timed passes over all images; a stage's time is
 the median over the passes of the mean seconds per image. Model building and tracing
 are never timed. The end-to-end time is one `tf.function` around `model.detect`, which
-is what a user of the model gets.
+is what a user of the model gets; for R-CNN and Fast R-CNN it reads precomputed
+selective-search proposals (network only, as in the papers), and the time with selective
+search is reported beside it.
 
 Stages (columns): proposals (selective search for R-CNN / Fast R-CNN, RPN head +
-proposal layer for Faster R-CNN), backbone, RoI head (RoI pooling + fc6/fc7 +
-predictor), postprocess (decode, per-class NMS, top-k, rescale).
+proposal layer for Faster R-CNN), backbone (R-CNN: the CNN over every warped crop), RoI
+head (RoI pooling + fc6/fc7 + predictor; R-CNN: SVM and regressor layers), postprocess
+(decode, per-class NMS, top-k, rescale).
 
-A detector's timing is a function in `TIMERS` (name -> timer). A timer takes a
-`BenchSetup` and returns a dict: `stages` {stage: seconds per image}, `end_to_end`
-seconds, `flops` {stage: FLOPs per image or None}, `end_to_end_flops`, `flops_method`,
-`notes` (list of str). A timer raising ImportError or DetectError marks the detector
-unavailable, as does a name missing from `TIMERS`.
+A detector's timing is a function in `TIMERS` (name -> timer, detect.benchmark.timers).
+A timer takes a `BenchSetup` and returns a dict: `stages` {stage: seconds per image},
+`end_to_end` seconds, `flops` {stage: FLOPs per image or None}, `end_to_end_flops`,
+`flops_method`, `notes` (list of str). A timer raising ImportError or DetectError marks
+the detector unavailable, as does a name missing from `TIMERS`.
 """
 
 import dataclasses
-import logging
 import os
-import statistics
-import time
 
 import numpy as np
 import tensorflow as tf
 
 from detect.benchmark.report import STAGES, write_outputs
+from detect.benchmark.timers import TIMERS
 from detect.errors import DetectError
-
-logger = logging.getLogger(__name__)
-
 
 # Published test times per image, VGG16 on an Nvidia K40 (seconds). Faster R-CNN paper
 # (Ren et al. 2015) Table 5 splits conv / proposal / region-wise time; its region-wise
@@ -50,15 +48,24 @@ PAPER = {
 }
 
 # Model and input settings per backbone; any other backbone uses the paper's ("vgg16").
+# Selective search as in the papers: fast mode on the image shrunk to 500 px, <= 2000 boxes.
 _FC_HEAD = dict(backbone_width=32, roi_pool="align", roi_size=7, sampling_ratio=2)
+_SEARCH = dict(mode="fast", max_side=500, max_proposals=2000)
 SETTINGS = {
-    "vgg16": {"min_size": 600, "max_size": 1000, "model": dict(
+    "vgg16": {"min_size": 600, "max_size": 1000, "proposals": _SEARCH, "model": dict(
         _FC_HEAD, anchor_sizes=(128, 256, 512), rpn_channels=512, pre_nms_top_n_test=6000,
-        post_nms_top_n_test=300, head_dim=4096)},
-    "tiny": {"min_size": 128, "max_size": 128, "model": dict(
+        post_nms_top_n_test=300, head_dim=4096),
+        # R-CNN crops 224 px with 16 px context (configs/rcnn/base.yaml); 2000 VGG16 crops
+        # take minutes per image on a CPU, so by default 64 are timed and scaled up.
+        "rcnn": dict(backbone_width=32, crop_size=224, context=16, chunk_size=64, head_dim=4096),
+        "max_rcnn_proposals": 64},
+    "tiny": {"min_size": 128, "max_size": 128, "proposals": _SEARCH, "model": dict(
         _FC_HEAD, anchor_sizes=(16, 32, 64, 128), rpn_channels=256, pre_nms_top_n_test=1000,
-        post_nms_top_n_test=100, head_dim=256)},
+        post_nms_top_n_test=100, head_dim=256),
+        "rcnn": dict(backbone_width=32, crop_size=48, context=6, chunk_size=256, head_dim=256),
+        "max_rcnn_proposals": None},
 }
+CROP_BATCH_SIZES = (1, 8, 32, 128)
 
 POOL_NAMES = {"align": "RoIAlign", "pool": "RoIPool"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -70,7 +77,11 @@ class BenchSetup:
 
     images: list of (H, W, 3) uint8 RGB; canvas_size: (Hc, Wc) padded canvas, a multiple
     of 32 holding every resized image; model_kwargs: FasterRCNN-style keyword arguments
-    for the backbone's settings (without class_names / canvas_size).
+    for the backbone's settings (without class_names / canvas_size); rcnn_kwargs: RCNN
+    keyword arguments likewise; proposal_kwargs: selective_search keyword arguments;
+    max_rcnn_proposals: R-CNN crops at most this many proposals per image and scales its
+    times up to all of them (None: every proposal); crop_batch_sizes: batch sizes of the
+    R-CNN crop-batching measurement; cache: values timers share (proposals, inputs).
     """
 
     backbone: str
@@ -82,14 +93,20 @@ class BenchSetup:
     model_kwargs: dict
     runs: int
     warmup: int
+    rcnn_kwargs: dict = dataclasses.field(default_factory=dict)
+    proposal_kwargs: dict = dataclasses.field(default_factory=lambda: dict(_SEARCH))
+    max_rcnn_proposals: int = None
+    crop_batch_sizes: tuple = CROP_BATCH_SIZES
+    cache: dict = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- inputs
 def random_images(count, image_size, seed=0):
-    """`count` smooth random (H, W, 3) uint8 images: colour blobs plus mild noise.
+    """`count` smooth random (H, W, 3) uint8 images: colour blobs about 10 px apart plus mild noise.
 
     Smooth content keeps selective search in its usual regime (pure noise would split
-    into thousands of one-pixel regions).
+    into thousands of one-pixel regions); blobs this dense give about 1,900 fast-mode
+    proposals on 600x800 images, near the papers' 2,000 per photo.
     """
     import cv2
 
@@ -97,9 +114,9 @@ def random_images(count, image_size, seed=0):
     rng = np.random.default_rng(seed)
     images = []
     for _ in range(count):
-        coarse = rng.uniform(0, 255, (max(height // 40, 2), max(width // 40, 2), 3)).astype(np.float32)
+        coarse = rng.uniform(0, 255, (max(height // 10, 2), max(width // 10, 2), 3)).astype(np.float32)
         smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-        noisy = smooth + rng.normal(0, 8, smooth.shape)
+        noisy = smooth + rng.normal(0, 12, smooth.shape)
         images.append(np.clip(noisy, 0, 255).astype(np.uint8))
     return images
 
@@ -140,7 +157,27 @@ def _measured_row(name, result, environment):
     row["detect_gflop"] = result["end_to_end_flops"] / 1e9
     row["detect_gflop_per_s"] = row["detect_gflop"] / row["detect_s"]
     row["flops_method"] = result["flops_method"]
+    _add_extras(row, result)
     return row
+
+
+def _add_extras(row, result):
+    """Time with selective search, R-CNN's crop batching and extrapolation: row keys, and
+    the CSV note; an extrapolated row says so in its source cell."""
+    notes = []
+    if "end_to_end_with_proposals" in result:
+        row["detect_with_proposals_s"] = result["end_to_end_with_proposals"]
+        notes.append(f"detect() with selective search {row['detect_with_proposals_s']:.4g} s")
+    if "crop_batching" in result:
+        row["crop_batching"] = batching = result["crop_batching"]
+        notes.append(f"crop batching ratio {batching['ratio']:.2f} (chunks of {batching['chunk_size']})")
+    if "extrapolation" in result:
+        row["extrapolation"] = e = result["extrapolation"]
+        measured = (f"network times from {e['crops_per_image']:.0f} of {e['proposals_per_image']:.0f} "
+                    f"proposals, extrapolated x{e['factor']:.2f}")
+        row["source"] += f"; {measured}"
+        notes.append(f"{measured} (detect() measured {e['measured_detect_seconds']:.4g} s)")
+    row["note"] = "; ".join(notes)
 
 
 def _paper_row(name):
@@ -158,10 +195,18 @@ def _unavailable_row(name, reason):
 
 
 def _add_speedups(rows):
+    """speedup_vs_rcnn on detect() (network only) in each measured row; returns a note with
+    the speed-ups when selective search counts too (Faster R-CNN's detect() has its RPN)."""
     rcnn = next((r for r in rows if r["detector"] == "rcnn" and r["status"] == "ok"), None)
+    if rcnn is None:
+        return []
+    total = lambda row: row.get("detect_with_proposals_s", row["detect_s"])  # noqa: E731
     for row in rows:
-        if row["status"] == "ok" and rcnn is not None:
+        if row["status"] == "ok":
             row["speedup_vs_rcnn"] = rcnn["detect_s"] / row["detect_s"]
+    measured = [r for r in rows if r["status"] == "ok"]
+    return ["speed-up vs R-CNN with proposal time included: " + ", ".join(
+        f"{r['detector']} {total(r):.3g} s ({total(rcnn) / total(r):,.1f}x)" for r in measured)]
 
 
 def _average_precision(name, dataset_config, model_dirs, out_dir):
@@ -186,20 +231,31 @@ def _environment():
     return f"CPU x{os.cpu_count()}, TF {tf.__version__}, oneDNN {onednn}"
 
 
+def _load_average():
+    """1-minute load average ("n/a" where the OS has none): other processes share the CPU."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "n/a"
+
+
 # --------------------------------------------------------------------------- entry point
-def _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup):
+def _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup, max_rcnn_proposals):
     settings = SETTINGS.get(backbone, SETTINGS["vgg16"])
     pictures = load_images(images) if images else random_images(num_images, image_size)
+    cap = settings["max_rcnn_proposals"] if max_rcnn_proposals == "default" else max_rcnn_proposals
     return BenchSetup(
         backbone=backbone, images=pictures, class_names=[f"class_{i}" for i in range(1, int(num_classes))],
         canvas_size=canvas_for_images(pictures, settings["min_size"], settings["max_size"]),
         min_size=settings["min_size"], max_size=settings["max_size"], model_kwargs=dict(settings["model"]),
-        runs=int(runs), warmup=int(warmup),
+        runs=int(runs), warmup=int(warmup), rcnn_kwargs=dict(settings["rcnn"]),
+        proposal_kwargs=dict(settings["proposals"]), max_rcnn_proposals=None if cap is None else int(cap),
     )
 
 
 def _setup_notes(setup, detectors, source):
     model, (height, width) = setup.model_kwargs, setup.canvas_size
+    search, rcnn = setup.proposal_kwargs, setup.rcnn_kwargs
     return [
         f"{setup.backbone} backbone, random weights, {source}, resized (shorter side {setup.min_size}, longer "
         f"at most {setup.max_size}) onto a {height}x{width} canvas, batch 1, "
@@ -209,6 +265,13 @@ def _setup_notes(setup, detectors, source):
         f"median of {setup.runs} runs after {setup.warmup} warm-up runs per image; each stage one tf.function "
         "traced once on static shapes; model building and tracing excluded; detect() is the end-to-end call "
         "users get",
+        f"selective search: {search['mode']} mode, longest side {search['max_side']} px, at most "
+        f"{search['max_proposals']} proposals, timed on the uint8 image in NumPy / OpenCV (outside TF); R-CNN and "
+        "Fast R-CNN read the same proposals; their detect() is network only, the stages sum adds selective search",
+        f"R-CNN: {rcnn['crop_size']} px warped crops with {rcnn['context']} px context, "
+        + ("every proposal cropped" if setup.max_rcnn_proposals is None else
+           f"at most {setup.max_rcnn_proposals} proposals per image cropped and its network times scaled linearly "
+           "to all proposals"),
         "random weights: the boxes reaching NMS are not a trained model's, so postprocess time is indicative",
         "paper rows: VGG16 on an Nvidia K40 GPU; the paper's region-wise time (RoI pooling, fc, NMS) is in the "
         "RoI head column; speed-ups compare each source with its own R-CNN figure",
@@ -218,7 +281,7 @@ def _setup_notes(setup, detectors, source):
 
 def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None, runs=5,
                   out_dir="runs/benchmark", warmup=2, num_classes=21, image_size=(600, 800),
-                  model_dirs=None, num_images=2):
+                  model_dirs=None, num_images=2, max_rcnn_proposals="default"):
     """Time each detector's stages on one backbone and one image set; write the table.
 
     Args:
@@ -229,6 +292,9 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
       dataset_config: config whose val split scores a trained model of each detector
         (`model_dirs[name]`, default models/NAME) for an AP column; skipped with a note otherwise.
       runs / warmup: timed / untimed passes per stage; num_classes: K + 1 with background.
+      max_rcnn_proposals: R-CNN crops at most this many proposals per image and scales its
+        network times linearly to all of them (the CNN cost is per crop); None: every
+        proposal; "default": the backbone's setting (64 for vgg16, None for tiny).
     Returns:
       {"table": markdown str, "rows": [dict per CSV row], "paths": {"markdown", "csv", "chart"}}.
     """
@@ -238,11 +304,14 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
         raise DetectError(f"benchmark: runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
     if int(num_classes) < 2:
         raise DetectError(f"benchmark: num_classes counts the background and must be >= 2, got {num_classes}")
-    setup = _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup)
+    if max_rcnn_proposals not in (None, "default") and int(max_rcnn_proposals) < 1:
+        raise DetectError(f"benchmark: max_rcnn_proposals must be >= 1 or None, got {max_rcnn_proposals}")
+    setup = _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup, max_rcnn_proposals)
     source = f"{len(setup.images)} images from {images}" if images else (
         f"{len(setup.images)} random {image_size[0]}x{image_size[1]} images")
     notes = _setup_notes(setup, detectors, source)
     environment = _environment()
+    load = _load_average()
     rows = []
     for name in detectors:
         timer = TIMERS.get(name)
@@ -261,6 +330,7 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
             notes.append(note)
         if name in PAPER:
             rows.append(_paper_row(name))
-    _add_speedups(rows)
+    notes += _add_speedups(rows)
+    notes.append(f"1-minute load average {load} before timing, {_load_average()} after ({os.cpu_count()} CPUs)")
     table, paths = write_outputs(rows, notes, out_dir)
     return {"table": table, "rows": rows, "paths": paths}

@@ -206,7 +206,7 @@ class HistoryCSV(keras.callbacks.Callback):
         if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
             with open(self.path, newline="", encoding="utf-8") as f:
                 rows = list(csv.DictReader(f))
-        if self.keys is None:
-            self.keys = sorted(logs)
+        # Validation may run every few epochs: columns that appear later join the header.
+        self.keys = sorted(set(self.keys or ()) | set(logs))
         rows.append({"epoch": epoch, **{k: logs.get(k, "") for k in self.keys}})
         self._write(rows)

@@ -226,10 +226,11 @@ def plot_history(history_csv, path):
     names = [k for k in rows[0] if k.endswith("loss") and not k.startswith("val_")]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for key, style in ((name, "-"), ("val_" + name, "--")):
-            values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
-            if not np.all(np.isnan(values)):
-                ax.plot(epochs, values, style, label=key)
+        for key, style in ((name, "-"), ("val_" + name, "--o")):
+            values = np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+            known = ~np.isnan(values)  # validation may run only every few epochs
+            if known.any():
+                ax.plot(np.array(epochs)[known], values[known], style, markersize=3, label=key)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
