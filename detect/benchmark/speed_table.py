@@ -95,7 +95,7 @@ class BenchSetup:
     warmup: int
     rcnn_kwargs: dict = dataclasses.field(default_factory=dict)
     proposal_kwargs: dict = dataclasses.field(default_factory=lambda: dict(_SEARCH))
-    max_rcnn_proposals: int = None
+    max_rcnn_proposals: int | None = None
     crop_batch_sizes: tuple = CROP_BATCH_SIZES
     cache: dict = dataclasses.field(default_factory=dict)
 
@@ -200,10 +200,13 @@ def _add_speedups(rows):
     rcnn = next((r for r in rows if r["detector"] == "rcnn" and r["status"] == "ok"), None)
     if rcnn is None:
         return []
-    total = lambda row: row.get("detect_with_proposals_s", row["detect_s"])  # noqa: E731
     for row in rows:
         if row["status"] == "ok":
             row["speedup_vs_rcnn"] = rcnn["detect_s"] / row["detect_s"]
+
+    def total(row):
+        return row.get("detect_with_proposals_s", row["detect_s"])
+
     measured = [r for r in rows if r["status"] == "ok"]
     return ["speed-up vs R-CNN with proposal time included: " + ", ".join(
         f"{r['detector']} {total(r):.3g} s ({total(rcnn) / total(r):,.1f}x)" for r in measured)]
@@ -255,8 +258,7 @@ def _make_setup(backbone, images, image_size, num_images, num_classes, runs, war
 
 def _setup_notes(setup, detectors, source):
     model, (height, width) = setup.model_kwargs, setup.canvas_size
-    search, rcnn = setup.proposal_kwargs, setup.rcnn_kwargs
-    return [
+    notes = [
         f"{setup.backbone} backbone, random weights, {source}, resized (shorter side {setup.min_size}, longer "
         f"at most {setup.max_size}) onto a {height}x{width} canvas, batch 1, "
         f"{len(setup.class_names) + 1} classes with background",
@@ -265,18 +267,28 @@ def _setup_notes(setup, detectors, source):
         f"median of {setup.runs} runs after {setup.warmup} warm-up runs per image; each stage one tf.function "
         "traced once on static shapes; model building and tracing excluded; detect() is the end-to-end call "
         "users get",
-        f"selective search: {search['mode']} mode, longest side {search['max_side']} px, at most "
-        f"{search['max_proposals']} proposals, timed on the uint8 image in NumPy / OpenCV (outside TF); R-CNN and "
-        "Fast R-CNN read the same proposals; their detect() is network only, the stages sum adds selective search",
-        f"R-CNN: {rcnn['crop_size']} px warped crops with {rcnn['context']} px context, "
-        + ("every proposal cropped" if setup.max_rcnn_proposals is None else
-           f"at most {setup.max_rcnn_proposals} proposals per image cropped and its network times scaled linearly "
-           "to all proposals"),
         "random weights: the boxes reaching NMS are not a trained model's, so postprocess time is indicative",
         "paper rows: VGG16 on an Nvidia K40 GPU; the paper's region-wise time (RoI pooling, fc, NMS) is in the "
         "RoI head column; speed-ups compare each source with its own R-CNN figure",
         *(f"paper {name}: {PAPER[name]['source']}" for name in dict.fromkeys(detectors) if name in PAPER),
     ]
+    return notes + _proposal_notes(setup, detectors)
+
+
+def _proposal_notes(setup, detectors):
+    search, rcnn, notes = setup.proposal_kwargs, setup.rcnn_kwargs, []
+    if {"rcnn", "fast_rcnn"} & set(detectors):
+        notes.append(
+            f"selective search: {search['mode']} mode, longest side {search['max_side']} px, at most "
+            f"{search['max_proposals']} proposals, timed on the uint8 image in NumPy / OpenCV (outside TF); R-CNN "
+            "and Fast R-CNN read the same proposals; their detect() is network only, the stages sum adds "
+            "selective search")
+    if "rcnn" in detectors:
+        cropped = ("every proposal cropped" if setup.max_rcnn_proposals is None else
+                   f"at most {setup.max_rcnn_proposals} proposals per image cropped and its network times scaled "
+                   "linearly to all proposals")
+        notes.append(f"R-CNN: {rcnn['crop_size']} px warped crops with {rcnn['context']} px context, {cropped}")
+    return notes
 
 
 def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None, runs=5,

@@ -392,8 +392,8 @@ def time_rcnn(setup):
     postprocess (decode, per-class NMS, rescale).
 
     Crop batching: the crop feature extractor is timed on random crops at each of
-    `setup.crop_batch_sizes`; the model's chunk size is set to the batch size that runs
-    this run's crop counts fastest, and `crop_batching` reports detect() seconds per image
+    `setup.crop_batch_sizes` and the configured chunk size; the model's chunk size is set to
+    the one of these batch sizes that runs this run's crop counts fastest, and `crop_batching` reports detect() seconds per image
     / (crops per image x best seconds per crop) as `ratio` (1 = perfectly batched).
 
     With `setup.max_rcnn_proposals` set, only the first C proposals of each image are
@@ -410,8 +410,9 @@ def time_rcnn(setup):
         class_names=setup.class_names, canvas_size=setup.canvas_size, backbone=setup.backbone,
         backbone_weights="none", **setup.rcnn_kwargs,
     )
-    per_crop = crop_batch_seconds(model, setup.crop_batch_sizes, setup.warmup, setup.runs)
     configured = model.chunk_size
+    sizes = sorted({*(int(b) for b in setup.crop_batch_sizes), configured})
+    per_crop = crop_batch_seconds(model, sizes, setup.warmup, setup.runs)
     # chunked_region_features reads chunk_size when it is traced, i.e. below.
     model.chunk_size = best_chunk_size(per_crop, [len(b) for b in capped])
     fns = _rcnn_functions(model, setup.canvas_size, count)
@@ -449,7 +450,7 @@ def _rcnn_notes(result, search_seconds):
     batching = result["crop_batching"]
     times = ", ".join(f"{b}: {s * 1e3:.3g} ms" for b, s in batching["seconds_per_crop"].items())
     chunk = batching["chunk_size"]
-    tuned = ("" if chunk == batching["configured_chunk_size"] else
+    tuned = (" (as configured)" if chunk == batching["configured_chunk_size"] else
              f" (tuned for this run from the configured {batching['configured_chunk_size']})")
     notes = [
         f"rcnn: crop CNN seconds per crop by batch size: {times}; R-CNN runs its crops in chunks of {chunk}{tuned}",
