@@ -90,16 +90,39 @@ class _Outputs:
             writer.close()
             lines.close()
         if self.image_results:
-            path = os.path.join(self.out_dir, "detections.json")
-            try:
-                with open(path + ".tmp", "w", encoding="utf-8") as f:
-                    json.dump(self.image_results, f, indent=1)
-                os.replace(path + ".tmp", path)
-            except BaseException:
-                # The previous detections.json stays whole; no half-written file is left.
-                with contextlib.suppress(OSError):
-                    os.remove(path + ".tmp")
-                raise
+            self._write_json("detections.json", self.image_results)
+            self._write_json("detections_coco.json", self._coco_results())
+
+    def _coco_results(self):
+        """COCO results format: image_id = position of the image (1-based) in this run,
+        category_id = the model's label (1..K, class_names order), bbox xywh pixels;
+        file_name added so each result can be traced to its image."""
+        results = []
+        for image_id, entry in enumerate(self.image_results, start=1):
+            for det in entry["detections"]:
+                x1, y1, x2, y2 = det["box"]
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "file_name": entry["file"],
+                        "category_id": self.class_names.index(det["class"]) + 1,
+                        "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
+                        "score": det["score"],
+                    }
+                )
+        return results
+
+    def _write_json(self, name, data):
+        path = os.path.join(self.out_dir, name)
+        try:
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
+            os.replace(path + ".tmp", path)
+        except BaseException:
+            # The previous file stays whole; no half-written file is left.
+            with contextlib.suppress(OSError):
+                os.remove(path + ".tmp")
+            raise
 
 
 def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=1, classes=None, show=False):

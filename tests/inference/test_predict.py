@@ -77,6 +77,12 @@ def test_predict_folder_and_video(tmp_path, model_dir, image_folder):
             assert det["class"] in CLASSES and 0.0 <= det["score"] <= 1.0
             x1, y1, x2, y2 = det["box"]
             assert 0 <= x1 <= x2 <= 70 and 0 <= y1 <= y2 <= 50
+    coco = json.loads((out / "detections_coco.json").read_text())
+    assert len(coco) == sum(len(e["detections"]) for e in detections)
+    for result in coco:
+        assert set(result) >= {"image_id", "category_id", "bbox", "score"}
+        assert 1 <= result["image_id"] <= 6 and 1 <= result["category_id"] <= 3
+        assert result["bbox"][2] >= 0 and result["bbox"][3] >= 0
     # The video is re-encoded frame for frame, with one JSON line per frame.
     with VideoReader(str(out / "clip.mp4")) as reader:
         assert (reader.width, reader.height) == (64, 48)

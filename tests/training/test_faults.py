@@ -379,4 +379,5 @@ def test_disk_full_while_predicting_keeps_the_earlier_detections_whole(tmp_path,
     monkeypatch.undo()
     assert_one_line_error(result, "no space left on device")
     assert (out / "detections.json").read_bytes() == before
-    assert sorted(os.listdir(out)) == ["0.jpg", "1.jpg", "detections.json"]  # no temporary file left
+    # No temporary file left (detections_coco.json is from the first, successful run).
+    assert sorted(os.listdir(out)) == ["0.jpg", "1.jpg", "detections.json", "detections_coco.json"]
