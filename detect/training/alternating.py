@@ -94,8 +94,9 @@ def train_alternating(config, out_dir, train_set, val_set, skipped, strategy):
         if val_set is not None:
             val = (pipeline(config, val_set, training=False), val_set)
         if proposals_train is not None:
-            train_ds = _with_proposals(config, train_set, proposals_train, True, skipped)
-            val = (_with_proposals(config, val_set, proposals_val, False), val_set) if val_set is not None else None
+            train_ds = pipeline(config, train_set, training=True, skipped=skipped, proposals=proposals_train)
+            if val_set is not None:
+                val = (pipeline(config, val_set, training=False, proposals=proposals_val), val_set)
         model.compile(optimizer=make_optimizer(t), jit_compile=False)
         step_dir = os.path.join(out_dir, f"step{name}")
         os.makedirs(step_dir, exist_ok=True)
@@ -136,26 +137,3 @@ def train_alternating(config, out_dir, train_set, val_set, skipped, strategy):
     if os.path.isfile(last_history):
         shutil.copyfile(last_history, os.path.join(out_dir, "history.csv"))
     return final
-
-
-def _with_proposals(config, dataset, proposals, training, skipped=None):
-    """A pipeline whose examples carry fixed proposals (original pixels) for the detector."""
-    from detect.data.pipeline import make_dataset
-
-    inp = config["input"]
-    ds = make_dataset(
-        dataset,
-        batch_size=config["training"]["batch_size"],
-        min_size=inp["min_size"],
-        max_size=inp["max_size"],
-        canvas_size=inp.get("canvas"),
-        max_boxes=inp["max_boxes"],
-        training=training,
-        flip=inp["flip"] and training,
-        cache=inp["cache"],
-        seed=config["seed"],
-        skipped=skipped,
-        drop_remainder=training,
-        proposals=proposals,
-    )
-    return ds.repeat() if training else ds

@@ -64,10 +64,16 @@ def proposals_for(config, dataset, split):
         return proposal_array(dataset, proposal_file, config["proposals"]["max_proposals"])
 
 
-def pipeline(config, dataset, training, skipped=None, batch_size=None, split=None):
-    """The tf.data pipeline for a dataset under a config's input settings."""
+def pipeline(config, dataset, training, skipped=None, batch_size=None, split=None, proposals=None):
+    """The tf.data pipeline for a dataset under a config's input settings.
+
+    proposals: (num_images, P, 4) original pixels to feed instead of the config's proposal
+    file (the alternating schedule's step 2 feeds those of its step-1 RPN).
+    """
     inp = config["input"]
     split = split or ("train" if training else "val")
+    if proposals is None:
+        proposals = proposals_for(config, dataset, split)
     ds = make_dataset(
         dataset,
         batch_size=batch_size or config["training"]["batch_size"],
@@ -81,7 +87,7 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None, split=Non
         seed=config["seed"],
         skipped=skipped,
         drop_remainder=training,
-        proposals=proposals_for(config, dataset, split),
+        proposals=proposals,
     )
     return ds.repeat() if training else ds
 

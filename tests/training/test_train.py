@@ -121,3 +121,30 @@ def test_sigkill_then_rerun_resumes(tmp_path, shapes):
     # the optimizer's step counter only matches if its state survived the kill.
     train_images = len(yaml.safe_load(open(shapes / "annotations/train.json"))["images"])
     assert int(last.optimizer.iterations.numpy()) == 4 * (train_images // 2)
+
+
+def test_alternating_schedule_four_steps_share_a_frozen_backbone(tmp_path, shapes):
+    import keras
+    import numpy as np
+
+    from detect.models.registry import build_model
+
+    path = write_config(tmp_path, shapes, schedule="alternating", alternating_epochs=[1, 1, 1, 1], steps_per_epoch=3)
+    config = load_config(path)
+    out = str(tmp_path / "model")
+    train(config, out)
+    state = yaml.safe_load(open(os.path.join(out, "alternating.json")))
+    assert state["done"] == ["1_rpn", "2_detector", "3_rpn_finetune", "4_detector_finetune"]
+    step2 = build_model(config, ["circle", "rectangle", "triangle"])
+    step2.load_weights(os.path.join(out, "step2_detector.weights.h5"))
+    final = keras.saving.load_model(os.path.join(out, "model.keras"))
+    # Steps 3 and 4 fix the backbone trained in step 2: it reaches the final model unchanged.
+    for a, b in zip(step2.trunk.get_weights(), final.trunk.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Step 3 starts the RPN from step 1's and fine-tunes it: it is not step 2's untrained one.
+    assert any(not np.array_equal(a, b) for a, b in zip(step2.rpn_head.get_weights(), final.rpn_head.get_weights()))
+    # A rerun finds all four steps done: it loads their weights instead of training again.
+    weights = [os.path.join(out, f"step{name}.weights.h5") for name in state["done"]]
+    before = [os.stat(w).st_mtime_ns for w in weights]
+    train(config, out)
+    assert [os.stat(w).st_mtime_ns for w in weights] == before
