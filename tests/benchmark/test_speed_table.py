@@ -16,6 +16,7 @@ from detect.benchmark.timers import (
     best_chunk_size,
     canvas_proposals,
     graph_flops,
+    interleaved_ratio,
     median_seconds,
     selective_search_proposals,
 )
@@ -204,9 +205,12 @@ def test_tiny_rcnn_fast_rcnn_faster_rcnn_on_the_same_images(tmp_path):
     assert set(batching["seconds_per_crop"]) == {1, 8, 32, 128, 256}
     assert batching["chunk_size"] in batching["seconds_per_crop"]
     assert batching["crops_per_image"] == proposals
-    best = min(batching["seconds_per_crop"].values())
-    assert batching["best_seconds_per_crop"] == best
-    assert batching["ratio"] == pytest.approx(batching["detect_seconds"] / (proposals * best))
+    sweep = batching["seconds_per_crop"]
+    assert batching["best_batch_size"] == min(sweep, key=sweep.get)
+    # Ratio = detect() per image / (crops per image x seconds per crop), both re-measured alternately.
+    assert batching["rounds"] == 2
+    assert batching["ratio"] == pytest.approx(
+        batching["detect_seconds"] / (proposals * batching["best_seconds_per_crop"]))
     assert f"rcnn: crop batching ratio {batching['ratio']:.2f} = detect()" in result["table"]
     assert "extrapolation" not in measured["rcnn"]
     with open(result["paths"]["csv"], newline="") as f:
@@ -241,6 +245,18 @@ def test_best_chunk_size_counts_the_padded_last_chunk():
     # 128 + 100 crops: 8 -> (16 + 13) x 8 = 232 x 1.0 = 232; 32 -> (4 + 4) x 32 = 256 x 0.5 = 128;
     # 128 -> 2 x 128 = 256 x 0.45 = 115.2. Best: 128.
     assert best_chunk_size(per_crop, [128, 100]) == 128
+
+
+def test_interleaved_ratio_alternates_detect_and_crop_passes():
+    calls = []
+    crops = tf.zeros((4, 2, 2, 3))
+    ratio, detect_seconds, per_crop = interleaved_ratio(
+        lambda x: calls.append(f"detect {x}"), [(1,), (2,)], lambda c: calls.append(f"crops {c.shape[0]}"),
+        crops, crops_per_image=10, rounds=2,
+    )
+    # Each round: detect() on every image, then one batch of 4 crops; no warm-up.
+    assert calls == ["detect 1", "detect 2", "crops 4"] * 2
+    assert ratio == pytest.approx(detect_seconds / (10 * per_crop))
 
 
 def test_canvas_proposals_scale_and_pad():
