@@ -30,7 +30,7 @@ demo: $(STAMP)
 	@echo "demo outputs: data/shapes (dataset), $(DEMO_MODEL) (model, history, metrics, predictions)"
 
 bench: $(STAMP)
-	$(BIN)/detect benchmark --detectors faster_rcnn --backbone tiny --out runs/benchmark
+	$(BIN)/detect benchmark --detectors rcnn,fast_rcnn,faster_rcnn --backbone tiny --out runs/benchmark
 
 clean:
 	rm -rf $(VENV) build *.egg-info
