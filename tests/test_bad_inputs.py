@@ -248,7 +248,7 @@ def test_header_claiming_20000x20000_is_refused_without_decoding(tmp_path, monke
     # Predicting on a folder skips it (with a warning) and counts it.
     out = run_predict(str(model_dir), [str(tmp_path / "images")], str(tmp_path / "out"), score_threshold=0.0)
     assert (out["frames"], out["skipped"]) == (1, 1)
-    assert sorted(os.listdir(tmp_path / "out")) == ["detections.json", "fine.jpg"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["detections.json", "detections_coco.json", "fine.jpg"]
     assert set(decoded) == {(64, 48)}  # fine.jpg only: not one pixel of the 20000x20000 image
 
 
@@ -356,7 +356,7 @@ def test_non_utf8_and_space_file_names(tmp_path, model_dir):
     result = cli("predict", model_dir, folder, "--out", out, "--score-threshold", "0")
     assert result.exit_code == 0, result.output
     written = sorted(os.listdir(os.fsencode(out)))
-    assert written == [b"caf\xe9 2.jpg", b"detections.json", b"photo 1.jpg"]
+    assert written == [b"caf\xe9 2.jpg", b"detections.json", b"detections_coco.json", b"photo 1.jpg"]
     names = sorted(os.path.basename(entry["file"]) for entry in json.loads((out / "detections.json").read_text()))
     assert names == sorted([latin1, spaced])
 
