@@ -31,6 +31,14 @@ from detect.targets import roi_targets_batch, rpn_targets_batch
 STAGES = ("joint", "rpn", "detector")
 
 
+def constructor_kwargs(config):
+    """A saved model config minus the base-Layer keys our keyword-only constructors rebuild."""
+    config = dict(config)
+    for key in ("trainable", "dtype"):
+        config.pop(key, None)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="detect")
 class FasterRCNN(keras.Model):
     """Two-stage detector: backbone -> RPN -> RoI pooling -> head -> postprocess.
@@ -206,32 +214,33 @@ class FasterRCNN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("trainable", "dtype"):
-            config.pop(key, None)
-        return cls(**config)
+        return cls(**constructor_kwargs(config))
 
     # ----------------------------------------------------------------- forward
     def _rpn(self, features):
         objectness, deltas = self.rpn_head(features)
         return tf.cast(objectness, tf.float32), tf.cast(deltas, tf.float32)
 
-    def propose(self, inputs, training_counts=False):
-        """RPN proposals only: (N, P, 4) xyxy canvas pixels and (N, P) validity, with the
-        training (pre/post-NMS top-n of training) or test counts."""
-        features = self.trunk(tf.cast(inputs["images"], tf.float32), training=False)
-        objectness, deltas = self._rpn(features)
+    def _rpn_proposals(self, objectness, deltas, image_shape, training_counts):
+        """The proposal layer with the training (True) or test (False) top-n counts."""
         return generate_proposals(
             objectness,
             deltas,
             self.anchors,
-            inputs["image_shape"],
+            image_shape,
             coder=self.rpn_coder,
             pre_nms_top_n=self.pre_nms_top_n[training_counts],
             post_nms_top_n=self.post_nms_top_n[training_counts],
             nms_iou=self.rpn_nms_iou,
             min_size=self.rpn_min_size,
         )
+
+    def propose(self, inputs, training_counts=False):
+        """RPN proposals only: (N, P, 4) xyxy canvas pixels and (N, P) validity, with the
+        training (pre/post-NMS top-n of training) or test counts."""
+        features = self.trunk(tf.cast(inputs["images"], tf.float32), training=False)
+        objectness, deltas = self._rpn(features)
+        return self._rpn_proposals(objectness, deltas, inputs["image_shape"], training_counts)
 
     def _proposals(self, inputs, features, sampling):
         # External proposals win: Fast R-CNN always, Faster R-CNN in step 2 of the
@@ -241,17 +250,7 @@ class FasterRCNN(keras.Model):
             valid = (proposals[..., 2] > proposals[..., 0]) & (proposals[..., 3] > proposals[..., 1])
             return None, None, proposals, valid
         objectness, deltas = self._rpn(features)
-        proposals, valid = generate_proposals(
-            objectness,
-            deltas,
-            self.anchors,
-            inputs["image_shape"],
-            coder=self.rpn_coder,
-            pre_nms_top_n=self.pre_nms_top_n[sampling],
-            post_nms_top_n=self.post_nms_top_n[sampling],
-            nms_iou=self.rpn_nms_iou,
-            min_size=self.rpn_min_size,
-        )
+        proposals, valid = self._rpn_proposals(objectness, deltas, inputs["image_shape"], sampling)
         return objectness, deltas, proposals, valid
 
     def call(self, inputs, training=False):

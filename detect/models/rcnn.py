@@ -27,6 +27,7 @@ from detect.boxes import clip_boxes, to_normalized_yxyx
 from detect.errors import DetectError
 from detect.matching import Matcher
 from detect.models.backbones import build_backbone
+from detect.models.faster_rcnn import constructor_kwargs
 from detect.nms import multiclass_nms
 from detect.targets import roi_targets_batch
 
@@ -205,10 +206,7 @@ class RCNN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("trainable", "dtype"):
-            config.pop(key, None)
-        return cls(**config)
+        return cls(**constructor_kwargs(config))
 
     # ----------------------------------------------------------------- features
     def crop_features(self, crops, training=False):
