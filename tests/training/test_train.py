@@ -149,12 +149,3 @@ def test_alternating_schedule_four_steps_share_a_frozen_backbone(tmp_path, shape
     train(config, out)
     assert [os.stat(w).st_mtime_ns for w in weights] == before
 
-
-def test_same_seed_same_losses(tmp_path, shapes):
-    config = load_config(write_config(tmp_path, shapes, epochs=1, steps_per_epoch=4))
-    losses = []
-    for run in range(2):
-        out = str(tmp_path / f"run{run}")
-        train(config, out)
-        losses.append([float(r["loss"]) for r in history(out)])
-    assert losses[0] == losses[1]
