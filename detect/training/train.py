@@ -279,7 +279,7 @@ def fit_model(model, config, out_dir, train_ds, val, steps, skipped, epochs=None
 def prepare_training(config, out_dir, resume):
     """Seed, check the output folder, load and check datasets; returns (config, train, val)."""
     keras.utils.set_random_seed(int(config["seed"]))
-    # Same seed, same losses on CPU: ops pick deterministic kernels (as DESIGN.md promises).
+    # Deterministic kernels, so that a seed reproduces a run as far as TensorFlow allows.
     tf.config.experimental.enable_op_determinism()
     backup = os.path.join(out_dir, "backup")
     states = ("alternating.json", "rcnn_state.json")
