@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from PIL import Image, ImageFile
 
 from detect.cli import main
-from detect.config import dump_config, from_dict
 from detect.data.coco import load_coco
 from detect.data.pipeline import SkippedImages, make_dataset
 from detect.data.records import Dataset, Record, load_dataset
@@ -115,23 +114,9 @@ def assert_one_line_error(result, *fragments):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(make_model_dir):
     """An untrained tiny Faster R-CNN folder (model.keras + config.yaml), 3 classes."""
-    from detect.models.registry import build_model
-
-    folder = tmp_path_factory.mktemp("model")
-    config = from_dict(
-        {
-            "backbone": {"name": "tiny", "width": 8},
-            "input": {"min_size": 64, "max_size": 64},
-            "rpn": {"anchor_sizes": [16, 32], "channels": 16, "post_nms_top_n_test": 20},
-            "roi": {"head_dim": 32},
-            "test": {"score_threshold": 0.0, "max_detections": 5},
-        }
-    )
-    build_model(config, MODEL_CLASSES).save(str(folder / "model.keras"))
-    dump_config(config, str(folder / "config.yaml"))
-    return folder
+    return make_model_dir(MODEL_CLASSES)
 
 
 # --------------------------------------------------------------------------- boxes and labels

@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detect.config import dump_config, from_dict
-from detect.models.registry import build_model
 
 FRAMES = 1000
 WARM = 100  # memory is measured from here on: the first batches trace and fill caches
@@ -59,20 +57,8 @@ class MemoryLog:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    config = from_dict(
-        {
-            "backbone": {"name": "tiny", "width": 8},
-            "input": {"min_size": 64, "max_size": 64},
-            "rpn": {"anchor_sizes": [16, 32], "channels": 16, "post_nms_top_n_test": 20},
-            "roi": {"head_dim": 32},
-            "test": {"score_threshold": 0.0, "max_detections": 5},
-        }
-    )
-    build_model(config, ["box"]).save(str(folder / "model.keras"))
-    dump_config(config, str(folder / "config.yaml"))
-    return str(folder)
+def model_dir(make_model_dir):
+    return str(make_model_dir(["box"]))
 
 
 WIDTH, HEIGHT = 256, 192

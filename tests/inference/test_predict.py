@@ -10,30 +10,15 @@ import pytest
 from PIL import Image
 
 import detect
-from detect.config import dump_config, from_dict
 from detect.inference.run import run_predict
 from detect.inference.video import VideoReader
-from detect.models.registry import build_model
 
 CLASSES = ["circle", "rectangle", "triangle"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    config = from_dict(
-        {
-            "backbone": {"name": "tiny", "width": 8},
-            "input": {"min_size": 64, "max_size": 64},
-            "rpn": {"anchor_sizes": [16, 32], "channels": 16, "post_nms_top_n_test": 20},
-            "roi": {"head_dim": 32},
-            "test": {"score_threshold": 0.0, "max_detections": 5},
-        }
-    )
-    model = build_model(config, CLASSES)
-    model.save(str(folder / "model.keras"))
-    dump_config(config, str(folder / "config.yaml"))
-    return str(folder)
+def model_dir(make_model_dir):
+    return str(make_model_dir(CLASSES))
 
 
 @pytest.fixture

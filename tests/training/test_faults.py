@@ -352,19 +352,10 @@ def test_disk_full_while_evaluating_keeps_the_earlier_files_whole(tmp_path, monk
         json.loads(after[name])  # each file is whole: the earlier version or the complete new one
 
 
-def test_disk_full_while_predicting_keeps_the_earlier_detections_whole(tmp_path, monkeypatch):
+def test_disk_full_while_predicting_keeps_the_earlier_detections_whole(tmp_path, monkeypatch, make_model_dir):
     from PIL import Image
 
-    from detect.config import dump_config, from_dict
-    from detect.models.registry import build_model
-
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    config = from_dict({"backbone": {"name": "tiny", "width": 8}, "input": {"min_size": 64, "max_size": 64},
-                        "rpn": {"anchor_sizes": [16, 32], "channels": 16, "post_nms_top_n_test": 20},
-                        "roi": {"head_dim": 32}, "test": {"score_threshold": 0.0, "max_detections": 5}})
-    build_model(config, ["square"]).save(str(model_dir / "model.keras"))
-    dump_config(config, str(model_dir / "config.yaml"))
+    model_dir = make_model_dir(["square"], tmp_path / "model")
     images = tmp_path / "images"
     images.mkdir()
     for i in range(2):
