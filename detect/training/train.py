@@ -204,7 +204,10 @@ def make_callbacks(config, out_dir, steps_per_epoch, val, skipped):
     if enabled:
         # Last: an epoch counts as finished for a resumed run only once its checkpoints
         # and history row are written, so a crash or a full disk in between loses no row.
-        out.append(keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), **opts))
+        # Two copies: a kill while the backup is being written leaves the previous one to
+        # resume from (Keras falls back to it when the newest file cannot be read).
+        backup = keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), **{"double_checkpoint": True, **opts})
+        out.append(backup)
     return out
 
 
