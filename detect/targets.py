@@ -7,8 +7,8 @@ Labels: 0 background, 1..K classes, -1 ignored / not sampled.
 
 import tensorflow as tf
 
-from detect.boxes import pairwise_iou
-from detect.matching import sample_balanced
+from detect.ops.boxes import pairwise_iou
+from detect.ops.matching import sample_balanced
 
 
 def _with_dummy_gt(gt_boxes, gt_labels):

@@ -17,14 +17,14 @@ Inputs (one dict):
 import keras
 import tensorflow as tf
 
-from detect.anchors import grid_anchors
-from detect.box_coder import BoxCoder
+from detect.ops.anchors import grid_anchors
+from detect.ops.box_coder import BoxCoder
 from detect.losses import detection_losses, rpn_losses
-from detect.matching import Matcher
+from detect.ops.matching import Matcher
 from detect.models.backbones import build_backbone
 from detect.models.heads import BoxPredictor
 from detect.models.postprocess import postprocess_detections
-from detect.models.roi_pool import RoIAlign, RoIPool
+from detect.ops.roi_pool import RoIAlign, RoIPool
 from detect.models.rpn import RPNHead, generate_proposals
 from detect.targets import roi_targets_batch, rpn_targets_batch
 

@@ -6,8 +6,8 @@ Shape shorthand: N images, P RoIs per image, K classes, D = max detections per i
 
 import tensorflow as tf
 
-from detect.boxes import clip_boxes
-from detect.nms import multiclass_nms
+from detect.ops.boxes import clip_boxes
+from detect.ops.nms import multiclass_nms
 
 
 def postprocess_detections(

@@ -22,13 +22,13 @@ Inputs are those of Fast R-CNN: images (N, H, W, 3) float32 RGB [0, 255], image_
 import keras
 import tensorflow as tf
 
-from detect.box_coder import BoxCoder
-from detect.boxes import clip_boxes, to_normalized_yxyx
+from detect.ops.box_coder import BoxCoder
+from detect.ops.boxes import clip_boxes, to_normalized_yxyx
 from detect.errors import DetectError
-from detect.matching import Matcher
+from detect.ops.matching import Matcher
 from detect.models.backbones import build_backbone
 from detect.models.faster_rcnn import constructor_kwargs
-from detect.nms import multiclass_nms
+from detect.ops.nms import multiclass_nms
 from detect.targets import roi_targets_batch
 
 SCORINGS = ("svm", "softmax")

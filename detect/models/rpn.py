@@ -2,15 +2,15 @@
 
 Shape shorthand: N images, Hf x Wf feature cells, A anchors per cell, M = Hf * Wf * A
 anchors, P proposals per image. Anchors are ordered cell-major (row, column), then the A
-cell anchors (detect.anchors.grid_anchors), which is the order a (N, Hf, Wf, A) conv
+cell anchors (detect.ops.anchors.grid_anchors), which is the order a (N, Hf, Wf, A) conv
 output has after reshaping to (N, M).
 """
 
 import keras
 import tensorflow as tf
 
-from detect.boxes import clip_boxes, small_box_mask
-from detect.nms import nms_padded
+from detect.ops.boxes import clip_boxes, small_box_mask
+from detect.ops.nms import nms_padded
 
 
 @keras.saving.register_keras_serializable(package="detect")

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from detect.box_coder import BoxCoder
+from detect.ops.box_coder import BoxCoder
 from detect.errors import DetectError
 from detect.models.rcnn import RCNN, context_boxes, warp_regions
 from detect.training.rcnn_train import fit_box_regressors, numpy_iou

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detect.nms import multiclass_nms, nms_padded
+from detect.ops.nms import multiclass_nms, nms_padded
 
 
 def _iou(box, others):

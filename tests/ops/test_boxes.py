@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detect import boxes as B
+from detect.ops import boxes as B
 
 
 def test_area_hand_computed_and_degenerate():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from detect.anchors import cell_anchors, grid_anchors
+from detect.ops.anchors import cell_anchors, grid_anchors
 
 R2 = math.sqrt(2.0)
 

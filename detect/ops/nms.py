@@ -8,7 +8,7 @@ descending score; a box is dropped when its IoU with an already kept box is
 
 import tensorflow as tf
 
-from detect.boxes import as_boxes
+from detect.ops.boxes import as_boxes
 
 
 def nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=float("-inf")):

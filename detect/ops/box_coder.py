@@ -12,7 +12,7 @@ import math
 
 import tensorflow as tf
 
-from detect.boxes import as_boxes
+from detect.ops.boxes import as_boxes
 
 # Degenerate widths are raised to this many pixels before dividing or taking logs, so
 # that padding rows (box 0) encode to finite values that a mask can then ignore.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detect.models.roi_pool import RoIAlign, RoIPool
+from detect.ops.roi_pool import RoIAlign, RoIPool
 
 
 def reference_bilinear(fmap, y, x):

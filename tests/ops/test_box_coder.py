@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detect.box_coder import BoxCoder
+from detect.ops.box_coder import BoxCoder
 
 ANCHOR = np.array([[0, 0, 10, 10]], np.float32)  # centre (5, 5), 10 x 10
 TARGET = np.array([[2, 4, 12, 24]], np.float32)  # centre (7, 14), 10 x 20

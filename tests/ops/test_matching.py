@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from detect.errors import DetectError
-from detect.matching import Matcher, sample_balanced
+from detect.ops.matching import Matcher, sample_balanced
 
 # Rows: ground truth, columns: predictions.
 IOU = np.array(
