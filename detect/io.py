@@ -1,0 +1,79 @@
+"""File helpers every writer in the toolkit uses.
+
+`atomic_write` is the one way a file is written: readers see either the old file or the
+whole new one, never a partial file, even after a crash, a full disk or a SIGKILL.
+"""
+
+import contextlib
+import json
+import os
+import uuid
+
+import numpy as np
+
+
+def temp_path_beside(path):
+    """A unique temporary name in `path`'s folder (os.replace is atomic within a file system)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", encoding="utf-8", fsync=True):
+    """Open a temporary file beside `path`; on a clean exit it replaces `path` atomically.
+
+    Usage: `with atomic_write("metrics.json") as f: json.dump(data, f)`. On an exception
+    (disk full, KeyboardInterrupt, ...) the temporary file is removed and `path` keeps its
+    earlier content. `mode` is "w" (text) or "wb" (bytes). The temporary file is opened with
+    open(..., "x"), which (unlike mkstemp) leaves the permissions to the umask.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = temp_path_beside(path)
+    kwargs = {"encoding": encoding} if mode == "w" else {}
+    try:
+        with open(tmp, mode.replace("w", "x"), **kwargs) as f:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside `path` for writers that want a file name (np.savez,
+    model.save, cv2.VideoWriter); moved onto `path` on a clean exit, removed otherwise.
+
+    Keeps the suffix of `path` (Keras and NumPy choose the format from it).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = temp_path_beside(path) + os.path.splitext(path)[1]
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def json_default(value):
+    """json.dump `default=` that turns NumPy scalars and arrays into Python values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def write_json(path, data, indent=1):
+    """Write `data` as JSON to `path` atomically (NumPy values allowed)."""
+    with atomic_write(path) as f:
+        json.dump(data, f, indent=indent, default=json_default)
+        f.write("\n")
