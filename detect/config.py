@@ -12,6 +12,7 @@ import os
 
 import yaml
 
+from detect.config_schema import check_types
 from detect.errors import DetectError
 
 # Keys whose value is a free-form mapping of keyword arguments (or null = off).
@@ -229,25 +230,6 @@ def _check_keys(config, defaults, prefix=""):
             raise DetectError(f"config key `{dotted}` must not be a mapping, got {value!r}")
 
 
-def _check_numbers(config, defaults, prefix=""):
-    """Keys with a numeric default must hold numbers.
-
-    PyYAML reads `1e-3` (no dot) as a string; for float keys such strings are converted.
-    """
-    for key, expected in defaults.items():
-        dotted, value = f"{prefix}{key}", config[key]
-        if isinstance(expected, dict):
-            _check_numbers(value, expected, dotted + ".")
-        elif isinstance(expected, (int, float)) and not isinstance(expected, bool):
-            if isinstance(value, str) and isinstance(expected, float):
-                try:
-                    value = config[key] = float(value)
-                except ValueError:
-                    pass
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise DetectError(f"config key `{dotted}` must be a number, got {value!r}")
-
-
 def _get(config, dotted):
     node = config
     for part in dotted.split("."):
@@ -256,12 +238,14 @@ def _get(config, dotted):
 
 
 def validate(config):
-    """Raise DetectError for unknown keys, non-numbers or invalid choices; returns the config.
+    """Raise DetectError for unknown keys, values of the wrong type or range (config_schema)
+    or invalid choices; returns the config.
 
-    Float keys given strings such as "1e-3" are converted in place.
+    Values are normalized in place: float keys given ints or strings such as "1e-3" become
+    floats, 0/1 flags become bools.
     """
     _check_keys(config, DEFAULTS)
-    _check_numbers(config, DEFAULTS)
+    check_types(config, DEFAULTS, _FREE_KEYS)
     for dotted, choices in _REQUIRED_CHOICES.items():
         value = _get(config, dotted)
         if value not in choices:

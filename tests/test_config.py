@@ -148,7 +148,7 @@ def test_min_size_above_max_size_is_an_error(base_and_variant):
 
 
 def test_number_key_given_a_word_is_an_error(base_and_variant):
-    with pytest.raises(DetectError, match=r"config key `input\.min_size` must be a number, got 'big'"):
+    with pytest.raises(DetectError, match=r"config key `input\.min_size` must be an integer >= 1, got 'big'"):
         load_config(base_and_variant, ["input.min_size=big"])
 
 
