@@ -136,7 +136,7 @@ _FORMAT = click.Choice(["coco", "voc", "csv"])
 def data_inspect(fmt, annotations, images, split, classes, plot):
     """Count images, boxes per class, negatives and box sizes; validate; optionally plot."""
     from detect.data.inspect import format_report, inspect, plot_grid
-    from detect.data.records import load_dataset
+    from detect.data.formats import load_dataset
 
     dataset = load_dataset(fmt, annotations, images=images, split=split, classes=classes)
     click.echo(format_report(inspect(dataset)))

@@ -20,7 +20,8 @@ from PIL import Image, ImageFile
 from detect.cli import main
 from detect.data.coco import load_coco
 from detect.data.pipeline import SkippedImages, make_dataset
-from detect.data.records import Dataset, Record, load_dataset
+from detect.data.formats import load_dataset
+from detect.data.records import Dataset, Record
 from detect.data.validate import validate
 from detect.errors import DetectError
 

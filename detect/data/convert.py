@@ -4,7 +4,8 @@ import dataclasses
 import logging
 import os
 
-from detect.data.records import Dataset, load_dataset, write_coco
+from detect.data.formats import load_dataset
+from detect.data.records import Dataset, write_coco
 
 logger = logging.getLogger(__name__)
 

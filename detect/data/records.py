@@ -1,7 +1,8 @@
 """Dataset and Record: the one in-memory form of every annotation format.
 
-Readers (coco.py, voc.py, csv.py) turn their files into a Dataset; validate.py cleans it;
-write_coco() writes it back out as COCO JSON.
+Readers (coco.py, voc.py, csv.py, yolo.py, labelme.py, cvat.py) turn their files into a
+Dataset; validate.py cleans it; formats.load_dataset() does both for a format name;
+write_coco() writes it back out as COCO JSON. This module imports no reader.
 
 Conventions:
     boxes:  (N, 4) float32 xyxy in absolute pixels of the image, 0 <= x1 < x2 <= W.
@@ -21,9 +22,6 @@ import numpy as np
 from detect.errors import DetectError
 
 logger = logging.getLogger(__name__)
-
-FORMATS = ("coco", "voc", "csv")
-
 
 @dataclasses.dataclass(eq=False)
 class Record:
@@ -84,14 +82,18 @@ class Dataset:
         records: one Record per image, negatives (no boxes) included.
         category_ids: original category id of label k at [k - 1].
         source: the path the dataset was loaded from.
+        notes: {what: count} a reader reports about its conversions (e.g. polygons
+            reduced to their bounding box); shown in the validation summary.
     """
 
     classes: list
     records: list
     category_ids: list = None
     source: str = ""
+    notes: dict = None
 
     def __post_init__(self):
+        self.notes = dict(self.notes or {})
         self.classes = [str(name) for name in self.classes]
         if self.category_ids is None:
             self.category_ids = list(range(1, len(self.classes) + 1))
@@ -192,60 +194,3 @@ def write_coco(dataset, path):
             os.remove(tmp)
         raise
 
-
-def load_dataset(format, annotations, images=None, split=None, classes=None,
-                 check_images=True):
-    """Load, validate and summarise a dataset.
-
-    Args:
-        format: "coco", "voc" or "csv".
-        annotations: COCO json file | VOC root (Annotations/, JPEGImages/, ImageSets/Main/)
-            | keras-retinanet CSV file.
-        images: folder image names are relative to (COCO: default the json's folder, then
-            <json dir>/../images; VOC: default root/JPEGImages; CSV: default the CSV's folder).
-        split: VOC only: ImageSets/Main/<split>.txt (None: every xml in Annotations/).
-        classes: VOC: list of class names or a text file with one name per line;
-            CSV: class-mapping CSV `name,id`. Not used for COCO.
-        check_images: check that every image exists, has a readable header and matches
-            its annotated size. CSV images are always opened: their sizes come from the
-            headers.
-
-    Returns:
-        the validated Dataset; its summary is logged.
-    """
-    from detect.data.validate import validate
-
-    if format not in FORMATS:
-        raise DetectError(f"unknown dataset format {format!r}: expected one of {FORMATS}")
-    if os.path.isfile(annotations) and os.path.getsize(annotations) == 0:
-        raise DetectError(f"{annotations}: the annotation file is empty")
-    if split is not None and format != "voc":
-        logger.warning("split=%r ignored: only VOC datasets have split files", split)
-    if format == "coco":
-        from detect.data.coco import load_coco
-
-        if classes is not None:
-            raise DetectError("classes is not used for COCO: the json lists its categories")
-        dataset = load_coco(annotations, images)
-    elif format == "voc":
-        from detect.data.voc import load_voc
-
-        dataset = load_voc(annotations, split, images, classes=_class_names(classes))
-    else:
-        from detect.data.csv import load_csv
-
-        dataset = load_csv(annotations, classes, images_dir=images)
-    dataset, summary = validate(dataset, check_images=check_images)
-    logger.info("%s", summary)
-    return dataset
-
-
-def _class_names(classes):
-    """A list of names, or the lines of a text file when classes is a path."""
-    if classes is None or isinstance(classes, (list, tuple)):
-        return classes
-    try:
-        with open(classes, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    except OSError as error:
-        raise DetectError(f"cannot read class list {classes}: {error.strerror}") from None

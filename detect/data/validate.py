@@ -35,8 +35,10 @@ class Summary:
     dropped: int = 0
     negatives: int = 0
     classes: int = 0
+    notes: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self):
+        notes = [f"  {what}: {count}" for what, count in self.notes.items() if count]
         return "\n".join(
             [
                 f"dataset {self.source}",
@@ -45,6 +47,7 @@ class Summary:
                 f"  clipped:   {self.clipped} boxes partly outside their image",
                 f"  dropped:   {self.dropped} degenerate, inverted, NaN or outside boxes",
             ]
+            + notes
         )
 
 
@@ -59,7 +62,7 @@ def validate(dataset, check_images=True):
     Returns:
         (Dataset, Summary): a new Dataset with cleaned boxes, and the counts.
     """
-    summary = Summary(source=dataset.source, classes=len(dataset.classes))
+    summary = Summary(source=dataset.source, classes=len(dataset.classes), notes=dict(dataset.notes))
     records = []
     for record in dataset.records:
         _check_record(record, len(dataset.classes), check_images, dataset.source)
@@ -83,6 +86,7 @@ def validate(dataset, check_images=True):
         records=records,
         category_ids=list(dataset.category_ids),
         source=dataset.source,
+        notes=dict(dataset.notes),
     )
     return cleaned, summary
 

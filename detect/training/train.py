@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from detect.config import dump_config
 from detect.data.pipeline import SkippedImages, make_dataset
-from detect.data.records import load_dataset
+from detect.data.formats import load_dataset
 from detect.errors import DetectError
 from detect.models.registry import build_model
 from detect.training import callbacks as cbs

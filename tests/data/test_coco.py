@@ -9,7 +9,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from detect.data.coco import load_coco
-from detect.data.records import Dataset, Record, load_dataset, write_coco
+from detect.data.formats import load_dataset
+from detect.data.records import Dataset, Record, write_coco
 from detect.errors import DetectError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")

@@ -8,7 +8,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from detect.data.convert import convert, images_root
-from detect.data.records import Dataset, load_dataset
+from detect.data.formats import load_dataset
+from detect.data.records import Dataset
 from detect.errors import DetectError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")

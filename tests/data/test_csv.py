@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from detect.data.csv import load_csv
-from detect.data.records import load_dataset
+from detect.data.formats import load_dataset
 from detect.errors import DetectError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")

@@ -9,7 +9,8 @@ import tensorflow as tf
 from PIL import Image
 
 from detect.data.pipeline import SkippedImages, canvas_for, make_dataset, prepare_image
-from detect.data.records import Dataset, Record, load_dataset
+from detect.data.formats import load_dataset
+from detect.data.records import Dataset, Record
 from detect.errors import DetectError
 
 MIN_SIZE, MAX_SIZE, MAX_BOXES = 64, 128, 4

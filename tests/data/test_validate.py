@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detect.data.records import Dataset, Record, load_dataset
+from detect.data.formats import load_dataset
+from detect.data.records import Dataset, Record
 from detect.data.validate import validate
 from detect.errors import DetectError
 
@@ -139,5 +140,5 @@ def test_load_dataset_applies_validation_to_coco(tmp_path, caplog):
 
 
 def test_load_dataset_unknown_format():
-    with pytest.raises(DetectError, match="unknown dataset format 'yolo'"):
-        load_dataset("yolo", "x")
+    with pytest.raises(DetectError, match="unknown dataset format 'kitti'"):
+        load_dataset("kitti", "x")

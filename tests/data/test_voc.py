@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from detect.data.records import load_dataset
+from detect.data.formats import load_dataset
 from detect.data.voc import VOC_CLASSES, load_voc
 from detect.errors import DetectError
 

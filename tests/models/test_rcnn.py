@@ -188,7 +188,7 @@ def test_numpy_iou_by_hand():
 
 @pytest.fixture(scope="module")
 def tiny_shapes(tmp_path_factory):
-    from detect.data.records import load_dataset
+    from detect.data.formats import load_dataset
     from detect.data.shapes import generate_shapes
     from detect.proposals.cache import compute_proposals
 
