@@ -7,6 +7,8 @@ they are mapped to labels 1..K in ascending id order, and Dataset.category_ids m
 
 import json
 import logging
+import math
+import numbers
 import os
 
 import numpy as np
@@ -31,7 +33,7 @@ def load_coco(annotations_path, images_dir=None):
         annotations are kept as negatives); crowd annotations are kept with iscrowd=True.
     """
     data = _read_json(annotations_path)
-    categories = _categories(data["categories"], annotations_path)
+    categories = category_table(data["categories"], annotations_path)
     category_ids = sorted(categories)
     label_of = {cat_id: label for label, cat_id in enumerate(category_ids, start=1)}
     images = _images(data["images"], annotations_path, images_dir)
@@ -87,20 +89,66 @@ def _read_json(path):
     return data
 
 
-def _categories(entries, path):
-    """{category id: name}."""
-    categories = {}
-    for entry in entries:
-        try:
-            cat_id, name = int(entry["id"]), str(entry["name"])
-        except (KeyError, TypeError, ValueError):
-            raise DetectError(
-                f"{path}: category {entry!r} needs an integer id and a name"
-            ) from None
+def _is_number(value):
+    """A JSON number (int or float, NumPy scalars too), not a bool and not a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def category_table(entries, path):
+    """{category id: name} of a COCO "categories" list; the one rule for every command.
+
+    Ids are integers, names non-empty strings, both unique: a duplicate name is an error
+    naming both ids (merging them would silently pool two classes' counts).
+    """
+    categories, id_of = {}, {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not _is_int(entry.get("id")) or not isinstance(entry.get("name"), str) \
+                or not entry["name"].strip():
+            raise DetectError(f"{path}: categories[{index}] needs an integer 'id' and a non-empty 'name', "
+                              f"got {entry!r}")
+        cat_id, name = int(entry["id"]), entry["name"]
         if cat_id in categories:
             raise DetectError(f"{path}: duplicate category id {cat_id}")
-        categories[cat_id] = name
+        if name in id_of:
+            raise DetectError(f"{path}: category name '{name}' is used by ids {id_of[name]} and {cat_id}")
+        categories[cat_id], id_of[name] = name, cat_id
     return categories
+
+
+def annotation_where(path, ann, index):
+    """How messages name an annotation: `PATH: annotation id 7 (entry 6)`."""
+    if isinstance(ann, dict) and "id" in ann:
+        return f"{path}: annotation id {ann['id']!r} (entry {index})"
+    return f"{path}: annotation entry {index}"
+
+
+def annotation_values(ann, where):
+    """(bbox [x, y, w, h] floats, iscrowd, difficult) of one annotation, types checked.
+
+    bbox holds 4 finite numbers (not strings: `"10"` is an error, as pycocotools would
+    fail on it); iscrowd and difficult are absent or the number 0 or 1 (`"0"` is an error:
+    as a truthy string it would turn every box into a crowd region).
+    """
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, (list, tuple, np.ndarray)) or len(bbox) != 4 \
+            or not all(_is_number(v) and math.isfinite(v) for v in bbox):
+        raise DetectError(f"{where} needs a bbox of 4 numbers [x, y, w, h], got {_short(bbox)}")
+    flags = []
+    for key in ("iscrowd", "difficult"):
+        value = ann.get(key, 0)
+        if not _is_number(value) or value not in (0, 1):
+            raise DetectError(f"{where}: {key} must be the number 0 or 1, got {_short(value)}")
+        flags.append(bool(value))
+    return [float(v) for v in bbox], flags[0], flags[1]
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _images(entries, path, images_dir):
@@ -108,12 +156,11 @@ def _images(entries, path, images_dir):
     json_dir = os.path.dirname(os.path.abspath(path))
     images = {}
     for index, entry in enumerate(entries):
-        try:
-            image_id, file_name = int(entry["id"]), str(entry["file_name"])
-        except (KeyError, TypeError, ValueError):
+        if not isinstance(entry, dict) or not _is_int(entry.get("id")) or not isinstance(entry.get("file_name"), str):
             raise DetectError(
-                f"{path}: image entry {index} needs an integer 'id' and a 'file_name'"
-            ) from None
+                f"{path}: image entry {index} needs an integer 'id' and a 'file_name' string, got {_short(entry)}"
+            )
+        image_id, file_name = int(entry["id"]), entry["file_name"]
         if image_id in images:
             raise DetectError(f"{path}: duplicate image id {image_id} ({file_name})")
         image_path = _resolve(file_name, images_dir, json_dir)
@@ -135,12 +182,14 @@ def _resolve(file_name, images_dir, json_dir):
 def _size(entry, image_path, path):
     """(width, height) from the entry, else from the image header with a warning."""
     if "width" in entry and "height" in entry:
-        try:
-            return int(entry["width"]), int(entry["height"])
-        except (TypeError, ValueError):
+        width, height = entry["width"], entry["height"]
+        if not (_is_number(width) and _is_number(height) and width == int(width) and height == int(height)
+                and width > 0 and height > 0):
             raise DetectError(
-                f"{path}: image {entry.get('file_name')}: width/height must be integers"
-            ) from None
+                f"{path}: image id {entry.get('id')!r} ({entry.get('file_name')}): width and height must be "
+                f"positive integers, got {width!r} x {height!r}"
+            )
+        return int(width), int(height)
     logger.warning("%s: image %s has no width/height; reading the image header",
                    path, entry.get("file_name"))
     return image_size(image_path)
@@ -148,21 +197,15 @@ def _size(entry, image_path, path):
 
 def _annotation(ann, index, path, images, label_of):
     """(image_id, (box xyxy, label, iscrowd, difficult)) for one annotation dict."""
-    name = f"annotation id {ann.get('id', '?')} (entry {index})" if isinstance(ann, dict) \
-        else f"annotation entry {index}"
+    name = annotation_where(path, ann, index)
     if not isinstance(ann, dict):
-        raise DetectError(f"{path}: {name} is not an object")
+        raise DetectError(f"{name} is not an object")
     image_id = ann.get("image_id")
-    if image_id not in images:
-        raise DetectError(f"{path}: {name} refers to unknown image_id {image_id!r}")
+    if not _is_int(image_id) or image_id not in images:
+        raise DetectError(f"{name} refers to unknown image_id {image_id!r}")
     cat_id = ann.get("category_id")
-    if cat_id not in label_of:
-        raise DetectError(f"{path}: {name} has unknown category_id {cat_id!r}")
-    bbox = ann.get("bbox")
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        raise DetectError(f"{path}: {name} needs a bbox [x, y, w, h], got {bbox!r}") from None
+    if not _is_int(cat_id) or cat_id not in label_of:
+        raise DetectError(f"{name} has unknown category_id {cat_id!r}")
+    (x, y, w, h), iscrowd, difficult = annotation_values(ann, name)
     box = np.array([x, y, x + w, y + h], np.float32)
-    return image_id, (box, label_of[cat_id], bool(ann.get("iscrowd", 0)),
-                      bool(ann.get("difficult", 0)))
+    return image_id, (box, label_of[cat_id], iscrowd, difficult)

@@ -22,6 +22,7 @@ import numbers
 
 import numpy as np
 
+from detect.data.coco import annotation_values, annotation_where, category_table
 from detect.errors import DetectError
 
 logger = logging.getLogger(__name__)
@@ -49,28 +50,21 @@ def check_ground_truth(gt, source="ground truth"):
     for key in ("images", "annotations", "categories"):
         if not isinstance(gt.get(key), list):
             raise DetectError(f"{source}: missing list '{key}'")
-    names = {}
-    for i, cat in enumerate(gt["categories"]):
-        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-            raise DetectError(f"{source}: categories[{i}] needs 'id' and 'name'")
-        if cat["name"] in names:
-            raise DetectError(f"{source}: category name '{cat['name']}' is used by ids "
-                              f"{names[cat['name']]} and {cat['id']}")
-        names[cat["name"]] = cat["id"]
+    category_ids = set(category_table(gt["categories"], source))  # same rules as every command
     image_ids = set()
     for i, image in enumerate(gt["images"]):
         if not isinstance(image, dict) or "id" not in image:
             raise DetectError(f"{source}: images[{i}] has no 'id'")
         image_ids.add(image["id"])
-    category_ids = set(names.values())
     for i, ann in enumerate(gt["annotations"]):
-        where = f"{source}: annotations[{i}]"
+        where = annotation_where(source, ann, i)
         if not isinstance(ann, dict) or any(k not in ann for k in ("image_id", "category_id", "bbox")):
             raise DetectError(f"{where} needs 'image_id', 'category_id' and 'bbox'")
         if ann["image_id"] not in image_ids:
             raise DetectError(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
         if ann["category_id"] not in category_ids:
             raise DetectError(f"{where}: category_id {ann['category_id']!r} is not in 'categories'")
+        annotation_values(ann, where)
         _check_bbox(ann["bbox"], where)
 
 

@@ -147,7 +147,7 @@ def test_bad_detections_raise_detect_error_naming_the_culprit(det, message):
 
 def test_bad_ground_truth_raises_detect_error():
     gt = _gt([{"image_id": 9, "category_id": 2, "bbox": [10, 10, 40, 40]}])
-    with pytest.raises(DetectError, match=r"annotations\[0\]: image_id 9"):
+    with pytest.raises(DetectError, match=r"annotation id 1 \(entry 0\): image_id 9"):
         coco_evaluate(gt, [])
     with pytest.raises(DetectError, match="missing list 'categories'"):
         coco_evaluate({"images": [], "annotations": []}, [])
