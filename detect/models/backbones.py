@@ -9,8 +9,10 @@ Every backbone is a pair of Keras models built by `build_backbone`:
   (res5) followed by global average pooling, as in the ResNet paper's Faster R-CNN, fed
   with RoIs pooled at twice the output size (`roi_pool_size` says which size).
 
-`weights`: "none" (random init), "imagenet" (Keras' cache `$KERAS_HOME/models/`, no
-download needed when the file is there) or a path to a `.weights.h5` file for the trunk.
+`weights`: "none" (random init), "imagenet" (keras.applications' files through Keras' own
+download and cache, see detect.models.pretrained; VGG16's fc6/fc7 start from ImageNet
+fc1/fc2 of the include_top file, as in the Fast R-CNN paper) or a path to a `.weights.h5`
+file for the trunk.
 """
 
 import os
@@ -18,23 +20,17 @@ import os
 import keras
 
 from detect.errors import DetectError
+from detect.models.pretrained import imagenet_weights_path, load_dense_from_h5
 
-# (keras.applications constructor name, stride-16 layer, res5 first/last layer, cache file)
+# (keras.applications constructor name, stride-16 layer, res5 last layer)
 _APPLICATIONS = {
-    "vgg16": ("VGG16", "block5_conv3", None, "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "resnet50": (
-        "ResNet50",
-        "conv4_block6_out",
-        "conv5_block3_out",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    "resnet101": (
-        "ResNet101",
-        "conv4_block23_out",
-        "conv5_block3_out",
-        "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
+    "vgg16": ("VGG16", "block5_conv3", None),
+    "resnet50": ("ResNet50", "conv4_block6_out", "conv5_block3_out"),
+    "resnet101": ("ResNet101", "conv4_block23_out", "conv5_block3_out"),
 }
+
+# Fast R-CNN: dropout 0.5 after fc6 and fc7 of VGG16 (as in its ImageNet training).
+_DEFAULT_HEAD_DROPOUT = {"vgg16": 0.5}
 
 # Caffe-style normalization used by keras.applications VGG16 / ResNet (BGR, mean only).
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -61,23 +57,6 @@ class PixelNormalization(keras.layers.Layer):
         return {**super().get_config(), "mean": self.mean, "std": self.std, "bgr": self.bgr}
 
 
-def keras_cache_path(file_name):
-    """Where keras.applications looks for a downloaded weights file."""
-    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(home, "models", file_name)
-
-
-def _imagenet_weights(name):
-    file_name = _APPLICATIONS[name][3]
-    path = keras_cache_path(file_name)
-    if not os.path.isfile(path):
-        raise DetectError(
-            f"ImageNet weights for {name} are not in Keras' cache: place {file_name} at {path} "
-            "(or use backbone.weights: none)"
-        )
-    return path
-
-
 def _tiny_trunk(width):
     """4 x [3x3 conv + BatchNorm + ReLU + 2x2 max-pool]: stride 16, 8*width channels."""
     inputs = keras.Input((None, None, 3), name="images")
@@ -91,20 +70,26 @@ def _tiny_trunk(width):
     return keras.Model(inputs, x, name="tiny_trunk")
 
 
-def fc_head(input_shape, dim, name="fc_head", svd_ranks=None):
-    """fc6/fc7: flatten -> Dense(dim) -> ReLU -> Dense(dim) -> ReLU.
+def fc_head(input_shape, dim, name="fc_head", svd_ranks=None, dropout=0.0):
+    """fc6/fc7: flatten -> Dense(dim) -> ReLU [-> Dropout] -> Dense(dim) -> ReLU [-> Dropout].
 
+    Flatten is Keras' row-major (y, x, channel) order, the order of VGG16's own flatten
+    before fc1, so ImageNet fc1/fc2 kernels load into fc6/fc7 unchanged. `dropout` > 0 adds
+    Dropout layers `drop6` / `drop7` (active only with training=True).
     `svd_ranks=(r6, r7)` factorizes both layers as truncated SVD does (detect.models.svd):
     `fc6_svd` Dense(r6, linear, no bias) -> `fc6` Dense(dim, ReLU); likewise fc7. A rank is
     clipped to min(inputs, dim), where the factorization is already exact.
     """
     inputs = keras.Input(input_shape, name="roi_features")
     x = keras.layers.Flatten(name="flatten")(inputs)
-    for layer_name, rank in zip(("fc6", "fc7"), svd_ranks or (None, None)):
+    for index, rank in zip((6, 7), svd_ranks or (None, None)):
+        layer_name = f"fc{index}"
         if rank is not None:
             rank = min(int(rank), int(x.shape[-1]), int(dim))
             x = keras.layers.Dense(rank, use_bias=False, name=f"{layer_name}_svd")(x)
         x = keras.layers.Dense(dim, activation="relu", name=layer_name)(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"drop{index}")(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -112,8 +97,22 @@ def _application(name, weights):
     constructor = getattr(keras.applications, _APPLICATIONS[name][0])
     model = constructor(include_top=False, weights=None, input_shape=(None, None, 3))
     if weights == "imagenet":
-        model.load_weights(_imagenet_weights(name))
+        model.load_weights(imagenet_weights_path(name))
     return model
+
+
+def _vgg16_head(roi_size, channels, head_dim, weights, svd_ranks, dropout):
+    """fc6/fc7 for VGG16; with ImageNet weights they start from fc1/fc2 (7x7x512 -> 4096)."""
+    head = fc_head((roi_size, roi_size, channels), head_dim, svd_ranks=svd_ranks, dropout=dropout)
+    if weights != "imagenet":
+        return head
+    if svd_ranks is not None or roi_size != 7 or head_dim != 4096:
+        raise DetectError(
+            "backbone.weights: imagenet initializes fc6/fc7 from VGG16's fc1/fc2, which needs roi size 7, "
+            f"head_dim 4096 and no SVD (got roi size {roi_size}, head_dim {head_dim}, svd {svd_ranks})"
+        )
+    load_dense_from_h5(head, imagenet_weights_path("vgg16", include_top=True), {"fc6": "fc1", "fc7": "fc2"})
+    return head
 
 
 def _freeze_batchnorm(model):
@@ -123,7 +122,9 @@ def _freeze_batchnorm(model):
             layer.trainable = False
 
 
-def build_backbone(name, weights="none", roi_size=7, head_dim=4096, width=32, head_svd_ranks=None):
+def build_backbone(
+    name, weights="none", roi_size=7, head_dim=4096, width=32, head_svd_ranks=None, head_dropout=None
+):
     """Build (trunk, roi_head, info) for a backbone name.
 
     Args:
@@ -133,6 +134,8 @@ def build_backbone(name, weights="none", roi_size=7, head_dim=4096, width=32, he
       head_dim: fc6/fc7 width for fc heads.
       width: first-block channels of the tiny trunk.
       head_svd_ranks: (r6, r7) to build fc6/fc7 factorized (see fc_head); fc heads only.
+      head_dropout: dropout rate after fc6 and fc7 (fc heads); None = 0.5 for vgg16 as in
+        the paper, 0 for tiny.
     Returns:
       trunk, roi_head, info dict with `channels` (C), `stride` (16), `roi_pool_size`.
     """
@@ -140,16 +143,17 @@ def build_backbone(name, weights="none", roi_size=7, head_dim=4096, width=32, he
         raise DetectError(f"backbone.weights: file not found: {weights}")
     if head_svd_ranks is not None and name not in ("tiny", "vgg16"):
         raise DetectError(f"head SVD ranks apply to fc6/fc7 heads (tiny, vgg16); {name} has a res5 head")
+    dropout = _DEFAULT_HEAD_DROPOUT.get(name, 0.0) if head_dropout is None else float(head_dropout)
     if name == "tiny":
         if weights == "imagenet":
             raise DetectError("backbone.weights: the tiny backbone has no ImageNet weights")
         trunk = _tiny_trunk(width)
         channels = width * 8
-        roi_head = fc_head((roi_size, roi_size, channels), head_dim, svd_ranks=head_svd_ranks)
+        roi_head = fc_head((roi_size, roi_size, channels), head_dim, svd_ranks=head_svd_ranks, dropout=dropout)
         pool_size = roi_size
     elif name in _APPLICATIONS:
         app = _application(name, weights)
-        _, out_layer, res5_out, _ = _APPLICATIONS[name]
+        _, out_layer, res5_out = _APPLICATIONS[name]
         inputs = keras.Input((None, None, 3), name="images")
         mean = _CAFFE_MEAN_BGR
         x = PixelNormalization(mean, (1.0, 1.0, 1.0), bgr=True, name="normalize")(inputs)
@@ -161,7 +165,7 @@ def build_backbone(name, weights="none", roi_size=7, head_dim=4096, width=32, he
             for layer in app.layers:
                 if layer.name.startswith(("block1_", "block2_")):
                     layer.trainable = False
-            roi_head = fc_head((roi_size, roi_size, channels), head_dim, svd_ranks=head_svd_ranks)
+            roi_head = _vgg16_head(roi_size, channels, head_dim, weights, head_svd_ranks, dropout)
             pool_size = roi_size
         else:
             _freeze_batchnorm(app)
@@ -182,3 +186,24 @@ def build_backbone(name, weights="none", roi_size=7, head_dim=4096, width=32, he
         except Exception as e:  # noqa: BLE001 - any load failure is the user's file
             raise DetectError(f"backbone.weights: cannot load {weights}: {e}") from None
     return trunk, roi_head, {"channels": int(channels), "stride": 16, "roi_pool_size": pool_size}
+
+
+# Layers build_backbone freezes in keras.applications backbones: VGG16 conv1-2 (Fast R-CNN
+# paper), ResNet conv1-2 and every BatchNorm (`*_bn`). The tiny backbone's BatchNorm
+# (`bn1`..`bn4`) trains from scratch and is not matched.
+_FIXED_PREFIXES = ("block1_", "block2_", "conv1_", "conv2_")
+
+
+def freeze_fixed_layers(model):
+    """Re-apply the build-time freezing inside `model` (a trunk or box head), e.g. after
+    `model.trainable = True`, which Keras propagates to every sublayer."""
+    for layer in _all_layers(model):
+        bn = isinstance(layer, keras.layers.BatchNormalization) and layer.name.endswith("_bn")
+        if bn or layer.name.startswith(_FIXED_PREFIXES):
+            layer.trainable = False
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _all_layers(layer)
