@@ -70,6 +70,7 @@ DEFAULTS = {
         "batch_size": 128,
         "positive_fraction": 0.25,
         "fg_iou": 0.5,
+        "bg_iou_low": 0.0,  # background IoU in [bg_iou_low, fg_iou); Fast R-CNN paper 0.1
         "head_dim": 4096,  # fc head width (fc6/fc7); ResNet backbones use res5 instead
         "box_weights": [10.0, 10.0, 5.0, 5.0],
         "head_svd": None,  # [r6, r7]: truncated SVD of fc6/fc7 applied by `detect export`
@@ -104,6 +105,7 @@ DEFAULTS = {
         "time_budget_minutes": None,  # stop after this many minutes (end of an epoch)
         "val_steps": None,  # validation batches per evaluation (default: the whole split)
         "val_every": 1,  # validate every N epochs
+        "deterministic": False,  # TF op determinism (same seed -> same losses); GPU-safe kernels
     },
     "rcnn": {
         "crop_size": 224,  # warped region side (tiny: multiple of 16, VGG16 / ResNet: of 32)
