@@ -3,6 +3,16 @@
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Tests write the toolkit's caches (image headers, ...) into a temporary folder, not
+    into the user's ~/.cache/detect."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DETECT_CACHE_DIR", str(tmp_path_factory.mktemp("detect-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def make_model_dir(tmp_path_factory):
     """Factory: an untrained tiny Faster R-CNN model folder (model.keras + config.yaml)
