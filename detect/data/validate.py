@@ -9,15 +9,17 @@ Box problems are repaired where the intent is clear and dropped otherwise:
 Problems that make the data untrustworthy are a DetectError naming the file: a label
 outside 1..K, a missing or unreadable image, or a width/height that disagrees with the
 image header.
+
+Image headers are read through a HeaderCache (header_cache.py): a second check of the
+same, unchanged files reads no image.
 """
 
 import dataclasses
 import logging
-import os
 
 import numpy as np
 
-from detect.data.images import image_size
+from detect.data.header_cache import HeaderCache
 from detect.data.records import Dataset
 from detect.errors import DetectError
 
@@ -63,9 +65,10 @@ def validate(dataset, check_images=True):
         (Dataset, Summary): a new Dataset with cleaned boxes, and the counts.
     """
     summary = Summary(source=dataset.source, classes=len(dataset.classes), notes=dict(dataset.notes))
+    headers = HeaderCache(dataset.source) if check_images else None
     records = []
     for record in dataset.records:
-        _check_record(record, len(dataset.classes), check_images, dataset.source)
+        _check_record(record, len(dataset.classes), headers, dataset.source)
         keep, boxes, clipped = _clean_boxes(record)
         summary.clipped += clipped
         summary.dropped += int(np.count_nonzero(~keep))
@@ -80,6 +83,8 @@ def validate(dataset, check_images=True):
         )
         summary.boxes += int(np.count_nonzero(keep))
         summary.negatives += int(not keep.any())
+    if headers is not None:
+        headers.save()
     summary.images = len(records)
     cleaned = Dataset(
         classes=list(dataset.classes),
@@ -91,8 +96,8 @@ def validate(dataset, check_images=True):
     return cleaned, summary
 
 
-def _check_record(record, num_classes, check_images, source):
-    """DetectError for a bad label, size or image file."""
+def _check_record(record, num_classes, headers, source):
+    """DetectError for a bad label, size or image file (files only with a HeaderCache)."""
     bad = (record.labels < 1) | (record.labels > num_classes)
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
@@ -104,11 +109,12 @@ def _check_record(record, num_classes, check_images, source):
         raise DetectError(
             f"{record.path}: invalid image size {record.width}x{record.height} in the annotations"
         )
-    if not check_images:
+    if headers is None:
         return
-    if not os.path.isfile(record.path):
-        raise DetectError(f"image file not found: {record.path} (listed in {source})")
-    width, height = image_size(record.path)
+    try:
+        width, height = headers.image_size(record.path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DetectError(f"image file not found: {record.path} (listed in {source})") from None
     if (width, height) != (record.width, record.height):
         raise DetectError(
             f"{record.path}: annotations say {record.width}x{record.height} (WxH) "
