@@ -8,6 +8,7 @@ sorted unique names.
 """
 
 import csv
+import logging
 import os
 
 import numpy as np
@@ -15,6 +16,8 @@ import numpy as np
 from detect.data.images import image_size
 from detect.data.records import Dataset, Record
 from detect.errors import DetectError
+
+logger = logging.getLogger(__name__)
 
 
 def load_csv(path, classes_path=None, images_dir=None):
@@ -63,7 +66,7 @@ def load_csv(path, classes_path=None, images_dir=None):
 def _group_rows(path):
     """{file_name: (first line, [(box (4,) xyxy, class name, line)])} in file order."""
     images = {}
-    for line, row in _read_rows(path, 6, "path,x1,y1,x2,y2,class_name"):
+    for line, row in _read_rows(path, 6, "path,x1,y1,x2,y2,class_name", numeric=(1, 2, 3, 4)):
         file_name = row[0].strip()
         if not file_name:
             raise DetectError(f"{path}:{line}: empty image path")
@@ -89,16 +92,25 @@ def _image_size(image_path, where):
         raise DetectError(f"{error} ({where})") from None
 
 
-def _read_rows(path, columns, layout):
-    """[(1-based line number, row)] of a CSV file; blank lines skipped."""
+def _read_rows(path, columns, layout, numeric):
+    """[(1-based line number, row)] of a CSV file; blank lines skipped.
+
+    Files from Excel or pandas are read as written: a UTF-8 byte-order mark is dropped,
+    CRLF line ends are accepted, and a first row whose `numeric` columns are all words
+    (e.g. `path,x1,y1,x2,y2,class_name`) is a header row and skipped.
+    """
     if not os.path.isfile(path):
         raise DetectError(f"CSV file not found: {path}")
     rows = []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             for row in reader:
                 if not any(cell.strip() for cell in row):
+                    continue
+                if not rows and _is_header(row, numeric):
+                    logger.info("%s:%d: header row skipped: %s", path, reader.line_num, ",".join(row))
+                    rows.append(None)
                     continue
                 if len(row) != columns:
                     raise DetectError(
@@ -108,7 +120,30 @@ def _read_rows(path, columns, layout):
                 rows.append((reader.line_num, row))
     except (csv.Error, UnicodeDecodeError) as error:
         raise DetectError(f"{path}: cannot parse CSV: {error}") from None
-    return rows
+    return [row for row in rows if row is not None]
+
+
+# A class mapping's one number column is a header only with one of these names ("dog,zero"
+# stays an error); the four coordinate columns of an annotations row are a header when all
+# four are words.
+_ID_HEADERS = {"id", "class_id", "classid", "label_id", "index", "idx", "label"}
+
+
+def _is_header(row, numeric):
+    """True when every cell of the `numeric` columns is present and not a number."""
+    cells = [row[i].strip() for i in numeric if i < len(row)]
+    if len(cells) != len(numeric):
+        return False
+    if len(cells) == 1 and cells[0].lower() not in _ID_HEADERS:
+        return False
+    for cell in cells:
+        try:
+            float(cell)
+            return False
+        except ValueError:
+            if not cell:
+                return False
+    return True
 
 
 def _box(cells, path, line):
@@ -127,7 +162,7 @@ def _box(cells, path, line):
 def _read_class_mapping(path):
     """Class names ordered by their mapping id."""
     entries, names, ids = [], set(), set()
-    for line, (name, class_id) in _read_rows(path, 2, "class_name,id"):
+    for line, (name, class_id) in _read_rows(path, 2, "class_name,id", numeric=(1,)):
         name = name.strip()
         try:
             class_id = int(class_id)
@@ -145,3 +180,39 @@ def _read_class_mapping(path):
     if not entries:
         raise DetectError(f"{path}: no classes")
     return [name for _, name in sorted(entries)]
+
+
+def write_csv(dataset, path):
+    """Write dataset as a keras-retinanet CSV plus its class mapping classes.csv beside it.
+
+    Rows are `image,x1,y1,x2,y2,class_name` (image relative to the CSV's folder, absolute
+    pixels as stored) and `image,,,,,` for a negative. classes.csv lists every class as
+    `name,index` (0-based, keras-retinanet's convention), used by a box or not, so reading
+    it back with the mapping restores the class list and its order. Crowd boxes (ignore
+    regions, which the CSV cannot express) are left out.
+
+    Returns:
+        (path of the class mapping, number of crowd boxes left out).
+    """
+    from detect.io import atomic_write
+
+    folder = os.path.dirname(os.path.abspath(path))
+    mapping = os.path.join(folder, "classes.csv")
+    if os.path.abspath(mapping) == os.path.abspath(path):
+        raise DetectError(f"{path}: pick another name; classes.csv is written beside it")
+    skipped = 0
+    with atomic_write(path, encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        for record in dataset.records:
+            image = os.path.relpath(record.path, folder).replace(os.sep, "/")
+            keep = ~record.iscrowd
+            skipped += int(np.count_nonzero(~keep))
+            if not keep.any():
+                writer.writerow([image, "", "", "", "", ""])
+            for box, label in zip(record.boxes[keep], record.labels[keep]):
+                writer.writerow([image, *(f"{float(v):.4f}".rstrip("0").rstrip(".") for v in box),
+                                 dataset.classes[int(label) - 1]])
+    with atomic_write(mapping, encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerows([name, index] for index, name in enumerate(dataset.classes))
+    return mapping, skipped
