@@ -122,15 +122,18 @@ def data_shapes(out, num_images, image_size, seed):
     click.echo(f"shapes dataset written to {out} ({counts['train']} train / {counts['val']} val images)")
 
 
-_FORMAT = click.Choice(["coco", "voc", "csv"])
+_FORMAT = click.Choice(["coco", "voc", "csv", "yolo", "labelme", "cvat"])
 
 
 @data.command("inspect")
 @click.option("--format", "fmt", type=_FORMAT, required=True, help="Annotation format.")
-@click.option("--annotations", required=True, type=click.Path(), help="COCO json, VOC root, or CSV file.")
+@click.option(
+    "--annotations", required=True, type=click.Path(),
+    help="COCO json, VOC root, CSV file, YOLO data.yaml or image folder, LabelMe folder, CVAT XML.",
+)
 @click.option("--images", type=click.Path(), default=None, help="Image folder (default: per format).")
-@click.option("--split", default=None, help="VOC split name (ImageSets/Main/<split>.txt).")
-@click.option("--classes", default=None, help="CSV class-mapping file (name,id).")
+@click.option("--split", default=None, help="VOC split name (ImageSets/Main/<split>.txt); YOLO data.yaml key.")
+@click.option("--classes", default=None, help="Class list: CSV mapping (name,id) or names file (one a line).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save a grid of labelled images.")
 @handle_errors
 def data_inspect(fmt, annotations, images, split, classes, plot):
@@ -147,18 +150,29 @@ def data_inspect(fmt, annotations, images, split, classes, plot):
 
 @data.command("convert")
 @click.option("--from", "src_format", type=_FORMAT, required=True, help="Source format.")
-@click.option("--to", "dst_format", type=click.Choice(["coco"]), default="coco", show_default=True)
+@click.option(
+    "--to", "dst_format", type=click.Choice(["coco", "voc", "yolo", "csv"]), default="coco", show_default=True
+)
 @click.option("--images", type=click.Path(), default=None, help="Image folder of the source.")
-@click.option("--split", default=None, help="VOC split name.")
+@click.option("--split", default=None, help="Source split: VOC ImageSets name, YOLO data.yaml key.")
+@click.option("--classes", default=None, help="Source class list (CSV mapping or names file); keeps unused classes.")
+@click.option("--subset", default=None, help="VOC/YOLO output split name (default: --split, else train).")
+@click.option(
+    "--image-mode", type=click.Choice(["link", "copy"]), default="link", show_default=True,
+    help="VOC/YOLO: symbolic links to the source images, or copies.",
+)
 @click.argument("src", type=click.Path())
-@click.argument("dst", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path())
 @handle_errors
-def data_convert(src_format, dst_format, images, split, src, dst):
-    """Convert SRC annotations (voc, csv, coco) to a COCO json file DST."""
+def data_convert(src_format, dst_format, images, split, classes, subset, image_mode, src, dst):
+    """Convert SRC annotations to DST: a COCO json, a VOC root, a YOLO folder or a CSV file."""
     from detect.data.convert import convert, images_root
 
-    dataset = convert(src_format, src, dst, split=split, images=images)
-    click.echo(f"{len(dataset)} images written to {dst} (file names relative to {images_root(dataset)})")
+    dataset = convert(
+        src_format, src, dst, split=split, images=images, classes=classes, to=dst_format,
+        subset=subset, image_mode=image_mode,
+    )
+    click.echo(f"{len(dataset)} images written to {dst} as {dst_format} (image names relative to {images_root(dataset)})")
 
 
 # --------------------------------------------------------------------------- proposals

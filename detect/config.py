@@ -32,8 +32,8 @@ DEFAULTS = {
         "width": 32,  # tiny only: channels of the first block, doubled per block
     },
     "dataset": {
-        "format": "coco",  # coco | voc | csv
-        "classes": None,  # csv: class-mapping file; voc: optional list of names
+        "format": "coco",  # coco | voc | csv | yolo | labelme | cvat
+        "classes": None,  # csv: class-mapping file; voc/yolo(darknet)/labelme/cvat: names list or file
         "train": {"annotations": None, "images": None, "split": None},
         "val": {"annotations": None, "images": None, "split": None},
         "test": {"annotations": None, "images": None, "split": None},
@@ -148,7 +148,7 @@ DEFAULTS = {
 _REQUIRED_CHOICES = {
     "detector": ("rcnn", "fast_rcnn", "faster_rcnn"),
     "backbone.name": ("tiny", "vgg16", "resnet50", "resnet101"),
-    "dataset.format": ("coco", "voc", "csv"),
+    "dataset.format": ("coco", "voc", "csv", "yolo", "labelme", "cvat"),
     "roi.pool": ("align", "pool"),
     "training.optimizer": ("sgd", "adam", "adamw"),
     "training.schedule": ("joint", "alternating"),

@@ -204,7 +204,7 @@ def write_csv(dataset, path):
     with atomic_write(path, encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         for record in dataset.records:
-            image = os.path.relpath(record.path, folder).replace(os.sep, "/")
+            image = _relative_or_absolute(record.path, folder)
             keep = ~record.iscrowd
             skipped += int(np.count_nonzero(~keep))
             if not keep.any():
@@ -216,3 +216,11 @@ def write_csv(dataset, path):
         writer = csv.writer(f, lineterminator="\n")
         writer.writerows([name, index] for index, name in enumerate(dataset.classes))
     return mapping, skipped
+
+
+def _relative_or_absolute(path, folder):
+    """path relative to folder when they share more than the file-system root, else absolute."""
+    path = os.path.abspath(path)
+    if os.path.dirname(os.path.commonpath([path, folder])) == os.path.commonpath([path, folder]):
+        return path.replace(os.sep, "/")
+    return os.path.relpath(path, folder).replace(os.sep, "/")

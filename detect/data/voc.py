@@ -8,6 +8,7 @@ that is x1 = xmin - 1, x2 = xmax (and the same for y).
 import glob
 import logging
 import os
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -78,14 +79,28 @@ def _xml_files(root, split):
     split_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
     if not os.path.isfile(split_file):
         raise DetectError(f"VOC split file not found: {split_file}")
-    with open(split_file, encoding="utf-8") as f:
-        # Class-specific split files carry a second column (1/-1/0); the id comes first.
-        ids = [line.split()[0] for line in f if line.strip()]
+    with open(split_file, encoding="utf-8-sig") as f:
+        ids = [_split_id(line, annotations) for line in f if line.strip()]
     files = [os.path.join(annotations, f"{image_id}.xml") for image_id in ids]
     for path in files:
         if not os.path.isfile(path):
             raise DetectError(f"annotation file not found: {path} (listed in {split_file})")
     return files
+
+
+# Class-specific split files (ImageSets/Main/<class>_<split>.txt) end each line with a
+# flag column: 1 present, -1 absent, 0 difficult only.
+_FLAG_COLUMN = re.compile(r"\s+(-1|0|1)$")
+
+
+def _split_id(line, annotations):
+    """The image id of one ImageSets line: the whole line ("coffee cup" may hold spaces)
+    minus a trailing " -1/0/1" flag column, unless the whole line names an xml itself."""
+    image_id = line.strip()
+    stripped = _FLAG_COLUMN.sub("", image_id)
+    if stripped != image_id and not os.path.isfile(os.path.join(annotations, f"{image_id}.xml")):
+        return stripped
+    return image_id
 
 
 def _parse_xml(xml_path, images_dir):
@@ -164,3 +179,66 @@ def _class_list(names, classes):
     if found <= set(VOC_CLASSES):
         return list(VOC_CLASSES)
     return sorted(found)
+
+
+def write_voc(dataset, root, subset="train", image_mode="link"):
+    """Write dataset in the VOC layout under root.
+
+    Writes Annotations/<id>.xml, JPEGImages/<id><ext> (linked or copied, see
+    links.place_image), ImageSets/Main/<subset>.txt and classes.txt (every class, one a
+    line, in label order: pass it back as the class list to keep unused classes and the
+    order). <id> is the image's relative name with folders joined by "__" and white space
+    replaced by "_" (VOC ids are single words). Boxes go to 1-based VOC pixels
+    (xmin = x1 + 1, xmax = x2); difficult flags are kept; crowd boxes are left out.
+
+    Returns:
+        number of crowd boxes left out.
+    """
+    from detect.data.links import place_image
+    from detect.io import atomic_write
+
+    ids, taken, skipped = [], set(), 0
+    for record in dataset.records:
+        stem, ext = os.path.splitext(record.file_name.replace("\\", "/"))
+        image_id = _unique_id("_".join(stem.split()).replace("/", "__").lstrip("._") or "image", taken)
+        ids.append(image_id)
+        place_image(record.path, os.path.join(root, "JPEGImages", image_id + ext), image_mode)
+        skipped += int(np.count_nonzero(record.iscrowd))
+        with atomic_write(os.path.join(root, "Annotations", image_id + ".xml"), fsync=False) as f:
+            f.write(_voc_xml(record, image_id + ext, dataset.classes))
+    with atomic_write(os.path.join(root, "ImageSets", "Main", f"{subset}.txt")) as f:
+        f.write("".join(f"{image_id}\n" for image_id in ids))
+    with atomic_write(os.path.join(root, "classes.txt")) as f:
+        f.write("".join(f"{name}\n" for name in dataset.classes))
+    return skipped
+
+
+def _unique_id(image_id, taken):
+    """image_id, or image_id_2, _3, ... when the set taken holds it; added to taken."""
+    candidate, n = image_id, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{image_id}_{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _voc_xml(record, file_name, classes):
+    """The annotation XML text of one record."""
+    node = ET.Element("annotation")
+    ET.SubElement(node, "filename").text = file_name
+    size = ET.SubElement(node, "size")
+    for tag, value in (("width", record.width), ("height", record.height), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(int(value))
+    for box, label, crowd, difficult in zip(record.boxes, record.labels, record.iscrowd, record.difficult):
+        if crowd:
+            continue
+        obj = ET.SubElement(node, "object")
+        ET.SubElement(obj, "name").text = classes[int(label) - 1]
+        ET.SubElement(obj, "difficult").text = str(int(difficult))
+        bndbox = ET.SubElement(obj, "bndbox")
+        x1, y1, x2, y2 = (float(v) for v in box)
+        for tag, value in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
+            ET.SubElement(bndbox, tag).text = f"{value:.4f}".rstrip("0").rstrip(".")
+    ET.indent(node)
+    return ET.tostring(node, encoding="unicode") + "\n"

@@ -1,0 +1,129 @@
+"""LabelMe JSON (one file an image) -> Dataset.
+
+A LabelMe file holds `shapes` (each with `label`, `points` [[x, y], ...] in absolute
+pixels, `shape_type`), `imagePath` (relative to the JSON file's folder), `imageWidth`,
+`imageHeight` and `imageData` (the image itself, base64; ignored here: the image is read
+from imagePath). A `rectangle` has two opposite corners in any order; a `polygon` is
+reduced to its bounding box and counted; other shape types (circle, line, point,
+linestrip, mask) are not boxes and are skipped with a count. A file with no rectangles or
+polygons is a negative image. A shape without `shape_type` is a polygon (LabelMe's default).
+"""
+
+import json
+import os
+
+import numpy as np
+
+from detect.data.images import image_size
+from detect.data.records import Dataset, Record
+from detect.errors import DetectError
+
+POLYGONS = "polygons reduced to their bounding box"
+SKIPPED = "shapes skipped (circle, line, point, linestrip, mask)"
+
+
+def load_labelme(annotations, classes=None):
+    """Read a folder of LabelMe JSON files (recursive) or one file into a Dataset.
+
+    Args:
+        annotations: a folder (every *.json under it, sorted) or one .json file.
+        classes: class names fixing the label order (names no shape uses are kept);
+            None: the sorted unique labels.
+
+    Returns:
+        unvalidated Dataset, one Record a JSON file, image ids 1.., file_names relative to
+        the annotations folder.
+    """
+    files, root = _json_files(annotations)
+    parsed = [_parse(path) for path in files]
+    found = sorted({shape[0] for *_, shapes in parsed for shape in shapes})
+    classes = list(classes) if classes is not None else found
+    label_of = {name: label for label, name in enumerate(classes, start=1)}
+    records, counts = [], {POLYGONS: 0, SKIPPED: 0}
+    for image_id, (path, image_path, width, height, shapes, skipped) in enumerate(parsed, 1):
+        boxes, labels = [], []
+        for name, box, is_polygon, index in shapes:
+            if name not in label_of:
+                raise DetectError(f"{path}: shape {index} has label {name!r}, not in the classes {classes}")
+            boxes.append(box)
+            labels.append(label_of[name])
+            counts[POLYGONS] += int(is_polygon)
+        counts[SKIPPED] += skipped
+        file_name = os.path.relpath(image_path, root).replace(os.sep, "/")
+        records.append(Record(image_id, file_name, image_path, width, height, boxes, labels))
+    return Dataset(classes=classes, records=records, source=os.path.abspath(annotations), notes=counts)
+
+
+def _json_files(annotations):
+    """([JSON paths], root folder names are relative to)."""
+    annotations = os.path.abspath(annotations)
+    if os.path.isfile(annotations):
+        return [annotations], os.path.dirname(annotations)
+    if not os.path.isdir(annotations):
+        raise DetectError(f"LabelMe folder or file not found: {annotations}")
+    files = []
+    for folder, dirs, names in os.walk(annotations):
+        dirs.sort()
+        files += [os.path.join(folder, n) for n in sorted(names) if n.lower().endswith(".json")]
+    if not files:
+        raise DetectError(f"no LabelMe .json files in {annotations}")
+    return files, annotations
+
+
+def _parse(path):
+    """(json path, image path, width, height, [(label, box xyxy, is polygon, index)], skipped)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as error:
+        raise DetectError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DetectError(f"{path}: cannot read: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+        raise DetectError(f"{path}: not a LabelMe file (needs a 'shapes' list)")
+    image_path = data.get("imagePath")
+    if not isinstance(image_path, str) or not image_path:
+        raise DetectError(f"{path}: no imagePath")
+    # Files saved on Windows use backslashes.
+    image_path = os.path.normpath(os.path.join(os.path.dirname(path), image_path.replace("\\", "/")))
+    width, height = _size(data, image_path, path)
+    shapes, skipped = [], 0
+    for index, shape in enumerate(data["shapes"]):
+        parsed = _shape(shape, index, path)
+        if parsed is None:
+            skipped += 1
+        else:
+            shapes.append(parsed)
+    return path, image_path, width, height, shapes, skipped
+
+
+def _size(data, image_path, path):
+    """(width, height) from imageWidth/imageHeight, else from the image header."""
+    width, height = data.get("imageWidth"), data.get("imageHeight")
+    if width is None or height is None:
+        return image_size(image_path)
+    try:
+        return int(width), int(height)
+    except (TypeError, ValueError):
+        raise DetectError(f"{path}: imageWidth/imageHeight must be integers") from None
+
+
+def _shape(shape, index, path):
+    """(label, (4,) xyxy, is polygon, index), or None for a shape that is not a box."""
+    if not isinstance(shape, dict):
+        raise DetectError(f"{path}: shape {index} is not an object")
+    kind = shape.get("shape_type") or "polygon"
+    if kind not in ("rectangle", "polygon"):
+        return None
+    name = str(shape.get("label", "")).strip()
+    if not name:
+        raise DetectError(f"{path}: shape {index} has no label")
+    try:
+        points = np.array(shape.get("points"), np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        raise DetectError(f"{path}: shape {index} ({name}): points must be [[x, y], ...]") from None
+    needed = 2 if kind == "rectangle" else 3
+    if len(points) < needed:
+        raise DetectError(f"{path}: shape {index} ({name}): a {kind} needs at least {needed} points")
+    box = np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float32)
+    return name, box, kind == "polygon", index
