@@ -17,12 +17,14 @@ def _hand_made():
         (1, 3, [10, 10, 40, 40]),    # circle A
         (2, 7, [50, 50, 60, 40]),    # square B
         (2, 9, [120, 10, 30, 30]),   # triangle C, never detected: Miss
+        (2, 3, [10, 60, 30, 30]),    # circle E, seen only as a triangle
         (3, 9, [20, 20, 50, 50]),    # triangle D
     ]
     dets = [
         (1, 3, [10, 10, 40, 40], 0.95),  # TP on A
         (1, 3, [11, 10, 40, 40], 0.90),  # IoU 39*40/(2*1600-1560) = 0.95 with taken A: Dupe
-        (1, 7, [10, 12, 40, 40], 0.85),  # square on circle A, IoU 0.90: Cls
+        (1, 7, [10, 12, 40, 40], 0.85),  # square on circle A, IoU 0.90: Cls (A is taken: not fixable)
+        (2, 9, [10, 62, 30, 30], 0.85),  # triangle on free circle E, IoU 840/960 = 0.875: Cls (fixable)
         (2, 7, [80, 60, 60, 40], 0.80),  # IoU 30*30/(2*2400-900) = 0.23 with B: Loc
         (2, 9, [10, 90, 20, 20], 0.70),  # touches nothing: Bkg
         (3, 3, [45, 45, 50, 50], 0.75),  # circle, IoU 25*25/(5000-625) = 0.14 with triangle D: Both

@@ -25,15 +25,18 @@ def test_hand_made_images_get_the_error_types_in_their_comments():
     result = error_breakdown(gt, dets)
     # One record per error: detection errors in image order and score order, then Miss.
     found = [(e["image_id"], e["type"], e.get("score")) for e in result["_errors"]]
-    assert found == [(1, "Dupe", 0.90), (1, "Cls", 0.85), (2, "Loc", 0.80), (2, "Bkg", 0.70),
-                     (2, "Miss", None), (3, "Both", 0.75), (3, "Miss", None), (4, "Bkg", 0.65)]
+    assert found == [(1, "Dupe", 0.90), (1, "Cls", 0.85), (2, "Cls", 0.85), (2, "Loc", 0.80),
+                     (2, "Bkg", 0.70), (2, "Miss", None), (3, "Both", 0.75), (3, "Miss", None),
+                     (4, "Bkg", 0.65)]
     # Triangle D is missed too: a Both error does not claim its gt (only Loc and Cls do).
-    assert result["counts"] == {"Cls": 1, "Loc": 1, "Both": 1, "Dupe": 1, "Bkg": 2, "Miss": 2}
-    cls_error = result["_errors"][1]
-    # The square detection fixed becomes a true positive of the circle it covers.
-    assert cls_error["fixable"] and cls_error["class"] == 7 and cls_error["fix_class"] == 3
-    assert gt["annotations"][cls_error["gt_index"]]["category_id"] == 3
-    assert result["_errors"][4]["area"] == 30 * 30
+    assert result["counts"] == {"Cls": 2, "Loc": 1, "Both": 1, "Dupe": 1, "Bkg": 2, "Miss": 2}
+    taken, free = result["_errors"][1], result["_errors"][2]
+    # Fixed, the triangle on the free circle E becomes a circle true positive; the square
+    # on circle A cannot (A is already matched), so the fix removes it.
+    assert free["fixable"] and free["class"] == 9 and free["fix_class"] == 3
+    assert gt["annotations"][free["gt_index"]]["bbox"] == [10, 60, 30, 30]
+    assert not taken["fixable"] and taken["fix_class"] == 3
+    assert result["_errors"][5]["area"] == 30 * 30
     assert list(result["per_class"]) == ["circle", "square", "triangle"]  # ascending ids 3, 7, 9
 
 
