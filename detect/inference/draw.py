@@ -22,7 +22,7 @@ def class_color(label):
     return PALETTE[(int(label) - 1) % len(PALETTE)]
 
 
-def draw_detections(image, boxes, labels, class_names=None, scores=None, thickness=None):
+def draw_detections(image, boxes, labels, class_names=None, scores=None, thickness=None, colors=None):
     """Return a copy of `image` with the detections drawn; `image` is not modified.
 
     Args:
@@ -35,6 +35,8 @@ def draw_detections(image, boxes, labels, class_names=None, scores=None, thickne
             entry shows the number.
         scores: (N,) floats shown with two decimals, or None for names only.
         thickness: line width in pixels; None picks one from the image size.
+        colors: (N, 3) RGB ints, one colour a box (e.g. one for ground truth, another for
+            detections), or None for the class colours.
 
     Returns:
         (H, W, 3) uint8 RGB image.
@@ -54,6 +56,11 @@ def draw_detections(image, boxes, labels, class_names=None, scores=None, thickne
         )
     if thickness is None:
         thickness = max(1, int(round((height + width) / 600)))
+    if colors is None:
+        colors = [class_color(label) for label in labels]
+    colors = [tuple(int(c) for c in color) for color in colors]
+    if len(colors) != len(boxes):
+        raise ValueError(f"colors must have one entry a box: {len(colors)} for {len(boxes)} boxes")
     keep = (labels >= 1) & np.isfinite(boxes).all(axis=1)
     if score_values is not None:
         # Highest scores are drawn last, so their tags stay on top.
@@ -66,12 +73,12 @@ def draw_detections(image, boxes, labels, class_names=None, scores=None, thickne
         corner = _pixel_corners(boxes[i], width, height)
         if corner is not None:
             corners[i] = corner
-            cv2.rectangle(canvas, corner[:2], corner[2:], class_color(labels[i]), thickness)
+            cv2.rectangle(canvas, corner[:2], corner[2:], colors[i], thickness)
     for i in order:
         if i in corners:
             score = None if score_values is None else score_values[i]
             text = _tag_text(labels[i], class_names, score)
-            _draw_tag(canvas, corners[i], text, class_color(labels[i]))
+            _draw_tag(canvas, corners[i], text, colors[i])
     return canvas
 
 

@@ -100,3 +100,13 @@ def test_unknown_label_shows_number_and_bad_inputs_raise():
         draw_detections(np.zeros((10, 10), np.uint8), [], [], NAMES)
     with pytest.raises(ValueError, match="same length"):
         draw_detections(_black(), [[0, 0, 5, 5]], [1, 2], NAMES)
+
+
+def test_colors_override_the_class_colour_per_box():
+    # Two boxes of the same class, drawn in the colours given (e.g. gt green, detection red).
+    out = draw_detections(_black(), [[10, 20, 50, 60], [60, 20, 90, 60]], [1, 1], NAMES,
+                          thickness=1, colors=[(0, 200, 0), (220, 0, 0)])
+    np.testing.assert_array_equal(out[40, 10], [0, 200, 0])  # left edge of box 1
+    np.testing.assert_array_equal(out[40, 60], [220, 0, 0])  # left edge of box 2
+    with pytest.raises(ValueError, match="colors"):
+        draw_detections(_black(), [[10, 20, 50, 60]], [1], colors=[])
