@@ -16,6 +16,7 @@ does; VOC metrics (`voc_eval`) honour it.
 import contextlib
 import copy
 import io
+import json
 import logging
 import math
 import numbers
@@ -214,6 +215,38 @@ def coco_evaluate(gt, detections):
         "det_count": _count_per_class(gt, plain),
         "_precision": precision,
     }
+
+
+def ground_truth_for(dataset, dataset_format=None, annotations_path=None):
+    """The COCO gt dict to score detections on `dataset` against.
+
+    COCO datasets: the original annotation file, with its own "area" (e.g. the segmentation
+    area), "iscrowd", annotation ids and boxes the loader clipped or dropped, so APs / APm /
+    APl equal pycocotools run on the file; restricted to the images `dataset` holds (a
+    split, or images that failed validation, are left out with a warning). Other formats:
+    `dataset.to_coco()`, whose "area" is the box's w * h.
+
+    Args:
+      dataset: detect.data.records.Dataset (its records' image ids are the file's ids).
+      dataset_format: the config's dataset.format (coco | voc | csv | ...).
+      annotations_path: the split's annotation file (COCO json).
+    """
+    if dataset_format != "coco" or not annotations_path:
+        return dataset.to_coco()
+    source = str(annotations_path)
+    try:
+        with open(source, encoding="utf-8") as f:
+            gt = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DetectError(f"{source}: cannot read the COCO annotations: {e}") from None
+    check_ground_truth(gt, source=source)
+    kept = {int(record.image_id) for record in dataset.records}
+    images = [image for image in gt["images"] if image["id"] in kept]
+    if len(images) < len(gt["images"]):
+        logger.warning("%s: evaluating %d of its %d images (the others are not in the dataset)",
+                       source, len(images), len(gt["images"]))
+    annotations = [ann for ann in gt["annotations"] if ann["image_id"] in kept]
+    return {**gt, "images": images, "annotations": annotations}
 
 
 def _count_per_class(gt, entries):

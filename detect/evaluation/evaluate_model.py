@@ -3,6 +3,7 @@
 import os
 
 from detect.errors import DetectError
+from detect.evaluation.coco_eval import ground_truth_for
 from detect.evaluation.detections import collect_detections
 from detect.evaluation.report import evaluate_detections
 from detect.inference.predictor import load_model_dir
@@ -29,4 +30,5 @@ def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch
     )
     out_dir = out_dir or os.path.join(model_dir, f"eval_{split}")
     extra = {"seconds_per_image": seconds / max(num_images, 1), "split": split}
-    return evaluate_detections(dataset.to_coco(), results, out_dir, extra=extra)
+    gt = ground_truth_for(dataset, config["dataset"]["format"], config["dataset"][split].get("annotations"))
+    return evaluate_detections(gt, results, out_dir, extra=extra)
