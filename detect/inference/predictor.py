@@ -12,7 +12,6 @@ from detect.errors import DetectError
 
 def load_model_dir(model_dir):
     """(model, resolved config) from a folder written by `detect train`."""
-    import keras
     import yaml
 
     from detect.config import from_dict
@@ -26,15 +25,9 @@ def load_model_dir(model_dir):
         raw = yaml.safe_load(f) or {}
     raw.get("dataset", {}).pop("class_names", None)
     config = from_dict(raw)
-    from detect.models.registry import import_models
+    from detect.models.loading import load_model_file
 
-    import_models()
-
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except (OSError, ValueError) as e:
-        raise DetectError(f"cannot load {model_path}: {str(e).splitlines()[0]}") from None
-    return model, config
+    return load_model_file(model_path), config
 
 
 class Predictor:
