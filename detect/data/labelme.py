@@ -36,7 +36,7 @@ def load_labelme(annotations, classes=None):
     """
     files, root = _json_files(annotations)
     parsed = [_parse(path) for path in files]
-    found = sorted({shape[0] for *_, shapes in parsed for shape in shapes})
+    found = sorted({shape[0] for *_, shapes, _ in parsed for shape in shapes})
     classes = list(classes) if classes is not None else found
     label_of = {name: label for label, name in enumerate(classes, start=1)}
     records, counts = [], {POLYGONS: 0, SKIPPED: 0}

@@ -70,8 +70,18 @@ def load_yolo(annotations, split=None, classes=None):
 
 
 def label_path(image_path):
-    """The label file of an image: the last /images/ of the path swapped for /labels/
-    (ultralytics' rule), else the same name beside the image, with the suffix .txt."""
+    """The label file of an image, or None: the path with its last /images/ swapped for
+    /labels/ (ultralytics' rule) when that file exists, else the .txt beside the image
+    (darknet's rule) when that exists."""
+    for candidate in (_swapped_label_path(image_path), os.path.splitext(image_path)[0] + ".txt"):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _swapped_label_path(image_path):
+    """.../images/<rest>.ext -> .../labels/<rest>.txt (the last images folder), or the .txt
+    beside the image when the path has no images folder."""
     head, sep, tail = image_path.rpartition(f"{os.sep}images{os.sep}")
     swapped = f"{head}{os.sep}labels{os.sep}{tail}" if sep else image_path
     return os.path.splitext(swapped)[0] + ".txt"
@@ -144,7 +154,7 @@ def _image_paths(source):
 
 def _read_labels(path, width, height, num_classes):
     """(boxes (N, 4) xyxy pixels, labels (N,) 1..K, polygons reduced) of one label file."""
-    if not os.path.isfile(path):
+    if path is None:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), 0
     boxes, labels, polygons = [], [], 0
     with open(path, encoding="utf-8") as f:
@@ -191,7 +201,8 @@ def write_yolo(dataset, out_dir, subset="train", image_mode="link"):
     """Write dataset in the ultralytics layout under out_dir.
 
     Writes out_dir/images/<subset>/<file_name> (linked or copied, see links.place_image),
-    out_dir/labels/<subset>/<file_name stem>.txt (an empty file for a negative) and
+    out_dir/labels/<subset>/<file_name stem>.txt (an empty file for a negative; the
+    ultralytics path swap decides, see label_path) and
     out_dir/data.yaml with `names` as {index: name} (every class, used or not) and
     `<subset>: images/<subset>`; an existing data.yaml there gains the subset (its names
     must agree). No `path` key: ultralytics then takes the yaml's folder as the root.
@@ -212,13 +223,15 @@ def write_yolo(dataset, out_dir, subset="train", image_mode="link"):
     skipped = 0
     for record in dataset.records:
         name = _safe_relative(record.file_name, record.path)
-        place_image(record.path, os.path.join(out_dir, "images", subset, name), image_mode)
+        image_path = os.path.join(os.path.abspath(out_dir), "images", subset, name)
+        place_image(record.path, image_path, image_mode)
         keep = ~record.iscrowd
         skipped += int(np.count_nonzero(~keep))
         lines = [_label_line(box, label, record.width, record.height)
                  for box, label in zip(record.boxes[keep], record.labels[keep])]
-        label_file = os.path.join(out_dir, "labels", subset, os.path.splitext(name)[0] + ".txt")
-        with atomic_write(label_file, fsync=False) as f:
+        # The label goes where readers look for it: names holding an images/ folder of
+        # their own move the swap to that last images/ folder.
+        with atomic_write(_swapped_label_path(image_path), fsync=False) as f:
             f.write("".join(lines))
     data[subset] = f"images/{subset}"
     with atomic_write(yaml_path) as f:
