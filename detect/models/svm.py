@@ -1,7 +1,7 @@
 """Per-class linear SVMs with hard-negative mining, on features cached on disk.
 
 Shape shorthand: D feature width, Np positives of a class, R rows of the feature store
-(every cached region of the training set), C candidate negative rows of a class.
+(every cached region of the training set), C candidate negative rows of a class, K classes.
 
 The feature store is any 2-D array-like indexable by row arrays, typically a read-only
 np.memmap: candidates are scored in chunks of `chunk_rows`, so only the positives and the
@@ -15,6 +15,10 @@ retrains, and evicts cached negatives the new SVM scores below `evict_threshold`
 (easy ones). The objective is liblinear's L2-regularized hinge loss
 0.5 |w|^2 + C sum_i weight_i max(0, 1 - y_i (w x_i + b)), positives weighted
 `pos_weight`, features scaled to a mean L2 norm of 20 (see feature_scale).
+
+`train_svm` mines one class; `train_class_svms` mines all K classes with the same result
+but one read of the store per round: each chunk is scored by all K SVMs at once (a
+(chunk, D) @ (D, K) product) instead of the store being read once per class.
 """
 
 import dataclasses
@@ -222,3 +226,138 @@ def _train_round(pos, features, cache, scale, fit_kwargs, seed):
     x = np.concatenate([pos, neg])
     y = np.concatenate([np.ones(len(pos)), -np.ones(len(neg))])
     return fit_linear_svm(x, y, seed=seed, **fit_kwargs)
+
+
+@dataclasses.dataclass
+class _ClassMining:
+    """Mining state of one class: scaled positives (Np, D), sorted cache rows, the current
+    SVM on scaled features, its history, and whether mining still finds hard negatives."""
+
+    pos: np.ndarray
+    cache: np.ndarray
+    weights: np.ndarray
+    bias: float
+    seed: int
+    rounds: list
+    active: bool = True
+
+
+def train_class_svms(
+    positives,
+    features,
+    overlaps,
+    *,
+    neg_iou=0.3,
+    scale=1.0,
+    rounds=2,
+    initial_negatives=5000,
+    max_negatives=100000,
+    hard_threshold=-1.0,
+    evict_threshold=-1.2,
+    chunk_rows=16384,
+    seeds=None,
+    **fit_kwargs,
+):
+    """The SVMs of all K classes with hard-negative mining, one pass over the store a round.
+
+    Gives what `train_svm` gives for each class k with candidates = rows whose
+    overlaps[:, k] < neg_iou and seed seeds[k] (up to float rounding of the margins).
+
+    Args:
+      positives: K arrays (Np_k, D), the features of each class's ground-truth boxes.
+      features: (R, D) feature store (float16 or float32 np.memmap), read in contiguous
+        chunks of `chunk_rows` rows.
+      overlaps: (R, K) array-like, the best IoU of each row with a gt box of each class.
+      seeds: K seeds (default 0..K-1); other arguments as in train_svm.
+    Returns:
+      K LinearSVMs (unscaled features), each with its MiningRounds.
+    RAM: while scoring, one chunk (chunk_rows x D float32) and its (chunk_rows, K)
+    margins; while training, one class's (Np + cache) x D float32 rows (and the solver's
+    copy); otherwise only row indices.
+    """
+    seeds = list(range(len(positives))) if seeds is None else [int(s) for s in seeds]
+    states = [
+        _start_class(k, positives[k], features, overlaps, neg_iou, scale, initial_negatives, seeds[k], chunk_rows, fit_kwargs)
+        for k in range(len(positives))
+    ]
+    for index in range(1, int(rounds) + 1):
+        active = [k for k, state in enumerate(states) if state.active]
+        if not active:
+            break
+        began = time.perf_counter()
+        evict = evict_threshold if index > 1 else None  # round 0's start set is not evicted
+        found = _mining_pass(features, overlaps, active, [states[k] for k in active], neg_iou, scale,
+                             hard_threshold, evict, chunk_rows)
+        share = (time.perf_counter() - began) / len(active)
+        for k, (kept, kept_margins, hard, hard_margins) in zip(active, found):
+            _next_round(states[k], index, kept, kept_margins, hard, hard_margins, features, scale,
+                        max_negatives, chunk_rows, fit_kwargs, share)
+    return [LinearSVM(state.weights * scale, state.bias, state.rounds) for state in states]
+
+
+def _start_class(k, positives, features, overlaps, neg_iou, scale, initial_negatives, seed, chunk_rows, fit_kwargs):
+    """Round 0 of class k: a random start set of its candidates and the first SVM."""
+    began = time.perf_counter()
+    candidates = np.flatnonzero(np.asarray(overlaps[:, k], np.float32) < neg_iou)
+    pos = np.asarray(positives, np.float32) * scale
+    rng = np.random.default_rng(seed)
+    start = min(int(initial_negatives), len(candidates))
+    cache = np.sort(rng.choice(candidates, size=start, replace=False)) if start else np.zeros(0, np.int64)
+    del candidates
+    weights, bias = _train_round(pos, features, cache, scale, fit_kwargs, seed)
+    first = _mean_hinge(features, cache, scale, weights, bias, chunk_rows)
+    history = [MiningRound(0, cache.copy(), len(cache), None, first, time.perf_counter() - began, weights * scale, bias)]
+    return _ClassMining(pos, cache, weights, bias, seed, history)
+
+
+def _mining_pass(features, overlaps, classes, states, neg_iou, scale, hard_threshold, evict_threshold, chunk_rows):
+    """Score every row once with the SVMs of `classes` (indices into overlaps' columns).
+
+    Returns per class (kept cache rows, their margins, hard rows, their margins): cached
+    rows with margin >= evict_threshold (all cached rows when it is None), and candidate
+    rows not kept that score above hard_threshold. Rows come out sorted.
+    """
+    weights = np.stack([s.weights for s in states], axis=1).astype(np.float32)
+    biases = np.array([s.bias for s in states], np.float32)
+    parts = [([], [], [], []) for _ in states]
+    for start in range(0, len(features), chunk_rows):
+        stop = min(start + chunk_rows, len(features))
+        margins = (np.asarray(features[start:stop], np.float32) * scale) @ weights + biases
+        candidate = np.asarray(overlaps[start:stop], np.float32)[:, classes] < neg_iou
+        rows = np.arange(start, stop)
+        for j, state in enumerate(states):
+            m = margins[:, j]
+            lo, hi = np.searchsorted(state.cache, [start, stop])
+            kept = np.zeros(stop - start, bool)
+            kept[state.cache[lo:hi] - start] = True
+            if evict_threshold is not None:
+                kept &= m >= evict_threshold
+            hard = candidate[:, j] & ~kept & (m > hard_threshold)
+            for part, mask in zip((0, 2), (kept, hard)):
+                parts[j][part].append(rows[mask])
+                parts[j][part + 1].append(m[mask])
+    return [tuple(np.concatenate(p) if p else np.zeros(0) for p in class_parts) for class_parts in parts]
+
+
+def _next_round(state, index, kept, kept_margins, hard, hard_margins, features, scale, max_negatives,
+                chunk_rows, fit_kwargs, seconds):
+    """Round `index` of one class from its pass results (see train_svm for the rules)."""
+    began = time.perf_counter()
+    hard = hard.astype(np.int64)
+    if len(hard) == 0:
+        state.active = False
+        return
+    before = float(np.maximum(0.0, 1.0 + hard_margins).mean())
+    rows = np.concatenate([kept.astype(np.int64), hard])
+    margins = np.concatenate([kept_margins, hard_margins])
+    order = np.argsort(rows, kind="stable")
+    cache, margins = rows[order], margins[order]  # kept and hard are disjoint: the sorted union
+    if len(cache) > max_negatives:
+        cache = np.sort(cache[np.argsort(-margins, kind="stable")[:max_negatives]])
+    state.weights, state.bias = _train_round(state.pos, features, cache, scale, fit_kwargs, state.seed)
+    state.cache = cache
+    after = _mean_hinge(features, hard, scale, state.weights, state.bias, chunk_rows)
+    seconds += time.perf_counter() - began
+    state.rounds.append(
+        MiningRound(index, hard, len(cache), before, after, seconds, state.weights * scale, state.bias)
+    )

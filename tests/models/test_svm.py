@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from detect.models.svm import feature_scale, fit_linear_svm, hinge_losses, train_svm
+from detect.models.svm import feature_scale, fit_linear_svm, hinge_losses, train_class_svms, train_svm
 
 
 def test_hinge_losses_by_hand():
@@ -108,3 +108,80 @@ def test_missing_positives_or_negatives_give_a_constant_margin(tmp_path):
     no_neg = train_svm(np.ones((3, 2), np.float32), store, np.zeros(0, np.int64))
     assert not no_neg.weights.any() and no_neg.bias == 1.0
     assert len(no_neg.rounds) == 1
+
+
+class CountingStore:
+    """A read-only feature store that counts how often each row is read."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape, self.dtype = array.shape, array.dtype
+        self.reads = np.zeros(len(array), np.int64)
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, key):
+        rows = np.arange(len(self.array))[key]
+        np.add.at(self.reads, rows, 1)
+        return self.array[key]
+
+
+def three_class_store(tmp_path):
+    """Three classes in 3-D: class k's positives near 2 * e_k. 600 float16 rows on disk:
+    200 near -e_k of class k (hard for k only, their overlaps with class k's boxes random in
+    [0, 0.6), so some are no candidate for k), and 60 near the origin, easy for every class
+    (overlaps 0)."""
+    rng = np.random.default_rng(3)
+    eye = np.eye(3, dtype=np.float32)
+    positives = [(2 * eye[k] + rng.normal(0, 0.2, (30, 3))).astype(np.float32) for k in range(3)]
+    near = [-0.3 * eye[k] + rng.normal(0, 0.15, (180, 3)) for k in range(3)]
+    rows = np.concatenate(near + [rng.normal(0, 0.05, (60, 3)) - 3.0]).astype(np.float16)
+    overlaps = np.zeros((len(rows), 3), np.float16)
+    for k in range(3):
+        overlaps[180 * k : 180 * (k + 1), k] = rng.uniform(0, 0.6, 180)
+    store = np.memmap(tmp_path / "features.f16", dtype=np.float16, mode="w+", shape=rows.shape)
+    store[:] = rows
+    store.flush()
+    return positives, np.memmap(tmp_path / "features.f16", dtype=np.float16, mode="r", shape=rows.shape), overlaps
+
+
+@pytest.mark.parametrize("max_negatives", [100000, 40])
+def test_one_pass_gives_the_per_class_result(tmp_path, max_negatives):
+    positives, store, overlaps = three_class_store(tmp_path)
+    options = dict(rounds=3, initial_negatives=15, max_negatives=max_negatives, evict_threshold=-1.2,
+                   scale=2.0, chunk_rows=64, **FIT)
+    together = train_class_svms(positives, store, overlaps, neg_iou=0.3, seeds=[7, 8, 9], **options)
+    for k in range(3):
+        candidates = np.flatnonzero(overlaps[:, k].astype(np.float32) < 0.3)
+        alone = train_svm(positives[k], store, candidates, seed=7 + k, **options)
+        assert len(together[k].rounds) == len(alone.rounds) >= 2
+        for a, b in zip(together[k].rounds, alone.rounds):
+            np.testing.assert_array_equal(a.added, b.added)
+            assert a.training_negatives == b.training_negatives
+            assert a.hinge_after == pytest.approx(b.hinge_after, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(together[k].weights, alone.weights, rtol=1e-5, atol=1e-6)
+        assert together[k].bias == pytest.approx(alone.bias, rel=1e-5, abs=1e-6)
+
+
+def test_one_pass_reads_each_row_once_per_round_whatever_the_classes(tmp_path):
+    positives, store, overlaps = three_class_store(tmp_path)
+    counting = CountingStore(np.asarray(store))
+    svms = train_class_svms(positives, counting, overlaps, rounds=2, initial_negatives=10, chunk_rows=50, seeds=[0, 1, 2], **FIT)
+    # The 60 rows near -3 are easy for every class (margins far below -1): never hard,
+    # never cached unless drawn for a start set. Class k scores the store in min(L_k, 2)
+    # rounds (L_k trainings; it stops once a round finds no hard negative); one pass serves
+    # every class still mining, so each easy row is read max_k min(L_k, 2) times. Mining
+    # class by class reads it sum_k min(L_k, 2) times (scoring plus eviction scoring).
+    started = np.concatenate([svm.rounds[0].added for svm in svms])
+    easy = np.setdiff1d(np.arange(540, 600), started)
+    assert len(easy) > 40
+    active_rounds = [min(len(svm.rounds), 2) for svm in svms]
+    assert min(active_rounds) >= 1
+    np.testing.assert_array_equal(counting.reads[easy], max(active_rounds))
+    per_class = CountingStore(np.asarray(store))
+    for k in range(3):
+        train_svm(positives[k], per_class, np.flatnonzero(overlaps[:, k] < 0.3), rounds=2, initial_negatives=10,
+                  chunk_rows=50, seed=k, **FIT)
+    assert (per_class.reads[easy] >= sum(active_rounds)).all()
+    assert sum(active_rounds) > max(active_rounds)
