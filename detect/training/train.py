@@ -17,12 +17,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from detect.config import dump_config
 from detect.data.pipeline import SkippedImages, make_dataset
 from detect.data.formats import load_dataset
 from detect.errors import DetectError
 from detect.models.registry import build_model
 from detect.training import callbacks as cbs
+from detect.training.model_folder import prepare_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +279,11 @@ def fit_model(model, config, out_dir, train_ds, val, steps, skipped, epochs=None
     return model_path
 
 
-def prepare_training(config, out_dir, resume):
-    """Seed, check the output folder, load and check datasets; returns (config, train, val)."""
+def prepare_training(config, out_dir, resume, overwrite=False):
+    """Seed, check the output folder, load and check datasets; returns (config, train, val).
+
+    config.yaml is written only where it cannot pair with another run's model
+    (model_folder.prepare_model_folder; `overwrite` replaces such a run)."""
     keras.utils.set_random_seed(int(config["seed"]))
     # Deterministic kernels, so that a seed reproduces a run as far as TensorFlow allows.
     tf.config.experimental.enable_op_determinism()
@@ -302,7 +305,7 @@ def prepare_training(config, out_dir, resume):
         )
     _check_writable(out_dir)
     config = {**config, "dataset": {**config["dataset"], "class_names": list(train_set.classes)}}
-    dump_config(config, os.path.join(out_dir, "config.yaml"))
+    prepare_model_folder(out_dir, config, overwrite=overwrite)
     return config, train_set, val_set
 
 
@@ -346,12 +349,12 @@ def worker_out_dir(strategy, out_dir):
     return (out_dir, True) if chief else (os.path.join(out_dir, f".worker{resolver.task_id}"), False)
 
 
-def train(config, out_dir, resume=False, strategy="auto"):
+def train(config, out_dir, resume=False, strategy="auto", overwrite=False):
     """Train the detector a resolved config describes; returns a dict of output paths."""
     strategy = select_strategy(strategy)
     chief_dir = out_dir
     out_dir, is_chief = worker_out_dir(strategy, out_dir)
-    config, train_set, val_set = prepare_training(config, out_dir, resume)
+    config, train_set, val_set = prepare_training(config, out_dir, resume, overwrite=overwrite)
     if set_precision(config["training"]["mixed_precision"]):
         print("training with mixed precision (mixed_float16)")
     t = config["training"]
