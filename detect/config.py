@@ -40,11 +40,11 @@ DEFAULTS = {
     },
     "input": {
         "min_size": 600,  # shorter side after resizing
-        "max_size": 1000,  # longer side at most; also the padded canvas side
+        "max_size": 1000,  # longer side at most
         "flip": True,
         "max_boxes": 100,  # ground-truth boxes padded (label -1) to this count
-        "cache": False,  # keep decoded, resized images in memory between epochs
-        "canvas": None,  # fixed padded canvas [height, width]; default square max_size
+        "cache": False,  # keep decoded uint8 images in a temporary file between epochs
+        "canvas": None,  # landscape canvas [height, width] (portrait: its transpose); default min x max rounded to 32
     },
     "rpn": {
         "anchor_sizes": [128, 256, 512],
@@ -84,6 +84,7 @@ DEFAULTS = {
     "proposals": {
         "train": None,  # proposal file (Fast R-CNN, R-CNN)
         "val": None,
+        "test": None,
         "mode": "fast",
         "max_proposals": 2000,
         "max_side": 500,

@@ -1,12 +1,23 @@
-"""tf.data input pipeline: decode -> 3 channels -> resize -> flip -> pad -> batch -> prefetch.
+"""tf.data input pipeline: indices -> read -> resize -> flip -> pad -> group -> batch -> prefetch.
 
 Each element is a dict (the model's inputs):
-  images (N, Hc, Wc, 3) float32 RGB [0, 255], content at the top-left of the canvas;
-  image_shape (N, 2) int32 content (height, width); scale (N, 2) float32 (sy, sx) from the
-  original image to the canvas; image_id (N,) int64; gt_boxes (N, G, 4) xyxy canvas pixels;
-  gt_labels (N, G) int32 (1..K, -1 padding).
+  images (N, Hc, Wc, 3) float32 RGB [0, 255], content at the top-left of the canvas, the
+  rest `pad_value`; image_shape (N, 2) int32 content (height, width); scale (N, 2) float32
+  (sy, sx) from the original image to the canvas; image_id (N,) int64; gt_boxes (N, G, 4)
+  xyxy canvas pixels; gt_labels (N, G) int32 (1..K, -1 padding); with proposals also
+  proposals (N, P, 4) xyxy canvas pixels (zero rows = padding).
+Images are resized by the rule alone (shorter side min_size, longer side <= max_size).
+(Hc, Wc) is the landscape canvas or, for batches of portrait images, its transpose
+(transforms.canvases); batches hold one orientation (as detectron2's
+AspectRatioGroupedDataset), so little of a canvas is padding.
 Crowd and "difficult" boxes are not training targets (they are ignore regions for the
 evaluation only), as in the reference implementations.
+
+Scale: nothing proportional to the dataset is captured in the graph. The graph sees only
+image indices; each index is read in Python (tf.numpy_function) from the Dataset's record,
+the image file (or the uint8 image cache), and the proposal file, one image at a time.
+Training shuffles the indices before anything is read; every buffer holds at most a few
+batches.
 """
 
 import logging
@@ -15,15 +26,17 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from detect.data.images import read_image
-from detect.data.transforms import horizontal_flip, pad_boxes, pad_to_canvas, resize
+from detect.data.example_reader import ExampleReader
+from detect.data.transforms import canvases, horizontal_flip, pad_boxes, pad_to_canvas, resize
 from detect.errors import DetectError
 
 log = logging.getLogger(__name__)
 
 
 def canvas_for(max_size, canvas=None):
-    """The fixed (height, width) canvas: explicit, or max_size rounded up to 32, square."""
+    """A square (max_size rounded up to 32) canvas, or the explicit (height, width) canvas.
+
+    The canvas a model is built on; the pipeline uses transforms.canvases."""
     if canvas:
         return int(canvas[0]), int(canvas[1])
     side = int(-(-int(max_size) // 32) * 32)
@@ -59,23 +72,102 @@ class SkippedImages:
         return self.count / self.total
 
 
-def _target_arrays(dataset, max_boxes):
-    """Per-record padded gt arrays (original pixels), crowd/difficult boxes removed."""
-    n = len(dataset.records)
-    boxes = np.zeros((n, max_boxes, 4), np.float32)
-    labels = -np.ones((n, max_boxes), np.int32)
-    truncated = 0
-    for i, record in enumerate(dataset.records):
-        keep = ~(np.asarray(record.iscrowd, bool) | np.asarray(record.difficult, bool))
-        b, lab = record.boxes[keep], record.labels[keep]
-        if len(b) > max_boxes:
-            truncated += 1
-            b, lab = b[:max_boxes], lab[:max_boxes]
-        boxes[i, : len(b)] = b
-        labels[i, : len(b)] = lab
-    if truncated:
-        log.warning("%d images have more than input.max_boxes=%d boxes; extra boxes dropped", truncated, max_boxes)
-    return boxes, labels
+def _check_canvas(landscape, min_size, max_size):
+    if landscape[0] < min_size or landscape[1] < max_size:
+        raise DetectError(
+            f"input.canvas {list(landscape)} is smaller than the resized images "
+            f"(up to {min_size}x{max_size}, height x width): use at least [{min_size}, {max_size}]"
+        )
+
+
+def _loader(reader, min_size, max_size):
+    """index -> example with the resized image (float32) and targets in canvas pixels."""
+
+    def load(index):
+        image, ok, boxes, labels, image_id, props = tf.numpy_function(
+            reader, [index], reader.dtypes, stateful=False
+        )
+        image = tf.ensure_shape(image, [None, None, 3])
+        boxes = tf.ensure_shape(boxes, [None, 4])
+        image, gt, scale = resize(image, boxes, min_size, max_size)
+        example = {
+            "images": image,
+            "scale": scale,
+            "image_id": tf.ensure_shape(image_id, []),
+            "gt_boxes": gt,
+            "gt_labels": tf.ensure_shape(labels, [None]),
+            "ok": tf.ensure_shape(ok, []),
+        }
+        if reader.num_proposals is not None:
+            props = tf.ensure_shape(props, [reader.num_proposals, 4])
+            sy, sx = scale[0], scale[1]
+            example["proposals"] = props * tf.stack([sx, sy, sx, sy])
+        return example
+
+    return load
+
+
+def _flip(image, gt, props, coin):
+    """Flip image, gt boxes and (valid rows of) proposals together when the coin is even."""
+    flip_now = coin % 2 == 0
+    if props is not None:
+        valid = props[:, 2] > props[:, 0]
+        _, flipped = horizontal_flip(image, props)
+        props = tf.where(flip_now & valid[:, None], flipped, props)
+    image, gt = tf.cond(flip_now, lambda: horizontal_flip(image, gt), lambda: (image, gt))
+    return image, gt, props
+
+
+def _finisher(max_boxes, landscape, portrait, pad_value):
+    """example (+ coin) -> the padded model inputs on the canvas of its orientation."""
+    square = landscape == portrait
+
+    def finish(example, coin=None):
+        image, gt, props = example["images"], example["gt_boxes"], example.get("proposals")
+        if coin is not None:
+            image, gt, props = _flip(image, gt, props, coin)
+        content = tf.shape(image)[:2]
+        gt_boxes, gt_labels = pad_boxes(gt, example["gt_labels"], max_boxes)
+        # Padding rows of the input arrays keep box 0 and label -1 after resizing.
+        gt_boxes = tf.where((gt_labels >= 0)[:, None], gt_boxes, 0.0)
+        if square:
+            images = tf.ensure_shape(pad_to_canvas(image, landscape, pad_value), [*landscape, 3])
+        else:
+            images = tf.cond(
+                content[0] > content[1],
+                lambda: pad_to_canvas(image, portrait, pad_value),
+                lambda: pad_to_canvas(image, landscape, pad_value),
+            )
+        out = {
+            "images": images,
+            "image_shape": tf.cast(content, tf.int32),
+            "scale": example["scale"],
+            "image_id": example["image_id"],
+            "gt_boxes": gt_boxes,
+            "gt_labels": gt_labels,
+        }
+        if props is not None:
+            out["proposals"] = props
+        return out
+
+    return finish
+
+
+def _batch(ds, batch_size, drop_remainder, grouped):
+    """Batches of one orientation each (grouped), else plain batches."""
+    if not grouped:
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def orientation(example):
+        shape = tf.shape(example["images"])
+        return tf.cast(shape[0] > shape[1], tf.int64)
+
+    # One bucket per orientation, each at most batch_size - 1 examples (bounded buffer).
+    return ds.group_by_window(
+        key_func=orientation,
+        reduce_func=lambda key, window: window.batch(batch_size, drop_remainder=drop_remainder),
+        window_size=batch_size,
+    )
 
 
 def make_dataset(
@@ -93,98 +185,49 @@ def make_dataset(
     skipped=None,
     drop_remainder=None,
     proposals=None,
+    num_proposals=None,
+    pad_value=0.0,
 ):
     """Build the tf.data pipeline for a detect.data.records.Dataset.
 
     Args:
-      batch_size: images per batch; training batches drop the remainder (static shapes).
-      min_size / max_size: resize rule; canvas_size: (Hc, Wc), default canvas_for(max_size).
-      training: shuffle each epoch; flip: random horizontal flip (training only).
-      cache: keep decoded, resized images in memory after the first epoch.
+      batch_size: images per batch; training batches drop the remainder.
+      min_size / max_size: resize rule; canvas_size: (Hc, Wc) landscape canvas (portrait
+        batches use its transpose), default min_size x max_size rounded up to 32.
+      training: shuffle image indices each epoch; flip: random horizontal flip (training only).
+      cache: keep decoded uint8 images in a file-backed cache (image_cache.py) after the
+        first read.
       skipped: a SkippedImages that counts unreadable images (they are dropped).
-      proposals: optional (num_images, P, 4) xyxy original pixels (zero rows = padding),
-        see proposal_array; they are resized and flipped with their image.
+      proposals: optional proposals in original pixels, read per image: a proposal file
+        path, an object with `get(image_id) -> (P', 4)` (proposals.cache.ProposalFile), or
+        an (num_images, P, 4) array (row i = record i). The first num_proposals rows of
+        each image are used (default: the array's P or the file's max_proposals), zero
+        rows pad short lists; they are resized and flipped with their image.
+      pad_value: raw pixel value of the canvas padding, scalar or (3,) RGB (the backbone's
+        mean colour makes it zero after normalization).
     """
     if not dataset.records:
         raise DetectError(f"{dataset.source}: the dataset has no images")
-    canvas = canvas_for(max_size, canvas_size)
-    boxes, labels = _target_arrays(dataset, max_boxes)
-    paths = np.array([r.path for r in dataset.records], dtype=object)
-    image_ids = np.array([r.image_id for r in dataset.records], np.int64)
-    skipped = skipped if skipped is not None else SkippedImages(len(paths))
+    landscape, portrait = canvases(min_size, max_size, canvas_size)
+    _check_canvas(landscape, min_size, max_size)
+    skipped = skipped if skipped is not None else SkippedImages(len(dataset.records))
+    reader = ExampleReader(dataset, max_boxes=max_boxes, skipped=skipped, cache=cache,
+                           proposals=proposals, num_proposals=num_proposals)
 
-    def decode(index):
-        path = paths[int(index)]
-        try:
-            return read_image(path), True
-        except DetectError as e:
-            skipped.add(path, e)
-            return np.zeros((1, 1, 3), np.uint8), False
-
-    def load(index):
-        image, ok = tf.numpy_function(decode, [index], (tf.uint8, tf.bool), stateful=False)
-        image = tf.ensure_shape(image, [None, None, 3])
-        image, gt, scale = resize(image, tf.gather(boxes, index), min_size, max_size, canvas)
-        example = {
-            "images": image,
-            "scale": scale,
-            "image_id": tf.gather(image_ids, index),
-            "gt_boxes": gt,
-            "gt_labels": tf.gather(labels, index),
-            "ok": tf.ensure_shape(ok, []),
-        }
-        if proposals is not None:
-            sy, sx = scale[0], scale[1]
-            example["proposals"] = tf.gather(proposals, index) * tf.stack([sx, sy, sx, sy])
-        return example
-
-    def finish(example, coin=None):
-        image, gt = example["images"], example["gt_boxes"]
-        props = example.get("proposals")
-        if coin is not None:
-            flip_now = coin % 2 == 0
-            if props is not None:
-                valid = props[:, 2] > props[:, 0]
-                _, flipped = horizontal_flip(image, props)
-                props = tf.where(flip_now & valid[:, None], flipped, props)
-            image, gt = tf.cond(
-                flip_now,
-                lambda: horizontal_flip(image, gt),
-                lambda: (image, gt),
-            )
-        content = tf.shape(image)[:2]
-        gt_boxes, gt_labels = pad_boxes(gt, example["gt_labels"], max_boxes)
-        # Padding rows of the input arrays keep box 0 and label -1 after resizing.
-        gt_boxes = tf.where((gt_labels >= 0)[:, None], gt_boxes, 0.0)
-        out = {
-            "images": tf.ensure_shape(pad_to_canvas(image, canvas), list(canvas) + [3]),
-            "image_shape": tf.cast(content, tf.int32),
-            "scale": example["scale"],
-            "image_id": example["image_id"],
-            "gt_boxes": gt_boxes,
-            "gt_labels": gt_labels,
-        }
-        if props is not None:
-            out["proposals"] = props
-        return out
-
-    ds = tf.data.Dataset.range(len(paths))
-    if training and not cache:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = tf.data.Dataset.range(len(dataset.records))
+    if training:
+        ds = ds.shuffle(len(dataset.records), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(_loader(reader, min_size, max_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(lambda example: example["ok"])
-    if cache:
-        ds = ds.cache()
-        if training:
-            ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     if training and flip:
         # Flip coins from a sequential stream: a random op inside the parallel map would
         # draw in thread order, so the same seed could flip different images.
         coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, coins))
+    finish = _finisher(max_boxes, landscape, portrait, pad_value)
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     drop = training if drop_remainder is None else drop_remainder
-    ds = ds.batch(batch_size, drop_remainder=drop)
+    ds = _batch(ds, batch_size, drop, grouped=landscape != portrait)
     options = tf.data.Options()
     # Every worker reads the same seeded stream of global batches and keeps its own slice
     # of each (no file sharding: examples come from an index range).
@@ -192,22 +235,24 @@ def make_dataset(
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def proposal_array(dataset, proposal_file, num_proposals):
-    """(num_images, P, 4) float32 proposals in original pixels from a ProposalFile, the
-    first P of each image (selective search ranks them), zero rows padding short lists."""
-    out = np.zeros((len(dataset.records), int(num_proposals), 4), np.float32)
-    for i, record in enumerate(dataset.records):
-        boxes = np.asarray(proposal_file.get(record.image_id), np.float32)[:num_proposals]
-        out[i, : len(boxes)] = boxes
-    return out
+def prepare_image(image, *, min_size, max_size, canvas_size=None, pad_value=0.0):
+    """One uint8 (H, W, 3) image -> model inputs with a batch dimension of 1 (NumPy).
 
-
-def prepare_image(image, *, min_size, max_size, canvas_size):
-    """One uint8 (H, W, 3) image -> model inputs with a batch dimension of 1 (NumPy)."""
-    resized, _, scale = resize(tf.convert_to_tensor(image), tf.zeros([0, 4]), min_size, max_size, canvas_size)
+    canvas_size None: resize by the rule and pad to the canvas of the image's orientation
+    (as make_dataset does). An explicit (Hc, Wc) canvas also limits the resize so the image
+    fits it (for models built on one fixed canvas).
+    """
+    image = tf.convert_to_tensor(image)
+    if canvas_size is None:
+        resized, _, scale = resize(image, tf.zeros([0, 4]), min_size, max_size)
+        landscape, portrait = canvases(min_size, max_size)
+        canvas = portrait if resized.shape[0] > resized.shape[1] else landscape
+    else:
+        resized, _, scale = resize(image, tf.zeros([0, 4]), min_size, max_size, canvas_size)
+        canvas = canvas_size
     content = tf.shape(resized)[:2]
     return {
-        "images": pad_to_canvas(resized, canvas_size)[None].numpy(),
+        "images": pad_to_canvas(resized, canvas, pad_value)[None].numpy(),
         "image_shape": tf.cast(content, tf.int32)[None].numpy(),
         "scale": scale[None].numpy(),
     }

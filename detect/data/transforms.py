@@ -55,9 +55,37 @@ def horizontal_flip(image, boxes):
     return tf.reverse(image, axis=[1]), flipped
 
 
-def pad_to_canvas(image, canvas_size):
-    """Place the image at the top-left of a zero canvas (canvas_h, canvas_w, C)."""
-    return tf.image.pad_to_bounding_box(image, 0, 0, canvas_size[0], canvas_size[1])
+def canvases(min_size, max_size, canvas=None, multiple=32):
+    """(landscape, portrait) canvases (height, width) for the resize rule.
+
+    Under "shorter side min_size, longer side at most max_size" a landscape or square image
+    (width >= height) becomes at most min_size x max_size (height x width), a portrait one
+    at most max_size x min_size. The landscape canvas is that bound rounded up to
+    `multiple` (or the explicit `canvas` [height, width]); the portrait canvas is its
+    transpose. 375x500 (WxH) at min 600 / max 1000 -> 600x800 fits the portrait canvas
+    (1024, 608) whichever canvas it came with.
+    """
+    if canvas:
+        landscape = (int(canvas[0]), int(canvas[1]))
+    else:
+        landscape = tuple(int(-(-int(side) // multiple) * multiple) for side in (min_size, max_size))
+    return landscape, (landscape[1], landscape[0])
+
+
+def is_portrait(height, width):
+    """True where height > width (a (content) shape that needs the portrait canvas)."""
+    return height > width
+
+
+def pad_to_canvas(image, canvas_size, pad_value=0.0):
+    """Place a (H, W, C) float image at the top-left of a (canvas_h, canvas_w, C) canvas.
+
+    pad_value: scalar or (C,) colour of the padding in raw pixels; the backbone's mean
+    colour makes the padding zero after its normalization.
+    """
+    value = tf.cast(tf.convert_to_tensor(pad_value), image.dtype)
+    padded = tf.image.pad_to_bounding_box(image - value, 0, 0, canvas_size[0], canvas_size[1])
+    return padded + value
 
 
 def pad_boxes(boxes, labels, max_boxes):

@@ -17,6 +17,12 @@ replaces `out_path` atomically, and the parts folder is removed.
 Workers are started with the "spawn" method: the parent may have TensorFlow loaded, and a
 forked copy of it is unsafe. Workers import only this module and its NumPy, OpenCV and
 PIL-level dependencies, not the caller's main script.
+
+Reading: a ProposalFile reads one image's array at a time (the archive's members are
+separate), so the training pipeline reads each image's proposals as it reads the image
+(data/example_reader.py) and nothing of size num_images x P is ever built.
+`write_proposals` streams proposals from another source (the alternating schedule's RPN)
+into a file of the same format.
 """
 
 import contextlib
@@ -285,6 +291,47 @@ def _merge(out_path, parts_dir, parts, settings):
 def _write_member(archive, key, array):
     with archive.open(key + ".npy", "w", force_zip64=True) as f:
         np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+
+
+def write_proposals(path, dataset, boxes_by_image, settings, compress=False):
+    """Stream (image_id, (P, 4) xyxy original pixels) pairs into a proposal file at `path`.
+
+    The file has the format `compute_proposals` writes, so `load_proposals` and the
+    pipeline read it one image at a time; memory stays at one image's boxes.
+
+    Args:
+        dataset: the Dataset the image ids belong to (file name and size are recorded).
+        boxes_by_image: iterable of (image_id, boxes); images it skips get no entry.
+        settings: dict recorded as the file's settings (e.g. {"source": "rpn"}); its
+            "max_proposals" defaults to the largest count written.
+        compress: deflate the members (RPN boxes are float noise: little gain, much time).
+
+    Returns:
+        path.
+    """
+    path = os.fspath(path)
+    info = {int(r.image_id): [r.file_name, int(r.width), int(r.height)] for r in dataset.records}
+    images, largest = {}, 0
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}.npz")
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    try:
+        with zipfile.ZipFile(tmp, "x", compression=method, allowZip64=True) as out:
+            for image_id, boxes in boxes_by_image:
+                boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+                _write_member(out, str(int(image_id)), boxes)
+                images[str(int(image_id))] = info[int(image_id)]
+                largest = max(largest, len(boxes))
+            settings = {"max_proposals": largest, **settings}
+            metadata = {"format": FORMAT, "version": VERSION, "settings": settings, "images": images}
+            _write_member(out, METADATA_KEY, np.array(json.dumps(metadata)))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    return path
 
 
 def _write_atomic(path, data):

@@ -17,79 +17,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from detect.data.pipeline import SkippedImages, make_dataset
-from detect.data.formats import load_dataset
+from detect.data.pipeline import SkippedImages
+# The data glue lives in detect/data/splits.py; re-exported for the callers of this module.
+from detect.data.splits import load_split, pipeline, proposals_for  # noqa: F401
 from detect.errors import DetectError
 from detect.models.registry import build_model
 from detect.training import callbacks as cbs
 from detect.training.model_folder import prepare_model_folder
 
 log = logging.getLogger(__name__)
-
-
-def load_split(config, split, check_images=True):
-    """Load and validate a dataset split named in the config (train | val | test)."""
-    spec = config["dataset"][split]
-    if not spec.get("annotations"):
-        return None
-    return load_dataset(
-        config["dataset"]["format"],
-        spec["annotations"],
-        images=spec.get("images"),
-        split=spec.get("split"),
-        classes=config["dataset"].get("classes"),
-        check_images=check_images,
-    )
-
-
-def proposals_for(config, dataset, split):
-    """(num_images, P, 4) selective-search proposals for detectors that read them, else None."""
-    if config["detector"] == "faster_rcnn":
-        return None
-    from detect.data.pipeline import proposal_array
-    from detect.proposals.cache import load_proposals
-
-    path = config["proposals"].get(split)
-    if not path:
-        raise DetectError(
-            f"config: proposals.{split} is not set; compute it with "
-            f"`detect proposals --config CONFIG --split {split} --out FILE`"
-        )
-    if not os.path.isfile(path):
-        raise DetectError(f"proposal file not found: {path} (run `detect proposals --split {split} --out {path}`)")
-    with load_proposals(path) as proposal_file:
-        missing = [r.image_id for r in dataset.records if r.image_id not in proposal_file]
-        if missing:
-            raise DetectError(f"{path}: no proposals for image id {missing[0]} ({len(missing)} images missing)")
-        return proposal_array(dataset, proposal_file, config["proposals"]["max_proposals"])
-
-
-def pipeline(config, dataset, training, skipped=None, batch_size=None, split=None, proposals=None):
-    """The tf.data pipeline for a dataset under a config's input settings.
-
-    proposals: (num_images, P, 4) original pixels to feed instead of the config's proposal
-    file (the alternating schedule's step 2 feeds those of its step-1 RPN).
-    """
-    inp = config["input"]
-    split = split or ("train" if training else "val")
-    if proposals is None:
-        proposals = proposals_for(config, dataset, split)
-    ds = make_dataset(
-        dataset,
-        batch_size=batch_size or config["training"]["batch_size"],
-        min_size=inp["min_size"],
-        max_size=inp["max_size"],
-        canvas_size=inp.get("canvas"),
-        max_boxes=inp["max_boxes"],
-        training=training,
-        flip=inp["flip"] and training,
-        cache=inp["cache"],
-        seed=config["seed"],
-        skipped=skipped,
-        drop_remainder=training,
-        proposals=proposals,
-    )
-    return ds.repeat() if training else ds
 
 
 def select_strategy(name):

@@ -14,7 +14,8 @@ from detect.data.records import Dataset, Record
 from detect.errors import DetectError
 
 MIN_SIZE, MAX_SIZE, MAX_BOXES = 64, 128, 4
-CANVAS = (128, 128)  # canvas_for(128): 128 is already a multiple of 32
+# Landscape canvas: min 64 x max 128 (already multiples of 32); portrait: its transpose.
+LANDSCAPE, PORTRAIT = (64, 128), (128, 64)
 
 # Solid rectangles on black: (height, width, [(x1, y1, x2, y2, colour), ...]), boxes in
 # continuous pixel coordinates (x1=4, x2=20 covers columns 4..19). Every rectangle sits
@@ -106,8 +107,9 @@ def test_canvas_for():
     assert canvas_for(1000, [600, 800]) == (600, 800)
 
 
-def test_element_spec_is_static(shapes_dataset):
-    ds = make(shapes_dataset, training=True, flip=True)
+def test_element_spec_is_static_on_a_square_canvas(shapes_dataset):
+    # min_size = max_size: landscape and portrait canvases are both 128 x 128.
+    ds = make(shapes_dataset, training=True, flip=True, min_size=128)
     spec = ds.element_spec
     # Training drops the remainder, so even the batch dimension is static.
     assert spec["images"].shape == (2, 128, 128, 3) and spec["images"].dtype == tf.float32
@@ -118,6 +120,33 @@ def test_element_spec_is_static(shapes_dataset):
     assert spec["gt_labels"].shape == (2, MAX_BOXES) and spec["gt_labels"].dtype == tf.int32
     # 5 images, batch 2, remainder dropped: 2 batches.
     assert len(batches(ds)) == 2
+
+
+def test_batches_are_grouped_by_orientation(shapes_dataset):
+    # Landscape (w >= h): a 64x96, c 64x64, d 51x128, empty 64x96 -> canvas 64 x 128.
+    # Portrait: b 96x64 -> canvas 128 x 64. Batch 2 with the remainder dropped: the 4
+    # landscape images make 2 batches, the single portrait image none.
+    ds = make(shapes_dataset, training=True, flip=True)
+    assert ds.element_spec["images"].shape.as_list() == [2, None, None, 3]
+    out = batches(ds)
+    assert [b["images"].shape for b in out] == [(2, 64, 128, 3)] * 2
+    for batch in out:
+        assert (batch["image_shape"][:, 0] <= batch["image_shape"][:, 1]).all()
+    # Evaluation keeps every image: the portrait one comes in its own (128 x 64) batch.
+    shapes = {int(i): b["images"].shape[1:3] for b in batches(make(shapes_dataset, batch_size=4)) for i in b["image_id"]}
+    names = {r.image_id: r.file_name for r in shapes_dataset.records}
+    assert {names[i]: s for i, s in shapes.items()} == {
+        "a.png": LANDSCAPE, "b.png": PORTRAIT, "c.png": LANDSCAPE, "d.png": LANDSCAPE, "empty.png": LANDSCAPE}
+
+
+def test_padding_takes_the_pad_value(shapes_dataset):
+    mean = np.array([123.68, 116.779, 103.939], np.float32)  # caffe mean, RGB order
+    for e in examples(make(shapes_dataset, batch_size=5, pad_value=mean)):
+        ch, cw = e["image_shape"]
+        np.testing.assert_allclose(e["images"][ch:].reshape(-1, 3), np.broadcast_to(mean, (e["images"][ch:].size // 3, 3)), atol=1e-4)
+        np.testing.assert_allclose(e["images"][:ch, cw:].reshape(-1, 3) - mean, 0, atol=1e-4)
+        if int(e["image_id"]) != 99:  # content pixels are untouched: black, or a colour
+            assert e["images"][:ch, :cw].min() == 0
 
 
 def test_evaluation_pipeline_content_scale_and_padding(shapes_dataset):
@@ -287,7 +316,8 @@ def test_unreadable_image_is_skipped_and_counted(tmp_path, cache):
     assert len(dataset) == 4
 
     skipped = SkippedImages(len(dataset))
-    ds = make(dataset, batch_size=4, training=False, cache=cache, skipped=skipped)
+    # min = max = 128: one square canvas, so one batch holds all readable images.
+    ds = make(dataset, batch_size=4, min_size=128, training=False, cache=cache, skipped=skipped)
     for _ in range(2):  # a second epoch must not count the same file again
         (batch,) = batches(ds)
         assert sorted(batch["image_id"].tolist()) == [1, 2, 3]
@@ -311,6 +341,21 @@ def test_empty_dataset_is_an_error():
         make(Dataset(classes=["a"], records=[], source="empty.json"))
 
 
+def test_prepare_image_pads_to_the_canvas_of_its_orientation():
+    # Portrait 500 x 375 (h x w) at min 600 / max 1000: scale min(600/375 = 1.6,
+    # 1000/500 = 2) = 1.6 -> 800 x 600, on the portrait canvas 1024 x 608.
+    image = np.full((500, 375, 3), 9, np.uint8)
+    out = prepare_image(image, min_size=600, max_size=1000, pad_value=5.0)
+    assert out["images"].shape == (1, 1024, 608, 3)
+    np.testing.assert_array_equal(out["image_shape"], [[800, 600]])
+    np.testing.assert_allclose(out["scale"], [[1.6, 1.6]])
+    assert out["images"][0, 800:].min() == out["images"][0, 800:].max() == 5.0
+    # Landscape 375 x 500 -> 600 x 800 on 608 x 1024.
+    out = prepare_image(image.transpose(1, 0, 2), min_size=600, max_size=1000)
+    assert out["images"].shape == (1, 608, 1024, 3)
+    np.testing.assert_array_equal(out["image_shape"], [[600, 800]])
+
+
 def test_prepare_image_shapes_and_scale():
     # 300 x 800 with min 600, max 1000 on a 1024 canvas: scale 1.25 -> 375 x 1000.
     image = np.full((300, 800, 3), 7, np.uint8)
@@ -326,7 +371,7 @@ def test_prepare_image_shapes_and_scale():
 def test_prepare_image_matches_the_evaluation_pipeline(shapes_dataset):
     record = shapes_dataset.records[3]  # d.png, 32 x 80
     e = next(e for e in examples(make(shapes_dataset, batch_size=5)) if e["image_id"] == record.image_id)
-    out = prepare_image(draw(*IMAGES["d.png"]), min_size=MIN_SIZE, max_size=MAX_SIZE, canvas_size=CANVAS)
+    out = prepare_image(draw(*IMAGES["d.png"]), min_size=MIN_SIZE, max_size=MAX_SIZE)
     np.testing.assert_array_equal(out["image_shape"][0], e["image_shape"])
     np.testing.assert_allclose(out["scale"][0], e["scale"])
     np.testing.assert_allclose(out["images"][0], e["images"], atol=1e-3)

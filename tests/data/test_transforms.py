@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from detect.data.transforms import (
+    canvases,
     horizontal_flip,
     pad_boxes,
     pad_to_canvas,
@@ -42,6 +43,25 @@ def shape_of(height, width, min_size, max_size, canvas=None):
 def test_resize_rule(height, width, canvas, scale, expected):
     assert float(resize_scale(height, width, 600, 1000, canvas)) == pytest.approx(scale, rel=1e-6)
     assert shape_of(height, width, 600, 1000, canvas) == expected
+
+
+def test_portrait_voc_image_is_resized_by_the_rule_alone():
+    # 375 x 500 (W x H) at min 600 / max 1000: scale min(600/375 = 1.6, 1000/500 = 2) = 1.6
+    # -> 600 x 800 (W x H), whatever canvas the landscape images use.
+    assert shape_of(500, 375, 600, 1000) == (800, 600)
+    landscape, portrait = canvases(600, 1000, [608, 1008])
+    assert landscape == (608, 1008) and portrait == (1008, 608)
+    assert 800 <= portrait[0] and 600 <= portrait[1]
+
+
+def test_canvases_round_the_rule_bounds_up_to_32():
+    # Landscape content is at most min_size x max_size (h x w): 600 -> 608, 1000 -> 1024.
+    assert canvases(600, 1000) == ((608, 1024), (1024, 608))
+    assert canvases(128, 128) == ((128, 128), (128, 128))
+    # Every landscape resize fits: 375 x 500 (h x w) -> 600 x 800; 300 x 1000 -> 300 x 1000.
+    for h, w in [(375, 500), (300, 1000), (480, 640), (1, 10000), (500, 500)]:
+        new_h, new_w = shape_of(h, w, 600, 1000)
+        assert new_h <= 608 and new_w <= 1024
 
 
 def test_resized_shape_is_at_least_one_pixel():
@@ -120,6 +140,16 @@ def test_pad_to_canvas_puts_content_top_left():
     out = pad_to_canvas(image, (4, 8)).numpy()
     assert out.shape == (4, 8, 3)
     assert out[:3, :5].min() == 1 and out[3:].max() == 0 and out[:, 5:].max() == 0
+
+
+def test_pad_to_canvas_with_a_colour():
+    # 2 x 2 content of 10 on a 3 x 4 canvas padded with RGB (1, 2, 3).
+    image = tf.fill([2, 2, 3], 10.0)
+    out = pad_to_canvas(image, (3, 4), pad_value=(1.0, 2.0, 3.0)).numpy()
+    assert out.shape == (3, 4, 3)
+    np.testing.assert_array_equal(out[:2, :2], 10.0)
+    np.testing.assert_array_equal(out[2, :], [[1, 2, 3]] * 4)
+    np.testing.assert_array_equal(out[:, 2:].reshape(-1, 3), [[1, 2, 3]] * 6)
 
 
 def test_pad_boxes_pads_with_label_minus_one_and_zero_boxes():
