@@ -175,6 +175,41 @@ def data_convert(src_format, dst_format, images, split, classes, subset, image_m
     click.echo(f"{len(dataset)} images written to {dst} as {dst_format} (image names relative to {images_root(dataset)})")
 
 
+@data.command("anchors")
+@click.option("--format", "fmt", type=_FORMAT, required=True, help="Annotation format.")
+@click.option("--annotations", required=True, type=click.Path(), help="Annotations, as for `detect data inspect`.")
+@click.option("--config", "config_path", required=True, type=click.Path(), help="Detector config (input resizing, anchors).")
+@click.option("--images", type=click.Path(), default=None, help="Image folder (default: per format).")
+@click.option("--split", default=None, help="VOC split name; YOLO data.yaml key.")
+@click.option("--classes", default=None, help="Class list: CSV mapping (name,id) or names file (one a line).")
+@click.option(
+    "--mode", default="grid", show_default=True, type=click.Choice(["grid", "free"]),
+    help="grid: the config's sizes x ratios; free: also free shapes per level.",
+)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="anchors.json to write (plot beside it).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the k-means starts.")
+@handle_errors
+def data_anchors(fmt, annotations, config_path, images, split, classes, mode, out, seed):
+    """Fit RPN anchor sizes and ratios to a dataset's boxes (k-means, 1 - IoU) and compare recall."""
+    from detect.config import load_config
+    from detect.data.anchor_fit import fit_anchors, format_report, plot_anchors
+    from detect.data.formats import load_dataset
+    from detect.io import write_json
+
+    config = load_config(config_path)
+    dataset = load_dataset(fmt, annotations, images=images, split=split, classes=classes, check_images=False)
+    result, shapes = fit_anchors(
+        dataset, config["rpn"]["anchor_sizes"], config["rpn"]["anchor_ratios"], config["input"]["min_size"],
+        config["input"]["max_size"], canvas=config["input"].get("canvas"), mode=mode, seed=seed,
+    )
+    click.echo(format_report(result))
+    if out:
+        plot = os.path.splitext(out)[0] + ".png"
+        write_json(out, result)
+        plot_anchors(shapes, result, plot, seed=seed)
+        click.echo(f"anchors written to {out}, plot to {plot}")
+
+
 # --------------------------------------------------------------------------- proposals
 @main.group(invoke_without_command=True)
 @click.option("--config", "config_path", type=click.Path(), help="Detector config (dataset paths).")
@@ -235,9 +270,6 @@ def proposals_recall(config_path, model_dir, split, proposal_file, out):
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (rerunning does it too).")
 @click.option(
-    "--overwrite", is_flag=True, help="Replace a model in --out trained with another config (default: refuse)."
-)
-@click.option(
     "--strategy",
     default="auto",
     show_default=True,
@@ -245,7 +277,7 @@ def proposals_recall(config_path, model_dir, split, proposal_file, out):
     help="tf.distribute strategy (multi_worker reads TF_CONFIG).",
 )
 @handle_errors
-def train(config_path, overrides, out, resume, overwrite, strategy):
+def train(config_path, overrides, out, resume, strategy):
     """Train the detector CONFIG describes with model.fit and Keras callbacks."""
     from detect.config import load_config
 
@@ -255,7 +287,7 @@ def train(config_path, overrides, out, resume, overwrite, strategy):
 
     stem = os.path.splitext(os.path.basename(config_path))[0]
     out = out or os.path.join("models", f"{config['detector']}_{stem}")
-    result = run(config, out, resume=resume, strategy=strategy, overwrite=overwrite)
+    result = run(config, out, resume=resume, strategy=strategy)
     click.echo(f"trained in {result['minutes']:.1f} min; model, history and loss curve in {out}")
 
 
