@@ -298,28 +298,35 @@ def train(config_path, overrides, out, resume, strategy):
 @click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--detections", type=click.Path(), default=None, help="COCO results file to score (no model).")
 @click.option("--annotations", type=click.Path(), default=None, help="COCO ground truth for --detections.")
+@click.option("--images", type=click.Path(), default=None,
+              help="Image folder of --annotations (file_name root), for the galleries.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @handle_errors
-def evaluate(model_dir, config_path, split, detections, annotations, out, batch_size):
-    """COCO (pycocotools) and VOC metrics for a model on a split, or for a detections file."""
-    from detect.evaluation.report import evaluate_files, format_table
+def evaluate(model_dir, config_path, split, detections, annotations, images, out, batch_size):
+    """COCO (pycocotools) and VOC metrics, the TIDE error breakdown, galleries and report.html,
+    for a model on a split or for a detections file."""
+    from detect.evaluation.report import evaluate_files, format_errors, format_table
 
     if detections or annotations:
         if not (detections and annotations) or model_dir:
             raise DetectError("use either MODEL_DIR or both --detections FILE and --annotations FILE")
         out = out or os.path.dirname(os.path.abspath(detections))
-        metrics = evaluate_files(detections, annotations, out)
+        metrics = evaluate_files(detections, annotations, out, images=images)
     else:
         if not model_dir:
             raise DetectError("give MODEL_DIR, or --detections FILE --annotations FILE")
+        if images:
+            raise DetectError("--images goes with --detections; a model's images come from its dataset config")
         _quiet_tensorflow()
         from detect.evaluation.evaluate_model import evaluate_model
 
         out = out or os.path.join(model_dir, f"eval_{split}")
         metrics = evaluate_model(model_dir, config_path=config_path, split=split, out_dir=out, batch_size=batch_size)
     click.echo(format_table(metrics))
-    click.echo(f"metrics.json, detections.json and plots written to {out}")
+    click.echo(format_errors(os.path.join(out, "errors.json")))
+    click.echo(f"metrics.json, errors.json, detections.json, plots and galleries written to {out}")
+    click.echo(f"report: {os.path.join(out, 'report.html')}")
 
 
 # --------------------------------------------------------------------------- predict

@@ -31,4 +31,26 @@ def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch
     out_dir = out_dir or os.path.join(model_dir, f"eval_{split}")
     extra = {"seconds_per_image": seconds / max(num_images, 1), "split": split}
     gt = ground_truth_for(dataset, config["dataset"]["format"], config["dataset"][split].get("annotations"))
-    return evaluate_detections(gt, results, out_dir, extra=extra)
+    image_paths = {record.image_id: record.path for record in dataset.records}
+    return evaluate_detections(gt, results, out_dir, extra=extra, image_paths=image_paths,
+                               model=model_section(model_dir, out_dir),
+                               source=f"{model_dir} on the {split} split of {dataset.source}")
+
+
+def model_section(model_dir, out_dir):
+    """The model part of report.html: the folder, its config.yaml text and its training
+    curves (loss_curve.png, or drawn from history.csv into `out_dir` when it is missing)."""
+    from detect.training.train import plot_history
+
+    config_path = os.path.join(model_dir, "config.yaml")
+    config_text = None
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            config_text = f.read()
+    curve = os.path.join(model_dir, "loss_curve.png")
+    history = os.path.join(model_dir, "history.csv")
+    if not os.path.isfile(curve):
+        curve = None
+        if os.path.isfile(history):
+            curve = plot_history(history, os.path.join(out_dir, "loss_curve.png"))
+    return {"model_dir": os.path.abspath(model_dir), "config_text": config_text, "loss_curve": curve}

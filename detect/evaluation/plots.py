@@ -151,3 +151,34 @@ def plot_confusion_matrix(matrix, class_names, path):
                 color="white" if count > high else "black", fontsize="small")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+_ERROR_COLORS = {"Cls": "#d62728", "Loc": "#ff7f0e", "Both": "#8c564b", "Dupe": "#9467bd",
+                 "Bkg": "#17becf", "Miss": "#7f7f7f", "FalsePos": "#1f77b4", "FalseNeg": "#2ca02c"}
+
+
+def plot_error_breakdown(errors, path):
+    """Bar chart of the TIDE breakdown: main errors (left) and FalsePos / FalseNeg (right).
+
+    errors: the `errors.error_breakdown` dict ("dAP", "FalsePos", "FalseNeg", "counts",
+    "AP50"; AP values 0-1). Writes PNG `path`; each bar is labelled with its dAP.
+    """
+    main = dict(errors["dAP"])
+    special = {k: errors[k] for k in ("FalsePos", "FalseNeg")}
+    fig = Figure(figsize=(10, 3.6))
+    top = max([v or 0.0 for v in (*main.values(), *special.values())] + [0.01]) * 1.25
+    for col, (title, values) in enumerate((("main errors (count)", main), ("special errors", special))):
+        ax = fig.add_subplot(1, 2, col + 1) if col == 0 else fig.add_subplot(1, 4, 4)
+        names = list(values)
+        heights = [values[k] or 0.0 for k in names]
+        bars = ax.bar(names, heights, color=[_ERROR_COLORS[k] for k in names])
+        for bar, name, height in zip(bars, names, heights):
+            count = errors["counts"].get(name)
+            text = f"{height:.3f}" + (f"\n({count})" if count is not None else "")
+            ax.text(bar.get_x() + bar.get_width() / 2, height, text, ha="center", va="bottom",
+                    fontsize="small")
+        ax.set(title=title, ylabel="dAP50 (0-1)", ylim=(0, top))
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"Where AP50 is lost (TIDE; AP50 {errors['AP50']:.3f})")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -7,7 +7,10 @@
   "gt_count", "det_count", "num_images", "confusion_matrix": {"labels", "matrix"},
   plus the caller's `extra` keys (e.g. "seconds_per_image")};
 - detections.json: the detections as given (COCO results format);
-- pr_curves.png, confusion_matrix.png.
+- errors.json: the TIDE error breakdown (`errors.error_breakdown`, AP values 0-1);
+- pr_curves.png, confusion_matrix.png, errors.png;
+- galleries/*.jpg: the worst images per error type, when the images are known;
+- report.html: all of it on one self-contained page (`html_report.write_report`).
 
 Class order is ascending category id everywhere.
 """
@@ -21,7 +24,11 @@ import numpy as np
 from detect.errors import DetectError
 from detect.evaluation.coco_eval import (STAT_NAMES, category_names, check_detections,
                                          check_ground_truth, coco_evaluate)
-from detect.evaluation.plots import confusion_matrix, plot_confusion_matrix, plot_pr_curves
+from detect.evaluation.errors import error_breakdown
+from detect.evaluation.galleries import write_galleries
+from detect.evaluation.html_report import write_report
+from detect.evaluation.plots import (confusion_matrix, plot_confusion_matrix, plot_error_breakdown,
+                                     plot_pr_curves)
 from detect.evaluation.voc_eval import voc_evaluate
 
 
@@ -51,13 +58,16 @@ def write_json(path, data):
         raise
 
 
-def evaluate_detections(gt, detections, out_dir, extra=None):
+def evaluate_detections(gt, detections, out_dir, extra=None, image_paths=None, model=None, source=""):
     """Evaluate COCO results against a COCO gt dict and write the evaluation folder.
 
     gt: COCO dict (images, annotations with bbox xywh / iscrowd / optional difficult,
         categories with arbitrary ids); detections: list of {"image_id", "category_id",
         "bbox" xywh, "score"}; out_dir: folder, created if needed; extra: JSON-able keys
-        merged into metrics.json (they may not replace a metric key).
+        merged into metrics.json (they may not replace a metric key); image_paths:
+        {image_id: image file} for the galleries, or None for none; model: the model
+        section of report.html (see `html_report.write_report`) or None; source: the
+        line under the report's title.
     Returns the metrics dict written to metrics.json. Raises DetectError for malformed
     input; no detections at all gives AP 0 with a "no detections" warning.
     """
@@ -81,11 +91,21 @@ def evaluate_detections(gt, detections, out_dir, extra=None):
         raise ValueError(f"extra keys would replace metrics: {', '.join(clash)}")
     metrics.update(extra or {})
 
+    errors = error_breakdown(gt, detections)
+    error_records = errors.pop("_errors")
+
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "detections.json"), list(detections))
-    plot_pr_curves(precision, names, os.path.join(out_dir, "pr_curves.png"))
-    plot_confusion_matrix(matrix, names, os.path.join(out_dir, "confusion_matrix.png"))
+    figures = {name: os.path.join(out_dir, f"{name}.png") for name in ("pr_curves", "confusion_matrix", "errors")}
+    plot_pr_curves(precision, names, figures["pr_curves"])
+    plot_confusion_matrix(matrix, names, figures["confusion_matrix"])
+    plot_error_breakdown(errors, figures["errors"])
+    galleries = None
+    if image_paths:
+        galleries = write_galleries(gt, detections, error_records, image_paths, os.path.join(out_dir, "galleries"))
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    write_json(os.path.join(out_dir, "errors.json"), errors)
+    write_report(os.path.join(out_dir, "report.html"), metrics, errors, figures, galleries, model, source)
     return metrics
 
 
@@ -102,10 +122,11 @@ def _load_json(path, what):
         raise DetectError(f"{path}: cannot read {what} file ({e})") from None
 
 
-def evaluate_files(detections_path, annotations_path, out_dir):
-    """`detect evaluate --detections FILE --annotations FILE`: evaluate two JSON files.
+def evaluate_files(detections_path, annotations_path, out_dir, images=None):
+    """`detect evaluate --detections FILE --annotations FILE [--images DIR]`.
 
-    detections_path: COCO results JSON (a list); annotations_path: COCO gt JSON.
+    detections_path: COCO results JSON (a list); annotations_path: COCO gt JSON; images:
+    the folder the gt's `file_name`s are relative to (galleries), or None.
     Writes the evaluation folder `out_dir` (see `evaluate_detections`) and returns the
     metrics. Raises DetectError naming the file that is missing, not JSON, or malformed.
     """
@@ -113,7 +134,14 @@ def evaluate_files(detections_path, annotations_path, out_dir):
     detections = _load_json(detections_path, "detections")
     check_ground_truth(gt, source=str(annotations_path))
     check_detections(gt, detections, source=str(detections_path))
-    return evaluate_detections(gt, detections, out_dir)
+    image_paths = None
+    if images is not None:
+        if not os.path.isdir(images):
+            raise DetectError(f"--images: folder not found: {images}")
+        image_paths = {image["id"]: os.path.join(images, image["file_name"])
+                       for image in gt["images"] if image.get("file_name")}
+    return evaluate_detections(gt, detections, out_dir, image_paths=image_paths,
+                               source=f"{detections_path} against {annotations_path}")
 
 
 def _fmt(value):
@@ -136,3 +164,12 @@ def format_table(metrics):
     summary += f"  images {metrics['num_images']}"
     lines.append(summary)
     return "\n".join(lines)
+
+
+def format_errors(errors_path):
+    """One line of the TIDE breakdown from errors.json: "TIDE dAP50  Cls 0.012  Loc ..."."""
+    with open(errors_path, encoding="utf-8") as f:
+        errors = json.load(f)
+    parts = [f"{k} {v:.3f}" for k, v in errors["dAP"].items()]
+    parts += [f"{k} {errors[k]:.3f}" for k in ("FalsePos", "FalseNeg")]
+    return "TIDE dAP50  " + "  ".join(parts)

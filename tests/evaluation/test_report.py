@@ -96,9 +96,10 @@ def test_metrics_json_agrees_with_pycocotools_on_the_same_files(tmp_path):
     assert metrics["num_images"] == 8
     assert set(metrics["voc"]) == {"mAP50", "mAP50_07", "per_class"}
     assert json.loads((out / "detections.json").read_text()) == dets
-    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "detections.json",
-                                       "metrics.json", "pr_curves.png"]
-    for png in ("pr_curves.png", "confusion_matrix.png"):
+    # No images given: no galleries folder.
+    assert sorted(os.listdir(out)) == ["confusion_matrix.png", "detections.json", "errors.json", "errors.png",
+                                       "metrics.json", "pr_curves.png", "report.html"]
+    for png in ("pr_curves.png", "confusion_matrix.png", "errors.png"):
         data = (out / png).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
 
