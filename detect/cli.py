@@ -270,6 +270,9 @@ def proposals_recall(config_path, model_dir, split, proposal_file, out):
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (rerunning does it too).")
 @click.option(
+    "--overwrite", is_flag=True, help="Replace a model in --out trained with another config (default: refuse)."
+)
+@click.option(
     "--strategy",
     default="auto",
     show_default=True,
@@ -277,7 +280,7 @@ def proposals_recall(config_path, model_dir, split, proposal_file, out):
     help="tf.distribute strategy (multi_worker reads TF_CONFIG).",
 )
 @handle_errors
-def train(config_path, overrides, out, resume, strategy):
+def train(config_path, overrides, out, resume, overwrite, strategy):
     """Train the detector CONFIG describes with model.fit and Keras callbacks."""
     from detect.config import load_config
 
@@ -287,7 +290,7 @@ def train(config_path, overrides, out, resume, strategy):
 
     stem = os.path.splitext(os.path.basename(config_path))[0]
     out = out or os.path.join("models", f"{config['detector']}_{stem}")
-    result = run(config, out, resume=resume, strategy=strategy)
+    result = run(config, out, resume=resume, strategy=strategy, overwrite=overwrite)
     click.echo(f"trained in {result['minutes']:.1f} min; model, history and loss curve in {out}")
 
 
