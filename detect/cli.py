@@ -135,8 +135,15 @@ _FORMAT = click.Choice(["coco", "voc", "csv", "yolo", "labelme", "cvat"])
 @click.option("--split", default=None, help="VOC split name (ImageSets/Main/<split>.txt); YOLO data.yaml key.")
 @click.option("--classes", default=None, help="Class list: CSV mapping (name,id) or names file (one a line).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save a grid of labelled images.")
+@click.option(
+    "--verify", is_flag=True,
+    help="Also decode every image (in parallel) and list truncated or undecodable files; exit 2 when any.",
+)
+@click.option(
+    "--workers", default=None, type=click.IntRange(1), help="Decoding threads for --verify (default: CPUs, at most 8)."
+)
 @handle_errors
-def data_inspect(fmt, annotations, images, split, classes, plot):
+def data_inspect(fmt, annotations, images, split, classes, plot, verify, workers):
     """Count images, boxes per class, negatives and box sizes; validate; optionally plot."""
     from detect.data.inspect import format_report, inspect, plot_grid
     from detect.data.formats import load_dataset
@@ -146,6 +153,13 @@ def data_inspect(fmt, annotations, images, split, classes, plot):
     if plot:
         plot_grid(dataset, plot)
         click.echo(f"labelled image grid saved to {plot}")
+    if verify:
+        from detect.data.verify import format_problems, verify_images
+
+        checked, problems = verify_images(dataset, workers=workers)
+        click.echo(format_problems(checked, problems))
+        if problems:
+            raise DetectError(f"{len(problems)} of {checked} images do not decode (listed above)")
 
 
 @data.command("convert")
