@@ -10,7 +10,7 @@ Layouts:
     ultralytics: a data.yaml with `names` (a list, or a dict {index: name}), an optional
         `path` (the dataset root; relative to the yaml's folder) and `train` / `val` /
         `test`, each a folder of images, an image-list .txt, or a list of those, relative
-        to the root. The label of .../images/.../x.jpg is .../labels/.../x.txt (the last
+        to the root (a yaml without them: the images/ folder beside it). The label of .../images/.../x.jpg is .../labels/.../x.txt (the last
         `images` folder of the path swapped for `labels`).
     darknet: labels beside the images (x.jpg + x.txt); the annotations are an image folder
         or an image-list .txt, and the class names come from a names file (`--classes`).
@@ -102,10 +102,13 @@ def _read_data_yaml(path, split):
     if "nc" in data and data["nc"] != len(names):
         raise DetectError(f"{path}: nc is {data['nc']} but names lists {len(names)} classes")
     splits = [key for key in ("train", "val", "test") if data.get(key)]
+    root = os.path.join(os.path.dirname(os.path.abspath(path)), str(data.get("path") or ""))
+    if not splits and split is None and os.path.isdir(os.path.join(root, "images")):
+        # No split keys (supervision's as_yolo writes names only): images/ beside the yaml.
+        return os.path.normpath(root), [os.path.normpath(os.path.join(root, "images"))], names
     if split is None or split not in splits:
         given = "no split given" if split is None else f"no {split!r} entry"
         raise DetectError(f"{path}: {given}; choose one of {splits} (--split / dataset.<split>.split)")
-    root = os.path.join(os.path.dirname(os.path.abspath(path)), str(data.get("path") or ""))
     entries = data[split] if isinstance(data[split], list) else [data[split]]
     sources = [os.path.normpath(os.path.join(root, str(entry))) for entry in entries]
     for source in sources:
