@@ -52,5 +52,6 @@ def model_section(model_dir, out_dir):
     if not os.path.isfile(curve):
         curve = None
         if os.path.isfile(history):
+            os.makedirs(out_dir, exist_ok=True)
             curve = plot_history(history, os.path.join(out_dir, "loss_curve.png"))
     return {"model_dir": os.path.abspath(model_dir), "config_text": config_text, "loss_curve": curve}

@@ -139,3 +139,46 @@ def test_gallery_picture_draws_gt_detections_and_the_error_in_their_colours():
     highlighted = draw_error_image(image, gt, dets, [error], {1: "a"}, min_side=200)
     assert highlighted.shape == (200, 200, 3)  # enlarged x2 for legible tags
     np.testing.assert_array_equal(highlighted[160, 120], ERROR_COLOR)  # x 60*2, row 80*2
+
+
+def test_evaluate_model_dir_writes_errors_json_and_a_report_with_the_model(tmp_path, make_model_dir):
+    import yaml
+
+    from detect.data.shapes import CLASS_NAMES, generate_shapes
+
+    generate_shapes(str(tmp_path / "shapes"), num_images=10, image_size=64, seed=0, progress=False)
+    model_dir = make_model_dir(list(CLASS_NAMES), tmp_path / "model")
+    (model_dir / "history.csv").write_text("epoch,loss,val_loss\n0,2.0,2.2\n1,1.5,1.9\n")
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": {"val": {"annotations": str(tmp_path / "shapes/annotations/val.json"),
+                            "images": str(tmp_path / "shapes/images")}},
+        "input": {"min_size": 64, "max_size": 64}}))
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(main, ["evaluate", str(model_dir), "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+    errors = json.loads((out / "errors.json").read_text())
+    assert set(errors["per_class"]) == set(CLASS_NAMES)
+    # The untrained model (score threshold 0, 5 boxes an image) makes errors; their dAP sum is
+    # what a perfect detector would add: at most 1 - AP50.
+    assert sum(errors["counts"].values()) > 0
+    assert sum(errors["dAP"].values()) <= 1 - errors["AP50"] + 1e-6
+    page = (out / "report.html").read_text()
+    assert "<h2>Model</h2>" in page and "config.yaml" in page and 'alt="training curves"' in page
+    assert (out / "loss_curve.png").exists()  # drawn from history.csv: the folder had no loss_curve.png
+    assert os.listdir(out / "galleries")  # images from the model's dataset
+
+
+def test_images_option_errors_are_one_line(tmp_path):
+    gt, dets = tide_case(0, num_random=0)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    runner = CliRunner()
+    result = runner.invoke(main, ["evaluate", "--detections", str(tmp_path / "dets.json"), "--annotations",
+                                  str(tmp_path / "gt.json"), "--images", str(tmp_path / "nothere"),
+                                  "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "error: --images: folder not found" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(main, ["evaluate", "some_model", "--images", str(tmp_path)])
+    assert result.exit_code != 0 and "--images goes with --detections" in result.output
