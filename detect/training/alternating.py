@@ -25,23 +25,25 @@ from detect.models.registry import build_model
 STEP_NAMES = ("1_rpn", "2_detector", "3_rpn_finetune", "4_detector_finetune")
 
 
-def rpn_proposals(model, tf_dataset, dataset):
+def rpn_proposals(model, tf_dataset, dataset, path=None):
     """Training-time RPN proposals of `model` for every image of a (non-shuffled, non-flipped)
-    pipeline: (num_images, P, 4) float32 in original image pixels, zero rows = padding."""
+    pipeline: (num_images, P, 4) float32 in original image pixels, zero rows = padding.
+
+    With `path`, they are streamed into that proposal file instead (proposals.cache format,
+    read back one image at a time by the pipeline) and path is returned: nothing of size
+    num_images x P stays in RAM.
+    """
 
     @tf.function(reduce_retracing=True)
     def propose(inputs):
         return model.propose(inputs, training_counts=True)
 
-    by_id = {}
-    for batch in tf_dataset:
-        inputs = {k: batch[k] for k in ("images", "image_shape")}
-        boxes, valid = propose(inputs)
-        scale = batch["scale"].numpy()
-        boxes = boxes.numpy() / np.concatenate([scale[:, 1:2], scale[:, 0:1]] * 2, axis=1)[:, None, :]
-        boxes[~valid.numpy()] = 0.0
-        for image_id, b in zip(batch["image_id"].numpy(), boxes):
-            by_id[int(image_id)] = b.astype(np.float32)
+    boxes_by_image = _boxes_by_image(propose, tf_dataset)
+    if path is not None:
+        from detect.proposals.cache import write_proposals
+
+        return write_proposals(path, dataset, boxes_by_image, {"source": "rpn"})
+    by_id = dict(boxes_by_image)
     size = next(iter(by_id.values())).shape[0]
     out = np.zeros((len(dataset.records), size, 4), np.float32)
     for i, record in enumerate(dataset.records):
@@ -56,6 +58,18 @@ def _set_trainable(model, trunk, rpn, head):
         model.rpn_head.trainable = rpn
     model.roi_head.trainable = head
     model.predictor.trainable = head
+
+
+def _boxes_by_image(propose, tf_dataset):
+    """Yields (image_id, (P, 4) float32 original pixels, invalid rows zero) per image."""
+    for batch in tf_dataset:
+        inputs = {k: batch[k] for k in ("images", "image_shape")}
+        boxes, valid = propose(inputs)
+        scale = batch["scale"].numpy()
+        boxes = boxes.numpy() / np.concatenate([scale[:, 1:2], scale[:, 0:1]] * 2, axis=1)[:, None, :]
+        boxes[~valid.numpy()] = 0.0
+        for image_id, b in zip(batch["image_id"].numpy(), boxes):
+            yield int(image_id), b.astype(np.float32)
 
 
 def _epochs(config):
@@ -111,8 +125,9 @@ def train_alternating(config, out_dir, train_set, val_set, skipped, strategy):
     run_step(0, rpn_model)
 
     ordered = lambda ds: pipeline(config, ds, training=False)  # noqa: E731
-    proposals_train = rpn_proposals(rpn_model, ordered(train_set), train_set)
-    proposals_val = rpn_proposals(rpn_model, ordered(val_set), val_set) if val_set is not None else None
+    files = [os.path.join(out_dir, f"rpn_proposals_{split}.npz") for split in ("train", "val")]
+    proposals_train = rpn_proposals(rpn_model, ordered(train_set), train_set, files[0])
+    proposals_val = rpn_proposals(rpn_model, ordered(val_set), val_set, files[1]) if val_set is not None else None
     with strategy.scope():
         model = build_model(config, train_set.classes)
         model.stage = "detector"
