@@ -153,6 +153,7 @@ RANGES = {
     "roi.batch_size": _count(),
     "roi.positive_fraction": _IOU,
     "roi.fg_iou": _IOU,
+    "roi.bg_iou_low": _fraction(),
     "roi.head_dim": _count(),
     "roi.box_weights": Seq(_rate(), 4),
     "roi.head_svd": Seq(_count(), 2, null=True),

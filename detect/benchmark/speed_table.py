@@ -22,6 +22,7 @@ A timer takes a `BenchSetup` and returns a dict: `stages` {stage: seconds per im
 the detector unavailable, as does a name missing from `TIMERS`.
 """
 
+import copy
 import dataclasses
 import os
 
@@ -49,19 +50,26 @@ PAPER = {
 
 # Model and input settings per backbone; any other backbone uses the paper's ("vgg16").
 # Selective search as in the papers: fast mode on the image shrunk to 500 px, <= 2000 boxes.
-_FC_HEAD = dict(backbone_width=32, roi_pool="align", roi_size=7, sampling_ratio=2)
+# "model" holds config sections (detect.config keys) on top of the defaults.
 _SEARCH = dict(mode="fast", max_side=500, max_proposals=2000)
+
+
+def _model(anchor_sizes, channels, pre_nms, post_nms, head_dim):
+    return {"backbone": {"width": 32},
+            "rpn": {"anchor_sizes": list(anchor_sizes), "channels": channels, "pre_nms_top_n_test": pre_nms,
+                    "post_nms_top_n_test": post_nms},
+            "roi": {"pool": "align", "size": 7, "sampling_ratio": 2, "head_dim": head_dim}}
+
+
 SETTINGS = {
-    "vgg16": {"min_size": 600, "max_size": 1000, "proposals": _SEARCH, "model": dict(
-        _FC_HEAD, anchor_sizes=(128, 256, 512), rpn_channels=512, pre_nms_top_n_test=6000,
-        post_nms_top_n_test=300, head_dim=4096),
+    "vgg16": {"min_size": 600, "max_size": 1000, "proposals": _SEARCH,
+              "model": _model((128, 256, 512), 512, 6000, 300, 4096),
         # R-CNN crops 224 px with 16 px context (configs/rcnn/base.yaml); 2000 VGG16 crops
         # take minutes per image on a CPU, so by default 64 are timed and scaled up.
         "rcnn": dict(backbone_width=32, crop_size=224, context=16, chunk_size=64, head_dim=4096),
         "max_rcnn_proposals": 64},
-    "tiny": {"min_size": 128, "max_size": 128, "proposals": _SEARCH, "model": dict(
-        _FC_HEAD, anchor_sizes=(16, 32, 64, 128), rpn_channels=256, pre_nms_top_n_test=1000,
-        post_nms_top_n_test=100, head_dim=256),
+    "tiny": {"min_size": 128, "max_size": 128, "proposals": _SEARCH,
+             "model": _model((16, 32, 64, 128), 256, 1000, 100, 256),
         "rcnn": dict(backbone_width=32, crop_size=48, context=6, chunk_size=256, head_dim=256),
         "max_rcnn_proposals": None},
 }
@@ -76,8 +84,8 @@ class BenchSetup:
     """What every timer shares: one backbone, one image list, one canvas.
 
     images: list of (H, W, 3) uint8 RGB; canvas_size: (Hc, Wc) padded canvas, a multiple
-    of 32 holding every resized image; model_kwargs: FasterRCNN-style keyword arguments
-    for the backbone's settings (without class_names / canvas_size); rcnn_kwargs: RCNN
+    of 32 holding every resized image; model_config: config sections (rpn, roi, backbone)
+    of the two-stage models on top of detect.config's defaults; rcnn_kwargs: RCNN
     keyword arguments likewise; proposal_kwargs: selective_search keyword arguments;
     max_rcnn_proposals: R-CNN crops at most this many proposals per image and scales its
     times up to all of them (None: every proposal); crop_batch_sizes: batch sizes of the
@@ -90,7 +98,7 @@ class BenchSetup:
     canvas_size: tuple
     min_size: int
     max_size: int
-    model_kwargs: dict
+    model_config: dict
     runs: int
     warmup: int
     rcnn_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -250,20 +258,21 @@ def _make_setup(backbone, images, image_size, num_images, num_classes, runs, war
     return BenchSetup(
         backbone=backbone, images=pictures, class_names=[f"class_{i}" for i in range(1, int(num_classes))],
         canvas_size=canvas_for_images(pictures, settings["min_size"], settings["max_size"]),
-        min_size=settings["min_size"], max_size=settings["max_size"], model_kwargs=dict(settings["model"]),
+        min_size=settings["min_size"], max_size=settings["max_size"], model_config=copy.deepcopy(settings["model"]),
         runs=int(runs), warmup=int(warmup), rcnn_kwargs=dict(settings["rcnn"]),
         proposal_kwargs=dict(settings["proposals"]), max_rcnn_proposals=None if cap is None else int(cap),
     )
 
 
 def _setup_notes(setup, detectors, source):
-    model, (height, width) = setup.model_kwargs, setup.canvas_size
+    rpn, roi = setup.model_config["rpn"], setup.model_config["roi"]
+    height, width = setup.canvas_size
     notes = [
         f"{setup.backbone} backbone, random weights, {source}, resized (shorter side {setup.min_size}, longer "
         f"at most {setup.max_size}) onto a {height}x{width} canvas, batch 1, "
         f"{len(setup.class_names) + 1} classes with background",
-        f"RPN: {model['pre_nms_top_n_test']} boxes before NMS, {model['post_nms_top_n_test']} proposals; "
-        f"{model['roi_size']}x{model['roi_size']} {POOL_NAMES[model['roi_pool']]}; fc6/fc7 {model['head_dim']}",
+        f"RPN: {rpn['pre_nms_top_n_test']} boxes before NMS, {rpn['post_nms_top_n_test']} proposals; "
+        f"{roi['size']}x{roi['size']} {POOL_NAMES[roi['pool']]}; fc6/fc7 {roi['head_dim']}",
         f"median of {setup.runs} runs after {setup.warmup} warm-up runs per image; each stage one tf.function "
         "traced once on static shapes; model building and tracing excluded; detect() is the end-to-end call "
         "users get",

@@ -14,6 +14,7 @@ previous stage's outputs on the same image; only the timed calls are timed. Sele
 search runs in NumPy / OpenCV, outside TensorFlow, like the papers' CPU proposal stage.
 """
 
+import copy
 import logging
 import statistics
 import time
@@ -21,7 +22,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from detect import compat
 from detect.benchmark.report import STAGES
+from detect.ops.boxes import valid_mask
 
 logger = logging.getLogger(__name__)
 
@@ -76,21 +79,11 @@ def graph_flops(fn):
     fails, conv / matmul FLOPs are computed from the graph's static shapes instead.
     """
     graph = fn.get_concrete_function().graph
-    try:
-        from tensorflow.python.profiler import model_analyzer, option_builder
-
-        options = option_builder.ProfileOptionBuilder.float_operation()
-        options["output"] = "none"
-        level = tf.get_logger().level
-        tf.get_logger().setLevel(logging.ERROR)  # the v1 profiler's deprecation notices
-        try:
-            profile = model_analyzer.profile(graph, options=options)
-        finally:
-            tf.get_logger().setLevel(level)
-        return float(profile.total_float_ops), "tf profiler float_ops"
-    except Exception as e:  # noqa: BLE001 - any profiler failure falls back to shapes
-        logger.warning("TF profiler failed (%s); counting conv/matmul FLOPs from shapes", e)
-        return _shape_flops(graph), "conv/matmul shapes (analytic)"
+    flops = compat.graph_float_ops(graph)
+    if flops is not None:
+        return flops, "tf profiler float_ops"
+    logger.warning("counting conv/matmul FLOPs from shapes")
+    return _shape_flops(graph), "conv/matmul shapes (analytic)"
 
 
 def time_stages(functions, inputs, warmup, runs, count_flops=None):
@@ -174,77 +167,78 @@ def canvas_proposals(boxes, scale, count):
     return tf.constant(out)
 
 
-def _valid(rois):
-    return (rois[..., 2] > rois[..., 0]) & (rois[..., 3] > rois[..., 1])
-
-
 # --------------------------------------------------------------------------- Faster / Fast R-CNN
-def _two_stage_functions(model, canvas_size, num_rois):
-    """tf.functions of the stages and of `model.detect` on static batch-1 shapes, R = num_rois
-    RoIs per image. With an RPN the proposals stage is the RPN head + proposal layer;
-    without one, detect() reads proposals (1, R, 4) from its inputs."""
-    from detect.models.postprocess import postprocess_detections
-    from detect.models.rpn import generate_proposals
+def two_stage_model(setup, detector):
+    """A random-weight TwoStageDetector for the setup's backbone, canvas and settings."""
+    from detect.config import from_dict
+    from detect.models.registry import build_model
 
-    features = _spec(*model.trunk.compute_output_shape((1, *canvas_size, 3)))
+    model = copy.deepcopy(setup.model_config)
+    config = from_dict({
+        **model,
+        "detector": detector,
+        "backbone": {**model.get("backbone", {}), "name": setup.backbone, "weights": "none"},
+        "input": {"min_size": setup.min_size, "max_size": setup.max_size, "canvas": list(setup.canvas_size)},
+    })
+    return build_model(config, setup.class_names)
+
+
+def _two_stage_functions(model, canvas_size, num_rois):
+    """tf.functions of the model's public stages (`features`, `rpn`, `box_head`,
+    `postprocess`) and of `predict_step` on static batch-1 shapes, R = num_rois RoIs per
+    image. With an RPN the proposals stage is the RPN head + proposal layer; without
+    one, predict_step reads proposals (1, R, 4) from its inputs."""
+    features = _spec(*model.backbone.compute_output_shape((1, *canvas_size, 3)))
     images, image_shape, scale = _spec(1, *canvas_size, 3), _spec(1, 2, dtype=tf.int32), _spec(1, 2)
     r, k = int(num_rois), model.num_classes
     rois = _spec(1, r, 4)
 
     @tf.function(input_signature=[images])
     def backbone(images):
-        return model.trunk(images, training=False)
+        return model.features(images)
 
     @tf.function(input_signature=[features, rois])
     def roi_head(features, rois):
-        pooled = model.roi_pool(features, rois)
-        vectors = model.roi_head(tf.reshape(pooled, [r, *pooled.shape[2:]]), training=False)
-        logits, deltas = model.predictor(vectors)
-        return tf.reshape(logits, [1, r, k + 1]), tf.reshape(deltas, [1, r, k, 4])
+        return model.box_head(features, rois)
 
-    @tf.function(input_signature=[_spec(1, r, k + 1), _spec(1, r, k, 4), rois, _spec(1, r, dtype=tf.bool),
-                                  image_shape, scale])
-    def postprocess(logits, deltas, rois, valid, image_shape, scale):
-        return postprocess_detections(
-            logits, deltas, rois, valid, image_shape, scale, coder=model.roi_coder,
-            score_threshold=model.score_threshold, nms_iou=model.nms_iou, max_detections=model.max_detections,
-        )
+    head = {"class_logits": _spec(1, r, k + 1), "box_deltas": _spec(1, r, k, 4), "rois": rois,
+            "roi_valid": _spec(1, r, dtype=tf.bool)}
+
+    @tf.function(input_signature=[head, image_shape, scale])
+    def postprocess(outputs, image_shape, scale):
+        return model.postprocess(outputs, image_shape, scale)
 
     fns = {"backbone": backbone, "roi_head": roi_head, "postprocess": postprocess}
     detect_spec = {"images": images, "image_shape": image_shape, "scale": scale}
     if model.use_rpn:
         @tf.function(input_signature=[features, image_shape])
         def proposals(features, image_shape):
-            objectness, deltas = model.rpn_head(features)
-            return generate_proposals(
-                objectness, deltas, model.anchors, image_shape, coder=model.rpn_coder,
-                pre_nms_top_n=model.pre_nms_top_n[False], post_nms_top_n=r,
-                nms_iou=model.rpn_nms_iou, min_size=model.rpn_min_size,
-            )
+            outputs = model.rpn(features, image_shape)
+            return outputs["proposals"], outputs["proposal_valid"]
 
         fns["proposals"] = proposals
     else:
         detect_spec["proposals"] = rois
-    fns["detect"] = tf.function(model.detect, input_signature=[detect_spec])
+    fns["detect"] = tf.function(model.predict_step, input_signature=[detect_spec])
     return fns
+
+
+def _post_args(logits, deltas, rois, valid, batch):
+    return ({"class_logits": logits, "box_deltas": deltas, "rois": rois, "roi_valid": valid},
+            batch["image_shape"], batch["scale"])
 
 
 def time_faster_rcnn(setup):
     """Stage and end-to-end timing of a random-weight FasterRCNN (see the module docstring)."""
-    from detect.models.faster_rcnn import FasterRCNN
-
-    model = FasterRCNN(
-        class_names=setup.class_names, canvas_size=setup.canvas_size, backbone=setup.backbone,
-        backbone_weights="none", **setup.model_kwargs,
-    )
-    fns = _two_stage_functions(model, setup.canvas_size, model.post_nms_top_n[False])
+    model = two_stage_model(setup, "faster_rcnn")
+    fns = _two_stage_functions(model, setup.canvas_size, model.rpn.post_nms_top_n[False])
     inputs = {name: [] for name in fns}
     proposal_count = detection_count = 0
     for batch in prepared_images(setup):
         features = fns["backbone"](batch["images"])
         boxes, valid = fns["proposals"](features, batch["image_shape"])
         logits, deltas = fns["roi_head"](features, boxes)
-        post_args = (logits, deltas, boxes, valid, batch["image_shape"], batch["scale"])
+        post_args = _post_args(logits, deltas, boxes, valid, batch)
         proposal_count += int(tf.reduce_sum(tf.cast(valid, tf.int32)))
         detection_count += int(fns["postprocess"](*post_args)["num_detections"][0])
         inputs["backbone"].append((batch["images"],))
@@ -268,14 +262,9 @@ def time_fast_rcnn(setup):
     The proposals of every image are padded with zero rows to the largest count P, the
     static RoI count the stage functions and detect() are traced for.
     """
-    from detect.models.fast_rcnn import FastRCNN
-
     boxes, search_seconds = selective_search_proposals(setup)
     count = max(max(len(b) for b in boxes), 1)
-    model = FastRCNN(
-        class_names=setup.class_names, canvas_size=setup.canvas_size, backbone=setup.backbone,
-        backbone_weights="none", **setup.model_kwargs,
-    )
+    model = two_stage_model(setup, "fast_rcnn")
     fns = _two_stage_functions(model, setup.canvas_size, count)
     inputs = {name: [] for name in fns}
     for batch, image_boxes in zip(prepared_images(setup), boxes):
@@ -284,7 +273,7 @@ def time_fast_rcnn(setup):
         logits, deltas = fns["roi_head"](features, rois)
         inputs["backbone"].append((batch["images"],))
         inputs["roi_head"].append((features, rois))
-        inputs["postprocess"].append((logits, deltas, rois, _valid(rois), batch["image_shape"], batch["scale"]))
+        inputs["postprocess"].append(_post_args(logits, deltas, rois, valid_mask(rois), batch))
         inputs["detect"].append(({**batch, "proposals": rois},))
     seconds, flops, methods, notes = time_stages(fns, inputs, setup.warmup, setup.runs)
     seconds["proposals"], flops["proposals"] = search_seconds, None
@@ -341,7 +330,7 @@ def best_chunk_size(per_crop, counts):
 
 
 def _rcnn_functions(model, canvas_size, num_rois):
-    """tf.functions of R-CNN's stages and of `model.detect`, P = num_rois proposal rows."""
+    """tf.functions of R-CNN's public stages and of `predict_step`, P = num_rois proposal rows."""
     images, image_shape, scale = _spec(1, *canvas_size, 3), _spec(1, 2, dtype=tf.int32), _spec(1, 2)
     p, k = int(num_rois), model.num_classes
     rois = _spec(1, p, 4)
@@ -353,14 +342,7 @@ def _rcnn_functions(model, canvas_size, num_rois):
     @tf.function(input_signature=[_spec(None, model.feature_dim), _spec(None, model.regression_dim),
                                   _spec(None, 2, dtype=tf.int64)])
     def roi_head(features, regression, index):
-        def scatter(layer, values, width):
-            return tf.scatter_nd(index, tf.cast(layer(values), tf.float32), tf.constant([1, p, width], tf.int64))
-
-        return {
-            "class_logits": scatter(model.classifier, features, k + 1),
-            "svm_scores": scatter(model.svm, features, k),
-            "box_deltas": tf.reshape(scatter(model.box_regressor, regression, 4 * k), [1, p, k, 4]),
-        }
+        return model.box_head(features, regression, index, tf.constant([1, p], tf.int64))
 
     head = {"rois": rois, "roi_valid": _spec(1, p, dtype=tf.bool), "class_logits": _spec(1, p, k + 1),
             "svm_scores": _spec(1, p, k), "box_deltas": _spec(1, p, k, 4)}
@@ -371,7 +353,7 @@ def _rcnn_functions(model, canvas_size, num_rois):
 
     detect_spec = {"images": images, "image_shape": image_shape, "scale": scale, "proposals": rois}
     return {"backbone": backbone, "roi_head": roi_head, "postprocess": postprocess,
-            "detect": tf.function(model.detect, input_signature=[detect_spec])}
+            "detect": tf.function(model.predict_step, input_signature=[detect_spec])}
 
 
 def _rcnn_inputs(fns, setup, boxes, count):
@@ -380,7 +362,7 @@ def _rcnn_inputs(fns, setup, boxes, count):
     crops = []
     for batch, image_boxes in zip(prepared_images(setup), boxes):
         rois = canvas_proposals(image_boxes, batch["scale"], count)
-        valid = _valid(rois)
+        valid = valid_mask(rois)
         index = tf.where(valid)
         flat = tf.gather_nd(rois, index)
         box_indices = tf.cast(index[:, 0], tf.int32)

@@ -10,11 +10,11 @@ _INPUT_KEYS = ("images", "image_shape", "scale", "proposals")
 
 
 def detect_function(model):
-    """A traced model.detect that keeps only the model's inputs (one trace per shape)."""
+    """A traced model.predict_step (one trace per input shape)."""
 
     @tf.function(reduce_retracing=True)
     def run(inputs):
-        return model.detect(inputs)
+        return model.predict_step(inputs)
 
     return run
 

@@ -1,6 +1,6 @@
 """Export a trained detector for serving: SavedModel, ONNX or LiteRT (.tflite).
 
-Every format serves `model.detect` (final detections), not `call` (raw head outputs).
+Every format serves `model.predict_step` (final detections), not `call` (raw head outputs).
 Shape shorthand: N images, Hc x Wc the model's fixed canvas, P proposals, D = max
 detections, K classes.
 
@@ -36,6 +36,7 @@ import uuid
 
 import tensorflow as tf
 
+from detect import compat
 from detect.errors import DetectError
 
 logger = logging.getLogger(__name__)
@@ -61,20 +62,20 @@ def input_signature(model):
 
 
 def serving_function(model):
-    """fn(images, image_shape, scale[, proposals]) -> detections dict of `model.detect`.
+    """fn(images, image_shape, scale[, proposals]) -> detections dict of `model.predict_step`.
 
     Flat named arguments (not one dict) give the SavedModel signature named inputs.
     """
     if model.use_rpn:
 
         def serve(images, image_shape, scale):
-            return model.detect({"images": images, "image_shape": image_shape, "scale": scale})
+            return model.predict_step({"images": images, "image_shape": image_shape, "scale": scale})
 
     else:
 
         def serve(images, image_shape, scale, proposals):
             inputs = {"images": images, "image_shape": image_shape, "scale": scale, "proposals": proposals}
-            return model.detect(inputs)
+            return model.predict_step(inputs)
 
     return serve
 
@@ -141,13 +142,7 @@ def write_onnx(model, path):
     _require_onnx()
     import tf2onnx
 
-    try:
-        # Keras' own numpy>=2 fixes for tf2onnx, the ones model.export(format="onnx") applies.
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
-
-        patch_tf2onnx()
-    except ImportError:
-        pass
+    compat.patch_tf2onnx()
     import onnx
 
     specs = input_signature(model)

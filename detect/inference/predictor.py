@@ -38,7 +38,7 @@ class Predictor:
         self.config = config
         self.class_names = list(model.class_names)
         self.canvas_size = tuple(model.canvas_size)
-        self._detect = tf.function(model.detect, reduce_retracing=True)
+        self._detect = tf.function(model.predict_step, reduce_retracing=True)
 
     @classmethod
     def from_dir(cls, model_dir):

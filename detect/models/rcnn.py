@@ -22,14 +22,15 @@ Inputs are those of Fast R-CNN: images (N, H, W, 3) float32 RGB [0, 255], image_
 import keras
 import tensorflow as tf
 
-from detect.ops.box_coder import BoxCoder
-from detect.ops.boxes import clip_boxes, to_normalized_yxyx
+from detect import compat
 from detect.errors import DetectError
-from detect.ops.matching import Matcher
 from detect.models.backbones import build_backbone
-from detect.models.faster_rcnn import constructor_kwargs
-from detect.ops.nms import multiclass_nms
-from detect.targets import roi_targets_batch
+from detect.models.detector import MODEL_INPUTS
+from detect.models.postprocess import postprocess_detections
+from detect.models.roi_heads import sample_rois_batch
+from detect.ops.box_coder import BoxCoder
+from detect.ops.boxes import to_normalized_yxyx, valid_mask
+from detect.ops.matching import Matcher
 
 SCORINGS = ("svm", "softmax")
 
@@ -109,7 +110,7 @@ class RCNN(keras.Model):
         positive_fraction=0.25,
         scoring="svm",
         score_threshold=0.05,
-        nms_iou=0.3,
+        nms_iou=0.5,
         max_detections=100,
         **kwargs,
     ):
@@ -154,9 +155,16 @@ class RCNN(keras.Model):
         self.coder = BoxCoder()
         self.matcher = Matcher(self.fg_iou, self.fg_iou, allow_low_quality_matches=False)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("cls_loss", "cls_accuracy")}
-        for name, tracker in self.trackers.items():
-            setattr(self, f"_{name}_tracker", tracker)
-        self._build_variables()
+        # Variables from shapes alone (the trunk and head are built functional models).
+        self.classifier.build((None, self.feature_dim))
+        self.svm.build((None, self.feature_dim))
+        self.box_regressor.build((None, self.regression_dim))
+        self.built = True
+
+    @property
+    def metrics(self):
+        # The loss tracker Keras adds when compiled, then ours (a dict is not tracked).
+        return super().metrics + list(self.trackers.values())
 
     # ----------------------------------------------------------------- construction
     def _check_crop(self):
@@ -174,14 +182,6 @@ class RCNN(keras.Model):
         if self.backbone_name == "vgg16":
             return self.head_dim, (cells // 2) ** 2 * channels
         return 2048, 2048
-
-    def _build_variables(self):
-        inputs = {
-            "images": tf.zeros((1,) + self.canvas_size + (3,)),
-            "image_shape": tf.constant([list(self.canvas_size)], tf.int32),
-            "proposals": tf.constant([[[0.0, 0.0, 16.0, 16.0]]]),
-        }
-        self(inputs, training=False)
 
     def get_config(self):
         config = {
@@ -206,7 +206,7 @@ class RCNN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**constructor_kwargs(config))
+        return cls(**compat.constructor_kwargs(config))
 
     # ----------------------------------------------------------------- features
     def crop_features(self, crops, training=False):
@@ -263,39 +263,37 @@ class RCNN(keras.Model):
         box_deltas (N, P, K, 4); padding rows are 0."""
         images = tf.cast(inputs["images"], tf.float32)
         proposals = tf.cast(inputs["proposals"], tf.float32)
-        valid = (proposals[..., 2] > proposals[..., 0]) & (proposals[..., 3] > proposals[..., 1])
+        valid = valid_mask(proposals)
         if "gt_boxes" in inputs:
             return self._sampled(images, proposals, valid, inputs, training)
         index = tf.where(valid)
         flat_boxes = tf.gather_nd(proposals, index)
         features, regression = self.chunked_region_features(images, flat_boxes, index[:, 0])
-        n, p = tf.shape(proposals)[0], tf.shape(proposals)[1]
-        k = self.num_classes
+        outputs = self.box_head(features, regression, index, tf.shape(proposals)[:2])
+        return {"rois": proposals, "roi_valid": valid, **outputs}
+
+    def box_head(self, features, regression, index, shape):
+        """Classifier, SVM and regressor outputs of the valid regions, scattered back to
+        their (image, proposal) rows `index` (M, 2) of a (N, P) = `shape` grid (zeros in
+        the other rows): class_logits (N, P, K + 1), svm_scores (N, P, K), box_deltas
+        (N, P, K, 4)."""
+        n, p, k = shape[0], shape[1], self.num_classes
 
         def scatter(layer, values, width):
             out = tf.cast(layer(values), tf.float32)
             return tf.scatter_nd(index, out, tf.cast(tf.stack([n, p, width]), tf.int64))
 
         return {
-            "rois": proposals,
-            "roi_valid": valid,
             "class_logits": scatter(self.classifier, features, k + 1),
             "svm_scores": scatter(self.svm, features, k),
             "box_deltas": tf.reshape(scatter(self.box_regressor, regression, 4 * k), tf.stack([n, p, k, 4])),
         }
 
     def _sampled(self, images, proposals, valid, inputs, training):
-        rois, labels, _ = roi_targets_batch(
-            proposals,
-            valid,
-            tf.cast(inputs["gt_boxes"], tf.float32),
-            tf.cast(inputs["gt_labels"], tf.int32),
-            matcher=self.matcher,
-            coder=self.coder,
-            num_samples=self.regions_per_image,
-            positive_fraction=self.positive_fraction,
+        rois, labels, _ = sample_rois_batch(
+            proposals, valid, inputs["gt_boxes"], inputs["gt_labels"], matcher=self.matcher, coder=self.coder,
+            num_samples=self.regions_per_image, positive_fraction=self.positive_fraction,
         )
-        rois = tf.stop_gradient(rois)
         n = tf.shape(rois)[0]
         r = self.regions_per_image
         indices = tf.repeat(tf.range(n), r)
@@ -337,53 +335,23 @@ class RCNN(keras.Model):
             scores = tf.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
         return tf.where(outputs["roi_valid"][..., None], scores, 0.0)
 
-    def detect(self, inputs):
-        """Final detections for a batch (see `postprocess` for the outputs)."""
-        outputs = self({k: inputs[k] for k in ("images", "image_shape", "proposals")}, training=False)
-        return self.postprocess(outputs, inputs["image_shape"], inputs.get("scale"))
-
     def postprocess(self, outputs, image_shape, scale=None):
-        """Scores, regressed boxes, per-class NMS and rescaling of `call` outputs.
-
-        Args:
-          outputs: inference outputs of `call` (rois, roi_valid, svm_scores or
-            class_logits, box_deltas).
-          image_shape: (N, 2) content (height, width) for clipping; scale: (N, 2) (sy, sx)
-            original -> canvas, None for 1.
-        Returns:
-          boxes (N, D, 4) xyxy original image pixels, scores (N, D), labels (N, D) int32
-          1..K (0 padding), num_detections (N,) int32. test score_threshold applies to the
-          [0, 1] scores of `region_scores` (for SVMs, sigmoid(margin) > 0.05 keeps margins
-          above -2.94).
-        """
-        scores = self.region_scores(outputs)
-        rois = outputs["rois"]
-        anchors = tf.repeat(rois[:, :, None, :], self.num_classes, axis=2)
-        boxes = self.coder.decode(outputs["box_deltas"], anchors)
-        shape = tf.cast(image_shape, tf.float32)
-        boxes = clip_boxes(boxes, shape[:, 0, None, None], shape[:, 1, None, None])
-        result = multiclass_nms(
-            boxes,
-            scores,
-            max_per_class=self.max_detections,
-            max_total=self.max_detections,
-            iou_threshold=self.nms_iou,
-            score_threshold=self.score_threshold,
+        """Scores (`region_scores`), regressed boxes, per-class NMS and rescaling of `call`
+        outputs (see detect.models.postprocess.postprocess_detections). test
+        score_threshold applies to the [0, 1] scores (for SVMs, sigmoid(margin) > 0.05
+        keeps margins above -2.94)."""
+        return postprocess_detections(
+            self.region_scores(outputs), outputs["box_deltas"], outputs["rois"], outputs["roi_valid"], image_shape,
+            scale, coder=self.coder, score_threshold=self.score_threshold, nms_iou=self.nms_iou,
+            max_detections=self.max_detections,
         )
-        scale = tf.ones_like(shape) if scale is None else tf.cast(scale, tf.float32)
-        sy, sx = scale[:, 0, None, None], scale[:, 1, None, None]
-        out_boxes = result["boxes"] / tf.concat([sx, sy, sx, sy], axis=-1)
-        valid = tf.sequence_mask(result["valid"], self.max_detections)
-        return {
-            "boxes": tf.where(valid[..., None], out_boxes, 0.0),
-            "scores": result["scores"],
-            "labels": tf.cast(tf.where(valid, result["classes"] + 1, 0), tf.int32),
-            "num_detections": tf.cast(result["valid"], tf.int32),
-        }
 
     def predict_step(self, data):
+        """Final detections (boxes (N, D, 4) xyxy original pixels, scores, labels,
+        num_detections, and `image_id` when the inputs carry it)."""
         x = data[0] if isinstance(data, tuple) else data
-        detections = self.detect(x)
+        outputs = self({k: x[k] for k in MODEL_INPUTS if k in x}, training=False)
+        detections = self.postprocess(outputs, x["image_shape"], x.get("scale"))
         if "image_id" in x:
             detections["image_id"] = x["image_id"]
         return detections

@@ -1,57 +1,89 @@
-"""Detector name -> builder. The one place where a YAML config becomes model arguments."""
+"""Detector name -> builder: the one place where a YAML config becomes parts and models.
+
+Each config section feeds one constructor; the tables below say which key feeds which
+argument. tests/models/test_registry.py checks that every default in detect.config.DEFAULTS
+equals the default of the argument it feeds, so a setting is declared once.
+"""
 
 from detect.data.pipeline import canvas_for
 from detect.errors import DetectError
 
+# config key -> RegionProposalNetwork argument (the rpn section, one to one).
+RPN_KEYS = {f"rpn.{name}": name for name in (
+    "anchor_sizes", "anchor_ratios", "channels", "fg_iou", "bg_iou", "batch_size", "positive_fraction",
+    "pre_nms_top_n_train", "post_nms_top_n_train", "pre_nms_top_n_test", "post_nms_top_n_test", "nms_iou",
+    "min_size", "ignore_border", "loss_weight",
+)}
 
-def two_stage_kwargs(config):
-    """Keyword arguments of FasterRCNN (and Fast R-CNN) from a resolved config dict."""
-    backbone, rpn, roi, test = config["backbone"], config["rpn"], config["roi"], config["test"]
-    return {
-        "canvas_size": canvas_for(config["input"]["max_size"], config["input"].get("canvas")),
-        "backbone": backbone["name"],
-        "backbone_weights": backbone["weights"],
-        "backbone_width": backbone["width"],
-        "anchor_sizes": rpn["anchor_sizes"],
-        "anchor_ratios": rpn["anchor_ratios"],
-        "rpn_channels": rpn["channels"],
-        "rpn_fg_iou": rpn["fg_iou"],
-        "rpn_bg_iou": rpn["bg_iou"],
-        "rpn_batch_size": rpn["batch_size"],
-        "rpn_positive_fraction": rpn["positive_fraction"],
-        "pre_nms_top_n_train": rpn["pre_nms_top_n_train"],
-        "post_nms_top_n_train": rpn["post_nms_top_n_train"],
-        "pre_nms_top_n_test": rpn["pre_nms_top_n_test"],
-        "post_nms_top_n_test": rpn["post_nms_top_n_test"],
-        "rpn_nms_iou": rpn["nms_iou"],
-        "rpn_min_size": rpn["min_size"],
-        "ignore_border": rpn["ignore_border"],
-        "rpn_loss_weight": rpn["loss_weight"],
-        "roi_pool": roi["pool"],
-        "roi_size": roi["size"],
-        "sampling_ratio": roi["sampling_ratio"],
-        "roi_batch_size": roi["batch_size"],
-        "roi_positive_fraction": roi["positive_fraction"],
-        "roi_fg_iou": roi["fg_iou"],
-        "head_dim": roi["head_dim"],
-        "box_weights": roi["box_weights"],
-        "roi_loss_weight": roi["loss_weight"],
-        "score_threshold": test["score_threshold"],
-        "nms_iou": test["nms_iou"],
-        "max_detections": test["max_detections"],
-    }
+# config key -> RoIHeads argument.
+ROI_HEADS_KEYS = {
+    "roi.pool": "pool",
+    "roi.sampling_ratio": "sampling_ratio",
+    "roi.batch_size": "batch_size",
+    "roi.positive_fraction": "positive_fraction",
+    "roi.fg_iou": "fg_iou",
+    "roi.bg_iou_low": "bg_iou_low",
+    "roi.box_weights": "box_weights",
+    "roi.loss_weight": "loss_weight",
+    "test.score_threshold": "score_threshold",
+    "test.nms_iou": "nms_iou",
+    "test.max_detections": "max_detections",
+}
+
+# config key -> build_backbone argument.
+BACKBONE_KEYS = {
+    "backbone.name": "name",
+    "backbone.weights": "weights",
+    "backbone.width": "width",
+    "roi.size": "roi_size",
+    "roi.head_dim": "head_dim",
+}
+
+# config key -> RCNN argument.
+RCNN_KEYS = {
+    "backbone.name": "backbone",
+    "backbone.weights": "backbone_weights",
+    "backbone.width": "backbone_width",
+    "roi.head_dim": "head_dim",
+    "rcnn.crop_size": "crop_size",
+    "rcnn.context": "context",
+    "rcnn.chunk_size": "chunk_size",
+    "rcnn.fg_iou": "fg_iou",
+    "test.score_threshold": "score_threshold",
+    "test.nms_iou": "nms_iou",
+    "test.max_detections": "max_detections",
+}
 
 
-def _faster_rcnn(config, class_names):
-    from detect.models.faster_rcnn import FasterRCNN
+def lookup(config, key):
+    """config["a"]["b"] for key "a.b"."""
+    section, name = key.split(".")
+    return config[section][name]
 
-    return FasterRCNN(class_names=class_names, **two_stage_kwargs(config))
+
+def arguments(config, table):
+    return {argument: lookup(config, key) for key, argument in table.items()}
 
 
-def _fast_rcnn(config, class_names):
-    from detect.models.fast_rcnn import FastRCNN
+def canvas_size(config):
+    return canvas_for(config["input"]["max_size"], config["input"].get("canvas"))
 
-    return FastRCNN(class_names=class_names, **two_stage_kwargs(config))
+
+def build_two_stage(config, class_names, with_rpn):
+    """A TwoStageDetector from a resolved config: backbone, RPN (or none), RoI heads."""
+    from detect.models.backbones import build_backbone
+    from detect.models.detector import TwoStageDetector
+    from detect.models.roi_heads import RoIHeads
+    from detect.models.rpn import RegionProposalNetwork
+
+    trunk, box_head, info = build_backbone(**arguments(config, BACKBONE_KEYS))
+    rpn = RegionProposalNetwork(stride=info["stride"], **arguments(config, RPN_KEYS), name="rpn") if with_rpn else None
+    roi_heads = RoIHeads(
+        num_classes=len(class_names), box_head=box_head, pool_size=info["roi_pool_size"],
+        spatial_scale=1.0 / info["stride"], **arguments(config, ROI_HEADS_KEYS), name="roi_heads",
+    )
+    return TwoStageDetector(backbone=trunk, rpn=rpn, roi_heads=roi_heads, class_names=class_names,
+                            canvas_size=canvas_size(config))
 
 
 def rcnn_kwargs(config):
@@ -60,24 +92,14 @@ def rcnn_kwargs(config):
     The fine-tuning batch of rcnn.fg_per_batch + rcnn.bg_per_batch regions is spread over
     the training.batch_size images of a batch (rounded up per image).
     """
-    backbone, r, test = config["backbone"], config["rcnn"], config["test"]
+    r = config["rcnn"]
     regions = int(r["fg_per_batch"]) + int(r["bg_per_batch"])
     images = int(config["training"]["batch_size"])
     return {
-        "canvas_size": canvas_for(config["input"]["max_size"], config["input"].get("canvas")),
-        "backbone": backbone["name"],
-        "backbone_weights": backbone["weights"],
-        "backbone_width": backbone["width"],
-        "crop_size": r["crop_size"],
-        "context": r["context"],
-        "chunk_size": r["chunk_size"],
-        "head_dim": config["roi"]["head_dim"],
-        "fg_iou": r["fg_iou"],
+        **arguments(config, RCNN_KEYS),
+        "canvas_size": canvas_size(config),
         "regions_per_image": max(-(-regions // images), 1),
         "positive_fraction": r["fg_per_batch"] / max(regions, 1),
-        "score_threshold": test["score_threshold"],
-        "nms_iou": test["nms_iou"],
-        "max_detections": test["max_detections"],
     }
 
 
@@ -87,10 +109,13 @@ def _rcnn(config, class_names):
     return RCNN(class_names=class_names, **rcnn_kwargs(config))
 
 
-BUILDERS = {"faster_rcnn": _faster_rcnn, "fast_rcnn": _fast_rcnn, "rcnn": _rcnn}
+BUILDERS = {
+    "faster_rcnn": lambda config, names: build_two_stage(config, names, with_rpn=True),
+    "fast_rcnn": lambda config, names: build_two_stage(config, names, with_rpn=False),
+    "rcnn": _rcnn,
+}
 
-
-MODEL_MODULES = ("detect.models.faster_rcnn", "detect.models.fast_rcnn", "detect.models.rcnn")
+MODEL_MODULES = ("detect.models.detector", "detect.models.rcnn")
 
 
 def import_models():
@@ -98,11 +123,7 @@ def import_models():
     import importlib
 
     for name in MODEL_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
+        importlib.import_module(name)
 
 
 def build_model(config, class_names):

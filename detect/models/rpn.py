@@ -1,15 +1,20 @@
-"""Region Proposal Network: head layer and proposal generation.
+"""Region Proposal Network: anchors, conv head, target assignment, loss and proposals.
 
 Shape shorthand: N images, Hf x Wf feature cells, A anchors per cell, M = Hf * Wf * A
-anchors, P proposals per image. Anchors are ordered cell-major (row, column), then the A
-cell anchors (detect.ops.anchors.grid_anchors), which is the order a (N, Hf, Wf, A) conv
-output has after reshaping to (N, M).
+anchors, G padded ground-truth boxes (label -1 = padding), P proposals per image. Anchors
+are ordered cell-major (row, column), then the A cell anchors (detect.ops.anchors), which
+is the order a (N, Hf, Wf, A) conv output has after reshaping to (N, M). Boxes are
+(.., 4) xyxy in canvas pixels. Naming: `gt_*` ground truth, `pred_*` network outputs.
 """
 
 import keras
 import tensorflow as tf
 
-from detect.ops.boxes import clip_boxes, small_box_mask
+from detect.models.losses import rpn_losses
+from detect.ops.anchors import grid_anchors
+from detect.ops.box_coder import BoxCoder
+from detect.ops.boxes import clip_boxes, pairwise_iou, small_box_mask
+from detect.ops.matching import Matcher, sample_balanced
 from detect.ops.nms import nms_padded
 
 
@@ -48,19 +53,74 @@ class RPNHead(keras.layers.Layer):
         return {**super().get_config(), "num_anchors": self.num_anchors, "channels": self.channels}
 
 
-def generate_proposals(
-    objectness,
-    deltas,
-    anchors,
-    image_shape,
-    *,
-    coder,
-    pre_nms_top_n,
-    post_nms_top_n,
-    nms_iou,
-    min_size=0.0,
-):
+def anchors_inside(anchors, image_shape):
+    """(M,) bool: anchors fully inside the image content of (height, width) `image_shape`."""
+    height = tf.cast(image_shape[0], anchors.dtype)
+    width = tf.cast(image_shape[1], anchors.dtype)
+    return (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= width) & (anchors[:, 3] <= height)
+
+
+def anchor_centres_inside(anchors, image_shape):
+    """(N, M) bool: anchors centred on image content (not on the canvas padding).
+
+    anchors: (M, 4) xyxy; image_shape: (N, 2) (height, width).
+    """
+    cx = 0.5 * (anchors[:, 0] + anchors[:, 2])
+    cy = 0.5 * (anchors[:, 1] + anchors[:, 3])
+    height = tf.cast(image_shape[:, 0:1], anchors.dtype)
+    width = tf.cast(image_shape[:, 1:2], anchors.dtype)
+    return (cx[None, :] < width) & (cy[None, :] < height)
+
+
+def rpn_targets(anchors, gt_boxes, gt_labels, image_shape, *, matcher, coder, num_samples,
+                positive_fraction, ignore_border, seed=None):
+    """RPN labels and regression targets for one image.
+
+    With `ignore_border`, anchors crossing the image border take no part (the paper) and
+    are removed *before* matching, so the best anchor of an object at the border is its
+    best anchor inside the image (py-faster-rcnn's anchor_target_layer does the same).
+
+    Args:
+      anchors: (M, 4) xyxy; gt_boxes: (G, 4) xyxy; gt_labels: (G,) int32, -1 = padding.
+      image_shape: (2,) int32 content (height, width).
+      matcher: Matcher(fg, bg, allow_low_quality_matches=True); coder: BoxCoder.
+    Returns:
+      labels (M,) int32 sampled 1 / 0 / -1; target_deltas (M, 4), 0 where labels != 1.
+    """
+    gt_boxes, gt_labels = with_dummy_gt(gt_boxes, gt_labels)
+    iou = masked_iou(gt_boxes, gt_labels, anchors)
+    if ignore_border:
+        inside = anchors_inside(anchors, image_shape)
+        iou = tf.where(inside[None, :], iou, -1.0)
+    matched, labels = matcher(iou)
+    if ignore_border:
+        labels = tf.where(inside, labels, -1)
+    labels = sample_balanced(labels, num_samples, positive_fraction, seed=seed)
+    target_deltas = coder.encode(tf.gather(gt_boxes, matched), anchors)
+    target_deltas = tf.where((labels == 1)[:, None], target_deltas, 0.0)
+    return labels, target_deltas
+
+
+def with_dummy_gt(gt_boxes, gt_labels):
+    """One padding row when G == 0: gather on an empty set is undefined; a row with label
+    -1 is never matched."""
+    if gt_boxes.shape[0] == 0:
+        gt_boxes = tf.zeros([1, 4], gt_boxes.dtype)
+        gt_labels = -tf.ones([1], gt_labels.dtype)
+    return gt_boxes, gt_labels
+
+
+def masked_iou(gt_boxes, gt_labels, boxes):
+    """(G, X) IoU with the rows of padded ground truth (label <= 0) set to -1."""
+    iou = pairwise_iou(gt_boxes, boxes)
+    return tf.where((gt_labels > 0)[:, None], iou, -1.0)
+
+
+def generate_proposals(objectness, deltas, anchors, image_shape, *, coder, pre_nms_top_n, post_nms_top_n,
+                       nms_iou, min_size=0.0):
     """Proposal layer: top-k by objectness, decode, clip, drop small boxes, NMS, top-k.
+
+    Anchors centred on the canvas padding (outside `image_shape`) never become proposals.
 
     Args:
       objectness: (N, M) logits; deltas: (N, M, 4); anchors: (M, 4) xyxy.
@@ -69,16 +129,20 @@ def generate_proposals(
       proposals (N, P, 4) xyxy (zeros in padding rows), valid (N, P) bool, with
       P = post_nms_top_n. Gradients do not flow into proposals (approximate joint training).
     """
-    objectness = tf.stop_gradient(objectness)
-    deltas = tf.stop_gradient(deltas)
+    objectness = tf.stop_gradient(tf.cast(objectness, tf.float32))
+    deltas = tf.stop_gradient(tf.cast(deltas, tf.float32))
+    objectness = tf.where(anchor_centres_inside(anchors, image_shape), objectness, -1e9)
     num_anchors = anchors.shape[0]
-    k = min(int(pre_nms_top_n), int(num_anchors))
+    if num_anchors is None:
+        k = tf.minimum(int(pre_nms_top_n), tf.shape(anchors)[0])
+    else:
+        k = min(int(pre_nms_top_n), int(num_anchors))
     scores, index = tf.math.top_k(objectness, k=k)
     boxes = coder.decode(tf.gather(deltas, index, batch_dims=1), tf.gather(anchors, index))
     height = tf.cast(image_shape[:, 0:1], boxes.dtype)
     width = tf.cast(image_shape[:, 1:2], boxes.dtype)
     boxes = clip_boxes(boxes, height, width)
-    keep = small_box_mask(boxes, max(float(min_size), 1e-3))
+    keep = small_box_mask(boxes, max(float(min_size), 1e-3)) & (scores > -1e8)
     # Dropped boxes get a score below the NMS threshold instead of a ragged removal.
     scores = tf.where(keep, scores, -1e9)
     keep_index, _ = nms_padded(boxes, scores, int(post_nms_top_n), nms_iou, score_threshold=-1e8)
@@ -86,3 +150,98 @@ def generate_proposals(
     proposals = tf.gather(boxes, tf.maximum(keep_index, 0), batch_dims=1)
     proposals = tf.where(valid[..., None], proposals, 0.0)
     return proposals, valid
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class RegionProposalNetwork(keras.layers.Layer):
+    """The RPN as one part: anchor generator, conv head, matcher, balanced sampler, box
+    coder, target assignment, loss and proposal generation (Ren et al. 2015).
+
+    call(features (N, Hf, Wf, C), image_shape (N, 2), training) -> dict
+      objectness (N, M), deltas (N, M, 4), anchors (M, 4), proposals (N, P, 4),
+      proposal_valid (N, P); P is post_nms_top_n_train when training else _test.
+    loss(outputs, gt_boxes (N, G, 4), gt_labels (N, G), image_shape) -> (cls, box).
+    Anchors follow the feature map's shape, so any canvas size works.
+    """
+
+    def __init__(self, *, anchor_sizes=(128, 256, 512), anchor_ratios=(0.5, 1.0, 2.0), stride=16, channels=512,
+                 fg_iou=0.7, bg_iou=0.3, batch_size=256, positive_fraction=0.5, pre_nms_top_n_train=12000,
+                 post_nms_top_n_train=2000, pre_nms_top_n_test=6000, post_nms_top_n_test=300, nms_iou=0.7,
+                 min_size=0.0, ignore_border=True, loss_weight=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
+        self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
+        self.stride = int(stride)
+        self.channels = int(channels)
+        self.fg_iou, self.bg_iou = float(fg_iou), float(bg_iou)
+        self.batch_size = int(batch_size)
+        self.positive_fraction = float(positive_fraction)
+        self.pre_nms_top_n = {True: int(pre_nms_top_n_train), False: int(pre_nms_top_n_test)}
+        self.post_nms_top_n = {True: int(post_nms_top_n_train), False: int(post_nms_top_n_test)}
+        self.nms_iou = float(nms_iou)
+        self.min_size = float(min_size)
+        self.ignore_border = bool(ignore_border)
+        self.loss_weight = float(loss_weight)
+        self.num_anchors = len(self.anchor_sizes) * len(self.anchor_ratios)
+        self.head = RPNHead(self.num_anchors, self.channels, name="rpn_head")
+        self.coder = BoxCoder()
+        self.matcher = Matcher(self.fg_iou, self.bg_iou, allow_low_quality_matches=True)
+
+    def build(self, features_shape, image_shape=None):
+        self.head.build(features_shape)
+
+    def anchors(self, features):
+        """(M, 4) xyxy canvas-pixel anchors of a (N, Hf, Wf, C) feature map."""
+        height = features.shape[1] if features.shape[1] is not None else tf.shape(features)[1]
+        width = features.shape[2] if features.shape[2] is not None else tf.shape(features)[2]
+        return grid_anchors(height, width, self.stride, self.anchor_sizes, self.anchor_ratios)
+
+    def propose(self, objectness, deltas, anchors, image_shape, training=False):
+        """The proposal layer with the training (True) or test (False) top-n counts."""
+        return generate_proposals(
+            objectness, deltas, anchors, image_shape, coder=self.coder,
+            pre_nms_top_n=self.pre_nms_top_n[bool(training)], post_nms_top_n=self.post_nms_top_n[bool(training)],
+            nms_iou=self.nms_iou, min_size=self.min_size,
+        )
+
+    def call(self, features, image_shape, training=False):
+        objectness, deltas = self.head(features)
+        # Under mixed precision the head computes in float16; box arithmetic stays float32.
+        objectness, deltas = tf.cast(objectness, tf.float32), tf.cast(deltas, tf.float32)
+        anchors = self.anchors(features)
+        proposals, valid = self.propose(objectness, deltas, anchors, image_shape, training)
+        return {"objectness": objectness, "deltas": deltas, "anchors": anchors,
+                "proposals": proposals, "proposal_valid": valid}
+
+    def targets(self, anchors, gt_boxes, gt_labels, image_shape):
+        """rpn_targets over a batch: gt (N, G, 4) / (N, G), image_shape (N, 2) ->
+        labels (N, M), target_deltas (N, M, 4)."""
+        num_anchors = anchors.shape[0]
+
+        def one(args):
+            return rpn_targets(anchors, args[0], args[1], args[2], matcher=self.matcher, coder=self.coder,
+                               num_samples=self.batch_size, positive_fraction=self.positive_fraction,
+                               ignore_border=self.ignore_border)
+
+        return tf.map_fn(
+            one,
+            (tf.cast(gt_boxes, tf.float32), tf.cast(gt_labels, tf.int32), image_shape),
+            fn_output_signature=(tf.TensorSpec([num_anchors], tf.int32), tf.TensorSpec([num_anchors, 4], tf.float32)),
+        )
+
+    def loss(self, outputs, gt_boxes, gt_labels, image_shape):
+        """(objectness loss, box loss) of `call` outputs against the ground truth."""
+        labels, target_deltas = self.targets(outputs["anchors"], gt_boxes, gt_labels, image_shape)
+        return rpn_losses(outputs["objectness"], outputs["deltas"], labels, target_deltas)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "anchor_sizes": list(self.anchor_sizes), "anchor_ratios": list(self.anchor_ratios),
+            "stride": self.stride, "channels": self.channels, "fg_iou": self.fg_iou, "bg_iou": self.bg_iou,
+            "batch_size": self.batch_size, "positive_fraction": self.positive_fraction,
+            "pre_nms_top_n_train": self.pre_nms_top_n[True], "post_nms_top_n_train": self.post_nms_top_n[True],
+            "pre_nms_top_n_test": self.pre_nms_top_n[False], "post_nms_top_n_test": self.post_nms_top_n[False],
+            "nms_iou": self.nms_iou, "min_size": self.min_size, "ignore_border": self.ignore_border,
+            "loss_weight": self.loss_weight,
+        }

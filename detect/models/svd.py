@@ -10,6 +10,7 @@ Parameters fall from in * out to r * (in + out): for VGG16 with ranks (1024, 256
 
 import logging
 
+import keras
 import numpy as np
 
 from detect.errors import DetectError
@@ -47,9 +48,17 @@ def factorize(kernel, rank):
     return (u[:, :rank] * s[:rank]).astype(kernel.dtype), vt[:rank].astype(kernel.dtype)
 
 
-def _has_fc_head(model):
-    names = {layer.name for layer in model.roi_head.layers}
+def _has_fc_head(head):
+    names = {layer.name for layer in getattr(head, "layers", ())}
     return all(name in names for name in FC_LAYERS)
+
+
+def head_ranks(head):
+    """(r6, r7) of a factorized fc6/fc7 box head, None when it is not factorized."""
+    names = {layer.name for layer in getattr(head, "layers", ())}
+    if not all(f"{name}_svd" in names for name in FC_LAYERS):
+        return None
+    return tuple(int(head.get_layer(f"{name}_svd").units) for name in FC_LAYERS)
 
 
 def _full_kernel(head, name):
@@ -82,37 +91,34 @@ def _copy_layer_weights(source, target, skip=()):
     return copied
 
 
-def _copy_all_but_fc(source, target):
-    """Copy every weight except fc6/fc7 kernels (and their factors); returns the count."""
-    skip = set(FC_LAYERS) | {f"{name}_svd" for name in FC_LAYERS}
-    copied = 0
-    for layer in source.layers:
-        if layer is source.roi_head:
-            copied += _copy_layer_weights(layer, target.roi_head, skip=skip)
-        elif layer.weights:
-            target.get_layer(layer.name).set_weights(layer.get_weights())
-            copied += len(layer.weights)
-    return copied
+def _factorized_head(head, ranks):
+    """A new fc6/fc7 box head like `head` (input shape, width, dropout) with SVD ranks."""
+    from detect.models.backbones import fc_head
+
+    dropout = [layer.rate for layer in head.layers if isinstance(layer, keras.layers.Dropout)]
+    return fc_head(tuple(head.input_shape[1:]), int(head.get_layer("fc6").units), name=head.name,
+                   svd_ranks=ranks, dropout=dropout[0] if dropout else 0.0)
 
 
 def truncate_head(model, ranks=(1024, 256)):
     """A copy of a two-stage detector whose fc6/fc7 are replaced by truncated SVDs.
 
-    Every other weight (trunk, RPN, box predictor, fc biases) is copied unchanged. The new
-    model is built from `model.get_config()` plus `head_svd_ranks`, so it saves and loads
-    as `.keras` like the original. Ranks are clipped to min(in, out) of each layer; a
-    model that is already factorized is re-factorized from its multiplied-out kernels.
+    Every other weight (backbone, RPN, box predictor, fc biases) is copied unchanged. The
+    new model is built from `model.get_config()` with the factorized box head, so it saves
+    and loads as `.keras` like the original. Ranks are clipped to min(in, out) of each
+    layer; a model that is already factorized is re-factorized from its multiplied-out
+    kernels.
 
     Args:
-      model: a FasterRCNN (or subclass) with a fc6/fc7 head (tiny, vgg16 backbones).
+      model: a TwoStageDetector with a fc6/fc7 box head (tiny, vgg16 backbones).
       ranks: (r6, r7) ranks for fc6 and fc7.
     Returns:
       the new model (uncompiled).
     """
-    if not _has_fc_head(model):
-        raise DetectError(f"truncated SVD needs a fc6/fc7 head; the {model.backbone_name} backbone has a res5 head")
+    head = model.roi_heads.box_head
+    if not _has_fc_head(head):
+        raise DetectError(f"truncated SVD needs a fc6/fc7 head; this model's box head is `{head.name}`")
     ranks = _check_ranks(ranks)
-    head = model.roi_head
     kernels = {name: _full_kernel(head, name) for name in FC_LAYERS}
     clipped = [min(rank, *kernels[name].shape) for name, rank in zip(FC_LAYERS, ranks)]
     for name, rank in zip(FC_LAYERS, clipped):
@@ -120,15 +126,19 @@ def truncate_head(model, ranks=(1024, 256)):
         if rank * (shape[0] + shape[1]) >= shape[0] * shape[1]:
             logger.warning("%s rank %d of a %d x %d kernel: the factorized layer is not smaller", name, rank, *shape)
 
-    new = type(model).from_config({**model.get_config(), "head_svd_ranks": clipped})
-    copied = _copy_all_but_fc(model, new)
+    config = model.get_config()
+    config["roi_heads"]["config"]["box_head"] = keras.saving.serialize_keras_object(_factorized_head(head, clipped))
+    new = type(model).from_config(config)
+    new.backbone.set_weights(model.backbone.get_weights())
+    if model.rpn is not None:
+        new.rpn.set_weights(model.rpn.get_weights())
+    new.roi_heads.predictor.set_weights(model.roi_heads.predictor.get_weights())
+    new_head = new.roi_heads.box_head
+    skip = set(FC_LAYERS) | {f"{name}_svd" for name in FC_LAYERS}
+    _copy_layer_weights(head, new_head, skip=skip)
     for name, rank in zip(FC_LAYERS, clipped):
         first, second = factorize(kernels[name], rank)
-        new.roi_head.get_layer(f"{name}_svd").kernel.assign(first)
-        new.roi_head.get_layer(name).kernel.assign(second)
-        new.roi_head.get_layer(name).bias.assign(head.get_layer(name).bias.numpy())
-        copied += 3
-    # A weight outside model.layers would otherwise keep its random initialization.
-    if copied != len(new.weights):
-        raise RuntimeError(f"truncate_head set {copied} of {len(new.weights)} weights of the new model")
+        new_head.get_layer(f"{name}_svd").kernel.assign(first)
+        new_head.get_layer(name).kernel.assign(second)
+        new_head.get_layer(name).bias.assign(head.get_layer(name).bias.numpy())
     return new

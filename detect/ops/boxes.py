@@ -1,12 +1,14 @@
-"""Box conversions, area, IoU, clipping and the small-box filter.
+"""Box conversions, area, IoU, validity, clipping, scaling and the small-box filter.
 
 Internal format: `(..., 4)` float32 `[x1, y1, x2, y2]` in absolute pixels of the image,
 continuous coordinates (a box over pixel columns 3..7 inclusive has x1=3, x2=8).
-Every function takes TF tensors or NumPy arrays, returns TF tensors, and is usable
-inside `tf.function` and `tf.data` with static or dynamic leading dimensions.
+The TF functions take tensors or arrays, return tensors, and are usable
+inside `tf.function` and `tf.data` with static or dynamic leading dimensions; the `_np`
+forms at the end do the same on NumPy arrays (torchvision's ops/boxes.py is the model).
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -144,3 +146,62 @@ def to_normalized_yxyx(boxes, height, width):
         ],
         axis=-1,
     )
+
+
+def valid_mask(boxes):
+    """Bool (...,): True where x2 > x1 and y2 > y1 (zero padding rows are invalid)."""
+    boxes = as_boxes(boxes)
+    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+
+
+def scale_boxes(boxes, sx, sy):
+    """`boxes` (..., 4) xyxy times (sx, sy, sx, sy); sx, sy broadcastable to (...,).
+
+    Original -> canvas pixels with the resize scale; canvas -> original with 1 / scale.
+    """
+    boxes = as_boxes(boxes)
+    sx = _as_float(sx)[..., None]
+    sy = _as_float(sy)[..., None]
+    return boxes * tf.concat([sx, sy, sx, sy], axis=-1)
+
+
+# ----------------------------------------------------------------------------- NumPy forms
+# The same maths on NumPy arrays, for code outside graphs (evaluation, proposal recall,
+# R-CNN sample selection); tests pin them to the TF forms above.
+
+
+def area_np(boxes):
+    """Area (...,) of `boxes` (..., 4) xyxy NumPy; negative widths / heights count as 0."""
+    boxes = np.asarray(boxes, np.float64)
+    return np.maximum(boxes[..., 2] - boxes[..., 0], 0) * np.maximum(boxes[..., 3] - boxes[..., 1], 0)
+
+
+def pairwise_iou_np(boxes1, boxes2):
+    """IoU (N, M) float64 of `boxes1` (N, 4) and `boxes2` (M, 4) xyxy; zero unions give 0."""
+    a = np.asarray(boxes1, np.float64).reshape(-1, 4)[:, None, :]
+    b = np.asarray(boxes2, np.float64).reshape(-1, 4)[None, :, :]
+    inter_w = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
+    inter_h = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0)
+    inter = inter_w * inter_h
+    union = area_np(a) + area_np(b) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def valid_mask_np(boxes):
+    """Bool (...,): x2 > x1 and y2 > y1 for `boxes` (..., 4) xyxy NumPy."""
+    boxes = np.asarray(boxes)
+    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+
+
+def clip_boxes_np(boxes, height, width):
+    """`boxes` (..., 4) xyxy NumPy clipped to [0, width] x [0, height]."""
+    boxes = np.array(boxes, dtype=np.float32, copy=True)
+    boxes[..., 0::2] = np.clip(boxes[..., 0::2], 0, width)
+    boxes[..., 1::2] = np.clip(boxes[..., 1::2], 0, height)
+    return boxes
+
+
+def scale_boxes_np(boxes, sx, sy):
+    """`boxes` (..., 4) xyxy NumPy times (sx, sy, sx, sy)."""
+    return np.asarray(boxes, np.float32) * np.array([sx, sy, sx, sy], np.float32)

@@ -1,4 +1,4 @@
-"""Export: the SavedModel "serve" signature reproduces model.detect, with and without
+"""Export: the SavedModel "serve" signature reproduces model.predict_step, with and without
 truncated SVD; Fast R-CNN exports take proposals; LiteRT converts; ONNX without its
 packages and bad output folders fail with one clear line."""
 
@@ -13,28 +13,18 @@ import tensorflow as tf
 from detect.config import dump_config, from_dict
 from detect.errors import DetectError
 from detect.inference.export import export_detector, export_model
-from detect.models.faster_rcnn import FasterRCNN
+from detect.models.registry import build_model
 
 CLASSES = ["circle", "rectangle", "triangle"]
 CANVAS = 64
 
 
-def small_model(**overrides):
-    kwargs = dict(
-        class_names=CLASSES,
-        canvas_size=(CANVAS, CANVAS),
-        backbone="tiny",
-        backbone_width=8,
-        anchor_sizes=(16, 32),
-        rpn_channels=16,
-        pre_nms_top_n_test=100,
-        post_nms_top_n_test=20,
-        head_dim=32,
-        max_detections=10,
-        score_threshold=0.0,
-    )
-    kwargs.update(overrides)
-    return FasterRCNN(**kwargs)
+def small_model(detector="faster_rcnn"):
+    return build_model(from_dict({
+        "detector": detector, "backbone": {"width": 8}, "input": {"min_size": 48, "max_size": CANVAS},
+        "rpn": {"anchor_sizes": [16, 32], "channels": 16, "pre_nms_top_n_test": 100, "post_nms_top_n_test": 20},
+        "roi": {"head_dim": 32}, "test": {"max_detections": 10, "score_threshold": 0.0},
+    }), CLASSES)
 
 
 def config():
@@ -68,7 +58,7 @@ def model_dir(tmp_path_factory):
     model = small_model()
     model.save(str(folder / "model.keras"))
     dump_config(config(), str(folder / "config.yaml"))
-    expected = {k: v.numpy() for k, v in model.detect(inputs()).items()}
+    expected = {k: v.numpy() for k, v in model.predict_step(inputs()).items()}
     return str(folder), expected
 
 
@@ -103,13 +93,13 @@ def test_full_rank_svd_export_matches_detect(model_dir, tmp_path):
 
 def test_fast_rcnn_export_takes_proposals(tmp_path):
     tf.keras.utils.set_random_seed(1)
-    model = small_model(use_rpn=False)
+    model = small_model("fast_rcnn")
     feed = inputs()
     proposals = np.zeros((2, 5, 4), "float32")  # zero rows are padding
     proposals[0, :3] = [[0, 0, 32, 32], [16, 8, 60, 40], [4, 30, 28, 62]]
     proposals[1, :2] = [[10, 10, 40, 30], [0, 0, 64, 48]]
     feed["proposals"] = proposals
-    expected = {k: v.numpy() for k, v in model.detect(feed).items()}
+    expected = {k: v.numpy() for k, v in model.predict_step(feed).items()}
     path = export_detector(model, config(), "saved_model", str(tmp_path / "fast"))
     assert_same(serve(path, feed), expected)
     with open(os.path.join(path, "export.json"), encoding="utf-8") as f:

@@ -1,37 +1,35 @@
-"""CPU smoke tests of Faster R-CNN: every backbone trains one step with finite losses, an
+"""CPU smoke tests of Faster R-CNN (TwoStageDetector with an RPN): every backbone trains one step with finite losses, an
 image without boxes gives zero box losses, save -> load gives identical predictions."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from detect.models.faster_rcnn import FasterRCNN
+from detect.config import from_dict
+from detect.models.registry import build_model
 
 CLASSES = ["circle", "rectangle", "triangle"]
 
 
-def small_model(backbone="tiny", canvas=64, **overrides):
-    kwargs = dict(
-        class_names=CLASSES,
-        canvas_size=(canvas, canvas),
-        backbone=backbone,
-        backbone_width=8,
-        anchor_sizes=(16, 32),
-        anchor_ratios=(0.5, 1.0, 2.0),
-        rpn_channels=16,
-        rpn_batch_size=32,
-        pre_nms_top_n_train=200,
-        post_nms_top_n_train=50,
-        pre_nms_top_n_test=100,
-        post_nms_top_n_test=20,
-        ignore_border=False,
-        roi_batch_size=16,
-        head_dim=32,
-        max_detections=10,
-        score_threshold=0.0,
-    )
-    kwargs.update(overrides)
-    return FasterRCNN(**kwargs)
+def small_config(backbone="tiny", canvas=64, detector="faster_rcnn", rpn=None, roi=None, test=None):
+    """A resolved config for a small detector on a canvas x canvas canvas."""
+    return from_dict({
+        "detector": detector,
+        "backbone": {"name": backbone, "weights": "none", "width": 8},
+        "input": {"min_size": canvas, "max_size": canvas},
+        "rpn": {"anchor_sizes": [16, 32], "anchor_ratios": [0.5, 1.0, 2.0], "channels": 16, "batch_size": 32,
+                "pre_nms_top_n_train": 200, "post_nms_top_n_train": 50, "pre_nms_top_n_test": 100,
+                "post_nms_top_n_test": 20, "ignore_border": False, **(rpn or {})},
+        "roi": {"batch_size": 16, "head_dim": 32, **(roi or {})},
+        "test": {"max_detections": 10, "score_threshold": 0.0, **(test or {})},
+    })
+
+
+def small_model(backbone="tiny", canvas=64, stage="joint", **sections):
+    """A random-weight detector built the way `detect train` builds one."""
+    model = build_model(small_config(backbone, canvas, **sections), CLASSES)
+    model.stage = stage
+    return model
 
 
 def batch(canvas=64, with_boxes=True):
@@ -56,7 +54,7 @@ def batch(canvas=64, with_boxes=True):
 def losses(model, inputs):
     outputs = model(inputs, training=True)
     model.compute_loss(x=inputs, y_pred=outputs)
-    return {name: float(t.result()) for name, t in model.trackers.items()}
+    return {t.name: float(t.result()) for t in model.metrics}
 
 
 @pytest.mark.parametrize(
@@ -71,13 +69,13 @@ def test_one_train_step_per_backbone(backbone, canvas):
     for key in ("loss", "rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss"):
         assert np.isfinite(history.history[key][0]), key
     outputs = model(batch(canvas), training=False)
-    m = model.anchors.shape[0]
+    m = outputs["rpn"]["anchors"].shape[0]
     # canvas 64 / stride 16 = 4 x 4 cells, 2 sizes x 3 ratios = 6 anchors per cell -> 96.
     if backbone == "tiny":
         assert m == 4 * 4 * 6
-    assert outputs["rpn_objectness"].shape == (2, m)
+    assert outputs["rpn"]["objectness"].shape == (2, m)
     assert outputs["class_logits"].shape == (2, 16, 4)  # RoIs sampled: gt present
-    detections = model.detect({k: v for k, v in batch(canvas).items() if not k.startswith("gt_")})
+    detections = model.predict_step({k: v for k, v in batch(canvas).items() if not k.startswith("gt_")})
     assert detections["boxes"].shape == (2, 10, 4)
     assert detections["labels"].shape == (2, 10)
 
@@ -111,7 +109,7 @@ def test_stage_selects_losses():
     inputs = batch()
     outputs = model(inputs, training=True)
     total = float(model.compute_loss(x=inputs, y_pred=outputs))
-    values = {name: float(t.result()) for name, t in model.trackers.items()}
+    values = {t.name: float(t.result()) for t in model.metrics}
     assert values["roi_cls_loss"] == 0.0
     assert total == pytest.approx(values["rpn_cls_loss"] + values["rpn_box_loss"], rel=1e-5)
 
@@ -124,11 +122,11 @@ def test_save_load_gives_identical_predictions(tmp_path):
     model.compile(optimizer="adam")
     model.fit(batch(), batch_size=2, epochs=1, verbose=0)
     inputs = {k: v for k, v in batch().items() if not k.startswith("gt_")}
-    before = {k: v.numpy() for k, v in model.detect(inputs).items()}
+    before = {k: v.numpy() for k, v in model.predict_step(inputs).items()}
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    after = {k: v.numpy() for k, v in loaded.detect(inputs).items()}
+    after = {k: v.numpy() for k, v in loaded.predict_step(inputs).items()}
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-4)
     assert loaded.class_names == CLASSES
@@ -144,7 +142,7 @@ def test_mixed_precision_train_step_is_finite():
         model.compile(optimizer="sgd")
         history = model.fit(batch(), batch_size=2, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][0])
-        detections = model.detect({k: v for k, v in batch().items() if not k.startswith("gt_")})
+        detections = model.predict_step({k: v for k, v in batch().items() if not k.startswith("gt_")})
         assert detections["boxes"].dtype == tf.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")

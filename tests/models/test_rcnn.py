@@ -100,7 +100,7 @@ def test_detections_from_hand_set_svms_and_regressors():
     bias = np.zeros(4 * k)
     bias[:4] = [0.1, 0.0, math.log(2.0), 0.0]  # class 1: shift by 0.1 w, double the width
     model.set_box_regressors(np.zeros((d, 4 * k)), bias)
-    out = {key: v.numpy() for key, v in model.detect(inputs()).items()}
+    out = {key: v.numpy() for key, v in model.predict_step(inputs()).items()}
     # [30, 30, 50, 46]: w 20, centre x 40 -> 42, width 40 -> [22, 30, 62, 46], clipped to
     # the content width 60 -> [22, 30, 60, 46], / scale 2 -> [11, 15, 30, 23].
     # [0, 0, 20, 20] -> [-8, 0, 32, 20] -> [0, 0, 32, 20]; [8, 0, 28, 20] -> [0, 0, 40, 20];
@@ -117,7 +117,7 @@ def test_detections_from_hand_set_svms_and_regressors():
 def test_no_proposals_give_no_detections():
     model = small_model(scoring="softmax", score_threshold=0.0)
     empty = dict(inputs(), proposals=np.zeros((2, 0, 4), "float32"))
-    out = model.detect(empty)
+    out = model.predict_step(empty)
     assert out["num_detections"].numpy().tolist() == [0, 0]
     assert out["boxes"].shape == (2, 5, 4)
 
@@ -130,11 +130,11 @@ def test_save_load_gives_identical_detections(tmp_path):
     rng = np.random.default_rng(4)
     model.set_svms(rng.normal(0, 0.1, (model.feature_dim, 3)), rng.normal(0, 1, 3))
     model.set_box_regressors(rng.normal(0, 0.01, (model.regression_dim, 12)), rng.normal(0, 0.1, 12))
-    before = {k: v.numpy() for k, v in model.detect(inputs()).items()}
+    before = {k: v.numpy() for k, v in model.predict_step(inputs()).items()}
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    after = {k: v.numpy() for k, v in loaded.detect(inputs()).items()}
+    after = {k: v.numpy() for k, v in loaded.predict_step(inputs()).items()}
     assert before["num_detections"][0] > 0
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-4)

@@ -22,12 +22,12 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     sys.path.insert(0, os.path.join(sys.argv[1], "tests", "models"))
-    from test_faster_rcnn import batch, small_model
+    from test_detector import batch, small_model
 
     # Sampling everything makes the loss independent of random draws:
     # 4 x 4 cells x 6 anchors = 96 anchors; 50 proposals + 4 gt rows < 64 RoIs.
-    kwargs = dict(rpn_batch_size=96, rpn_positive_fraction=1.0, roi_batch_size=64,
-                  roi_positive_fraction=1.0, post_nms_top_n_train=50)
+    kwargs = dict(rpn=dict(batch_size=96, positive_fraction=1.0, post_nms_top_n_train=50),
+                  roi=dict(batch_size=64, positive_fraction=1.0))
     data = batch()
     data = {k: np.concatenate([v, v]) for k, v in data.items()}  # global batch 4
     losses = {}

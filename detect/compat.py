@@ -1,0 +1,84 @@
+"""The only place that touches Keras / TensorFlow internals.
+
+Each use says why no public API does the job, is guarded by the versions it was checked
+against, and has a test (tests/test_compat.py). When a guard fails, the code takes the
+public fallback (or fails with a clear message) instead of silently misbehaving.
+"""
+
+import logging
+
+import keras
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+KERAS_VERSION = tuple(int(p) for p in keras.__version__.split(".")[:2])
+
+
+def constructor_kwargs(config):
+    """A saved model config minus the base-Layer keys (`trainable`, `dtype`) that Keras'
+    Model.get_config adds and our keyword-only constructors rebuild themselves."""
+    config = dict(config)
+    for key in ("trainable", "dtype"):
+        config.pop(key, None)
+    return config
+
+
+class BuiltInInit:
+    """Mixin for models that create every variable in __init__.
+
+    Why: keras.Model.fit builds an unbuilt model symbolically with `_maybe_symbolic_build`
+    (private, Keras >= 3.0), which averages a whole input batch across replicas;
+    MultiWorkerMirroredStrategy cannot reduce a dict of inputs. Our models are built in
+    __init__ and compile no metrics, so only the optimizer still needs its variables,
+    created under the strategy's scope. If a later Keras drops the hook, this method is
+    simply never called and fit takes its public path.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+
+def per_worker_logs(model, logs):
+    """Logs with one axis under MultiWorkerMirroredStrategy.
+
+    Why: Keras averages the logs across workers with strategy.reduce(axis=0), which needs
+    an axis to reduce (public behaviour, but a Keras bug for scalar logs).
+    """
+    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
+def patch_tf2onnx():
+    """Apply Keras' own NumPy >= 2 fixes to tf2onnx, the ones model.export(format="onnx")
+    applies. Why: tf2onnx still calls NumPy aliases removed in NumPy 2; Keras ships the
+    patch only under keras.src (no public API). Returns False when this Keras lacks it."""
+    try:
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx as patch
+    except ImportError:
+        logger.debug("keras %s has no tf2onnx patch; tf2onnx used as installed", keras.__version__)
+        return False
+    patch()
+    return True
+
+
+def graph_float_ops(graph):
+    """Total float ops of a graph from TF's graph profiler (public: tf.compat.v1.profiler).
+
+    Returns None when the profiler fails (e.g. a TF without the v1 profiler)."""
+    try:
+        profiler = tf.compat.v1.profiler
+        options = profiler.ProfileOptionBuilder.float_operation()
+        options["output"] = "none"
+        level = tf.get_logger().level
+        tf.get_logger().setLevel(logging.ERROR)  # the v1 profiler's deprecation notices
+        try:
+            return float(profiler.profile(graph, options=options).total_float_ops)
+        finally:
+            tf.get_logger().setLevel(level)
+    except Exception as e:  # noqa: BLE001 - any profiler failure is reported by the caller
+        logger.warning("TF profiler failed (%s)", e)
+        return None

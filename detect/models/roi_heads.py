@@ -1,0 +1,198 @@
+"""RoI heads: RoI sampling with targets, RoI pooling, box head, predictor, loss, postprocess.
+
+Shape shorthand: N images, Hf x Wf feature cells, C channels, P proposals per image, R RoIs
+per image that reach the head, S pooled size, D box-head feature width, K classes (the
+class logits have K + 1 columns, column 0 background; the deltas have K). Boxes are
+(.., 4) xyxy canvas pixels until `postprocess` rescales them to the original image.
+Labels: 0 background, 1..K classes, -1 padding / not sampled.
+"""
+
+import keras
+import tensorflow as tf
+
+from detect.models.losses import detection_losses
+from detect.models.postprocess import postprocess_detections
+from detect.models.rpn import masked_iou, with_dummy_gt
+from detect.ops.box_coder import BoxCoder
+from detect.ops.matching import IGNORE, Matcher, sample_balanced
+from detect.ops.roi_pool import RoIAlign, RoIPool
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class BoxPredictor(keras.layers.Layer):
+    """call(features (X, D)) -> (class_logits (X, K + 1), deltas (X, K, 4))."""
+
+    def __init__(self, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.cls = keras.layers.Dense(
+            self.num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="cls"
+        )
+        self.box = keras.layers.Dense(
+            4 * self.num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="box"
+        )
+
+    def build(self, input_shape):
+        self.cls.build(input_shape)
+        self.box.build(input_shape)
+
+    def call(self, features):
+        logits = self.cls(features)
+        deltas = keras.ops.reshape(self.box(features), (-1, self.num_classes, 4))
+        return logits, deltas
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def sample_rois(proposals, proposal_valid, gt_boxes, gt_labels, *, matcher, coder, num_samples,
+                positive_fraction, bg_iou_low=0.0, seed=None):
+    """Sample R = `num_samples` RoIs for one image and give them targets.
+
+    The ground-truth boxes join the proposals as candidates (as in all reference
+    implementations), so every object has at least one foreground RoI. Foreground: IoU >=
+    the matcher's threshold; background: IoU in [bg_iou_low, fg) (Fast R-CNN's 0.1;
+    torchvision and detectron2 use 0). `sample_balanced` keeps at most
+    floor(R * positive_fraction) foreground, background fills the rest; when both run
+    short, other candidates fill the slots with label -1 (no loss), so R is static.
+
+    Args:
+      proposals: (P, 4) xyxy; proposal_valid: (P,) bool (False for padding rows).
+      gt_boxes: (G, 4) xyxy; gt_labels: (G,) int32 1..K, -1 padding.
+    Returns:
+      rois (R, 4), labels (R,) int32 in -1..K, target_deltas (R, 4) (0 unless label > 0).
+    """
+    gt_boxes, gt_labels = with_dummy_gt(gt_boxes, gt_labels)
+    candidates = tf.concat([proposals, gt_boxes], axis=0)
+    valid = tf.concat([proposal_valid, gt_labels > 0], axis=0)
+    iou = masked_iou(gt_boxes, gt_labels, candidates)
+    matched, match_labels = matcher(iou)
+    # Background closer than bg_iou_low to every object is ignored; on an image without
+    # objects every candidate stays background (a negative image still trains the classifier).
+    best = tf.reduce_max(tf.maximum(iou, 0.0), axis=0)
+    too_far = (best < bg_iou_low) & tf.reduce_any(gt_labels > 0)
+    match_labels = tf.where(valid & ~((match_labels == 0) & too_far), match_labels, IGNORE)
+    sampled = sample_balanced(match_labels, num_samples, positive_fraction, seed=seed)
+
+    # Sampled candidates first, then the other valid ones, then padding; random within each.
+    u = tf.random.uniform(tf.shape(valid))
+    key = tf.where(sampled >= 0, 2.0 + u, tf.where(valid, 1.0 + u, u))
+    num_candidates = tf.shape(key)[0]
+    # top_k needs k <= length: pad keys with -1 so short candidate lists still give R rows.
+    key = tf.pad(key, [[0, tf.maximum(num_samples - num_candidates, 0)]], constant_values=-1.0)
+    index = tf.math.top_k(key, k=num_samples).indices
+    in_range = index < num_candidates
+    index = tf.minimum(index, num_candidates - 1)
+    picked = tf.where(in_range, tf.gather(sampled, index), IGNORE)
+    matched_picked = tf.gather(matched, index)
+    labels = tf.where(picked == 1, tf.gather(gt_labels, matched_picked), tf.where(picked == 0, 0, -1))
+    rois = tf.gather(candidates, index)
+    target_deltas = coder.encode(tf.gather(gt_boxes, matched_picked), rois)
+    target_deltas = tf.where((labels > 0)[:, None], target_deltas, 0.0)
+    return rois, tf.cast(labels, tf.int32), target_deltas
+
+
+def sample_rois_batch(proposals, proposal_valid, gt_boxes, gt_labels, *, num_samples, **kwargs):
+    """`sample_rois` over a batch: (N, P, 4), (N, P), (N, G, 4), (N, G) ->
+    rois (N, R, 4) (no gradient), labels (N, R), target_deltas (N, R, 4)."""
+    r = int(num_samples)
+
+    def one(args):
+        return sample_rois(*args, num_samples=r, **kwargs)
+
+    rois, labels, targets = tf.map_fn(
+        one,
+        (tf.cast(proposals, tf.float32), proposal_valid, tf.cast(gt_boxes, tf.float32), tf.cast(gt_labels, tf.int32)),
+        fn_output_signature=(tf.TensorSpec([r, 4], tf.float32), tf.TensorSpec([r], tf.int32),
+                             tf.TensorSpec([r, 4], tf.float32)),
+    )
+    return tf.stop_gradient(rois), labels, targets
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class RoIHeads(keras.layers.Layer):
+    """The second stage as one part (Girshick 2015): RoI sampler, RoI pooling (pool |
+    align), the box head passed in (fc6/fc7 or res5, from detect.models.backbones), the
+    predictor, its loss and postprocessing.
+
+    call(features (N, Hf, Wf, C), rois (N, R, 4), training) ->
+      (class_logits (N, R, K + 1), box_deltas (N, R, K, 4)), float32.
+    """
+
+    def __init__(self, *, num_classes, box_head, pool="align", pool_size=7, spatial_scale=1.0 / 16,
+                 sampling_ratio=2, batch_size=128, positive_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0,
+                 box_weights=(10.0, 10.0, 5.0, 5.0), loss_weight=1.0, score_threshold=0.05, nms_iou=0.5,
+                 max_detections=100, **kwargs):
+        super().__init__(**kwargs)
+        if pool not in ("align", "pool"):
+            raise ValueError(f"roi pool must be 'align' or 'pool', got {pool!r}")
+        self.num_classes = int(num_classes)
+        self.box_head = box_head
+        self.pool_type, self.pool_size = pool, int(pool_size)
+        self.spatial_scale, self.sampling_ratio = float(spatial_scale), int(sampling_ratio)
+        self.batch_size, self.positive_fraction = int(batch_size), float(positive_fraction)
+        self.fg_iou, self.bg_iou_low = float(fg_iou), float(bg_iou_low)
+        self.box_weights = tuple(float(w) for w in box_weights)
+        self.loss_weight = float(loss_weight)
+        self.score_threshold, self.nms_iou = float(score_threshold), float(nms_iou)
+        self.max_detections = int(max_detections)
+        if pool == "align":
+            self.pooler = RoIAlign(self.pool_size, spatial_scale=self.spatial_scale,
+                                   sampling_ratio=self.sampling_ratio, name="roi_align")
+        else:
+            self.pooler = RoIPool(self.pool_size, spatial_scale=self.spatial_scale, name="roi_pool")
+        self.predictor = BoxPredictor(self.num_classes, name="box_predictor")
+        self.coder = BoxCoder(weights=self.box_weights)
+        self.matcher = Matcher(self.fg_iou, self.fg_iou, allow_low_quality_matches=False)
+
+    def build(self, features_shape, rois_shape=None):
+        self.predictor.build((None, int(self.box_head.output_shape[-1])))
+
+    def sample(self, proposals, proposal_valid, gt_boxes, gt_labels):
+        """RoIs with targets for a batch (see `sample_rois_batch`)."""
+        return sample_rois_batch(
+            proposals, proposal_valid, gt_boxes, gt_labels, matcher=self.matcher, coder=self.coder,
+            num_samples=self.batch_size, positive_fraction=self.positive_fraction, bg_iou_low=self.bg_iou_low,
+        )
+
+    def call(self, features, rois, training=False):
+        pooled = self.pooler(features, rois)
+        n = tf.shape(rois)[0]
+        r = rois.shape[1] if rois.shape[1] is not None else tf.shape(rois)[1]
+        flat = tf.reshape(pooled, [-1, pooled.shape[2], pooled.shape[3], pooled.shape[-1]])
+        vectors = self.box_head(flat, training=training)
+        logits, deltas = self.predictor(vectors)
+        # Under mixed precision the layers compute in float16; box arithmetic stays float32.
+        logits = tf.reshape(tf.cast(logits, tf.float32), [n, r, self.num_classes + 1])
+        deltas = tf.reshape(tf.cast(deltas, tf.float32), [n, r, self.num_classes, 4])
+        return logits, deltas
+
+    def loss(self, class_logits, box_deltas, labels, target_deltas):
+        """(classification loss, box loss), each normalized by the sampled RoIs."""
+        return detection_losses(class_logits, box_deltas, labels, target_deltas)
+
+    def postprocess(self, class_logits, box_deltas, rois, roi_valid, image_shape, scale):
+        """Final detections: softmax, per-class decode, clip, threshold, per-class NMS, top-k,
+        rescale by `scale` (N, 2) (sy, sx) to original pixels (see postprocess_detections)."""
+        probs = tf.nn.softmax(class_logits, axis=-1)[..., 1:]
+        return postprocess_detections(
+            probs, box_deltas, rois, roi_valid, image_shape, scale, coder=self.coder,
+            score_threshold=self.score_threshold, nms_iou=self.nms_iou, max_detections=self.max_detections,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes, "box_head": keras.saving.serialize_keras_object(self.box_head),
+            "pool": self.pool_type, "pool_size": self.pool_size, "spatial_scale": self.spatial_scale,
+            "sampling_ratio": self.sampling_ratio, "batch_size": self.batch_size,
+            "positive_fraction": self.positive_fraction, "fg_iou": self.fg_iou, "bg_iou_low": self.bg_iou_low,
+            "box_weights": list(self.box_weights), "loss_weight": self.loss_weight,
+            "score_threshold": self.score_threshold, "nms_iou": self.nms_iou, "max_detections": self.max_detections,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["box_head"] = keras.saving.deserialize_keras_object(config["box_head"])
+        return cls(**config)
