@@ -5,9 +5,12 @@
                rcnn.bg_per_batch per batch), through Keras fit with the usual callbacks;
                its checkpoints and history go to `finetune/`.
 2. features    features of every ground-truth box and proposal of the training split,
-               appended to raw float32 files in the feature cache and read back as
-               np.memmap (FeatureStore), so the split may be larger than RAM.
-3. svms        one linear SVM per class with hard-negative mining (detect.models.svm).
+               appended to raw float16 files in the feature cache (half of float32's disk:
+               VOC07 trainval's ~10M regions x 4096 fc7 values take 82 GB, not 164 GB)
+               and read back as np.memmap (FeatureStore), so the split may be larger than
+               RAM; the per-region metadata is streamed to disk and memory-mapped too.
+3. svms        one linear SVM per class with hard-negative mining (detect.models.svm),
+               every class mined in one read of the store per round.
 4. regressors  one ridge regressor per class (lambda rcnn.ridge_lambda) from pool5-level
                features of proposals with IoU >= rcnn.reg_iou to BoxCoder deltas
                (weights 1, 1, 1, 1), targets standardized per coordinate (as in the R-CNN
@@ -28,11 +31,25 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from detect.io import write_json
 from detect.models.registry import build_model
-from detect.models.svm import feature_scale, train_svm
+from detect.models.svm import feature_scale, train_class_svms
 
 STATE_FILE = "rcnn_state.json"
-_FEATURES, _REGRESSION, _META = "features.f32", "regression.f32", "meta.npz"
+_FEATURES, _REGRESSION, _INDEX = "features.f16", "regression.f16", "store.json"
+STORE_DTYPE = np.float16
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+# Per-row metadata files: name -> (dtype, trailing shape; "K" = number of classes).
+_META_LAYOUT = {
+    "boxes": ("float32", (4,)),
+    "gt_label": ("int16", ()),
+    "class_iou": ("float16", ("K",)),
+    "best_iou": ("float32", ()),
+    "best_class": ("int16", ()),
+    "best_box": ("float32", (4,)),
+    "image": ("int64", ()),
+}
 
 
 def numpy_iou(boxes1, boxes2):
@@ -49,40 +66,53 @@ def numpy_iou(boxes1, boxes2):
 class FeatureStore:
     """Cached region features of a split (R rows: each image's gt boxes, then its proposals).
 
-    Files in `folder`: features.f32 (R, D) float32; regression.f32 (Rr, F) float32 for the
-    regression rows when the regressors read other features than the SVMs (VGG16 pool5);
-    meta.npz, written last, marks the cache complete and holds per row: boxes (R, 4) xyxy
-    canvas pixels, gt_label (R,) (class of a gt row, 0 for proposals), class_iou (R, K)
-    best IoU with a gt box of each class, best_iou / best_class / best_box of the gt box of
-    highest IoU, and reg_rows (Rr,) rows with best_iou >= the regression threshold.
+    Files in `folder`, all raw arrays read back as read-only np.memmap: features.f16
+    (R, D) float16; regression.f16 (Rr, F) float16 for the regression rows when the
+    regressors read other features than the SVMs (VGG16 pool5); meta_<key>.bin per row:
+    boxes (R, 4) xyxy canvas pixels, gt_label (R,) (class of a gt row, 0 for proposals),
+    class_iou (R, K) float16 best IoU with a gt box of each class, best_iou / best_class /
+    best_box of the gt box of highest IoU, image (R,) image id; reg_rows.bin (Rr,) int64
+    rows with best_iou >= the regression threshold. store.json, written last, holds the
+    sizes and marks the cache complete. Rows are read as float16: convert chunks
+    (np.asarray(rows, np.float32)), never the whole store.
     """
 
     def __init__(self, folder):
         self.folder = folder
-        with np.load(os.path.join(folder, _META), allow_pickle=False) as meta:
-            self.meta = {key: meta[key] for key in meta.files}
-        dims = self.meta["dims"]
-        self.features = self._open(_FEATURES, int(dims[0]))
-        reg_path = os.path.join(folder, _REGRESSION)
-        self.regression = self._open(_REGRESSION, int(dims[1])) if os.path.isfile(reg_path) else None
+        with open(os.path.join(folder, _INDEX), encoding="utf-8") as f:
+            index = json.load(f)
+        rows, classes = int(index["rows"]), int(index["num_classes"])
+        dims = [int(d) for d in index["dims"]]
+        self.meta = {"dims": np.array(dims)}
+        for key, (dtype, tail) in _META_LAYOUT.items():
+            shape = (rows,) + tuple(classes if d == "K" else d for d in tail)
+            self.meta[key] = self._open(f"meta_{key}.bin", dtype, shape)
+        self.meta["reg_rows"] = self._open("reg_rows.bin", "int64", (int(index["regression_rows"]),))
+        self.features = self._open(_FEATURES, STORE_DTYPE, (rows, dims[0]))
+        self.regression = None
+        if index["separate_regression"]:
+            self.regression = self._open(_REGRESSION, STORE_DTYPE, (int(index["regression_rows"]), dims[1]))
 
-    def _open(self, name, dim):
-        path = os.path.join(self.folder, name)
-        rows = os.path.getsize(path) // (4 * dim)
-        if rows == 0:
-            return np.zeros((0, dim), np.float32)
-        return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, dim))
+    def _open(self, name, dtype, shape):
+        if 0 in shape:
+            return np.zeros(shape, dtype)
+        return np.memmap(os.path.join(self.folder, name), dtype=dtype, mode="r", shape=shape)
 
     @staticmethod
     def complete(folder):
-        return os.path.isfile(os.path.join(folder, _META))
+        return os.path.isfile(os.path.join(folder, _INDEX))
 
     def regression_features(self, positions):
-        """(len(positions), F) regression features of reg_rows[positions]."""
+        """(len(positions), F) float32 regression features of reg_rows[positions]."""
         positions = np.asarray(positions, np.int64)
         if self.regression is not None:
             return np.asarray(self.regression[positions], np.float32)
         return np.asarray(self.features[self.meta["reg_rows"][positions]], np.float32)
+
+
+def to_store_dtype(values):
+    """float32 features -> the store's float16, clipped to float16's finite range."""
+    return np.clip(np.asarray(values, np.float32), -_FLOAT16_MAX, _FLOAT16_MAX).astype(STORE_DTYPE)
 
 
 def _image_rows(gt_boxes, gt_labels, proposals, num_classes):
@@ -115,7 +145,8 @@ def extract_features(model, tf_dataset, folder, reg_iou, total=None, progress=Tr
     """Run the CNN over every gt box and proposal of a pipeline into a FeatureStore.
 
     tf_dataset: batches with images, gt_boxes, gt_labels, proposals (canvas pixels), not
-    shuffled or flipped. Returns the FeatureStore.
+    shuffled or flipped. Features and metadata are appended to files batch by batch, so
+    RAM does not grow with the split. Returns the FeatureStore.
     """
 
     @tf.function(reduce_retracing=True)
@@ -126,9 +157,12 @@ def extract_features(model, tf_dataset, folder, reg_iou, total=None, progress=Tr
         shutil.rmtree(folder)
     os.makedirs(folder)
     separate = model.pool5 is not None
-    parts = {key: [] for key in ("boxes", "gt_label", "class_iou", "best_iou", "best_class", "best_box", "image")}
+    names = {"features": _FEATURES, "regression": _REGRESSION, "reg_rows": "reg_rows.bin"}
+    names.update({key: f"meta_{key}.bin" for key in _META_LAYOUT})
+    files = {key: open(os.path.join(folder, name), "wb") for key, name in names.items()}
+    rows_written = reg_written = 0
     bar = tqdm(total=total, unit="img", desc="R-CNN features", disable=not progress)
-    with open(os.path.join(folder, _FEATURES), "wb") as f_out, open(os.path.join(folder, _REGRESSION), "wb") as r_out:
+    try:
         for batch in tf_dataset:
             arrays = {k: batch[k].numpy() for k in ("gt_boxes", "gt_labels", "proposals", "image_id")}
             rows = [
@@ -136,50 +170,56 @@ def extract_features(model, tf_dataset, folder, reg_iou, total=None, progress=Tr
                 for i in range(len(arrays["image_id"]))
             ]
             counts = [len(r["boxes"]) for r in rows]
-            boxes = np.concatenate([r["boxes"] for r in rows])
+            meta = {key: np.concatenate([r[key] for r in rows]) for key in rows[0]}
+            meta["image"] = np.repeat(arrays["image_id"].astype(np.int64), counts)
             indices = np.repeat(np.arange(len(rows), dtype=np.int32), counts)
-            features, regression = run(batch["images"], tf.constant(boxes), tf.constant(indices))
-            features.numpy().astype(np.float32).tofile(f_out)
+            features, regression = run(batch["images"], tf.constant(meta["boxes"]), tf.constant(indices))
+            to_store_dtype(features.numpy()).tofile(files["features"])
+            reg_mask = meta["best_iou"] >= reg_iou
+            (np.flatnonzero(reg_mask).astype(np.int64) + rows_written).tofile(files["reg_rows"])
             if separate:
-                reg_mask = np.concatenate([r["best_iou"] for r in rows]) >= reg_iou
-                regression.numpy()[reg_mask].astype(np.float32).tofile(r_out)
-            for r, image_id, count in zip(rows, arrays["image_id"], counts):
-                for key in r:
-                    parts[key].append(r[key])
-                parts["image"].append(np.full(count, image_id, np.int64))
+                to_store_dtype(regression.numpy()[reg_mask]).tofile(files["regression"])
+            for key, (dtype, _) in _META_LAYOUT.items():
+                meta[key].astype(dtype).tofile(files[key])
+            rows_written += len(indices)
+            reg_written += int(reg_mask.sum())
             bar.update(len(rows))
-    bar.close()
+    finally:
+        for f in files.values():
+            f.close()
+        bar.close()
     if not separate:
         os.remove(os.path.join(folder, _REGRESSION))
-    meta = {key: np.concatenate(value) for key, value in parts.items()}
-    meta["reg_rows"] = np.flatnonzero(meta["best_iou"] >= reg_iou)
-    meta["dims"] = np.array([model.feature_dim, model.regression_dim])
-    tmp = os.path.join(folder, "meta.partial.npz")
-    np.savez(tmp, **meta)
-    os.replace(tmp, os.path.join(folder, _META))
+    write_json(os.path.join(folder, _INDEX), {
+        "rows": rows_written, "regression_rows": reg_written, "num_classes": model.num_classes,
+        "dims": [int(model.feature_dim), int(model.regression_dim)], "separate_regression": separate,
+        "dtype": np.dtype(STORE_DTYPE).name,
+    })
     return FeatureStore(folder)
 
 
 def train_svms(store, num_classes, r, seed=0, log=print):
-    """Per-class SVMs on a FeatureStore under the config's `rcnn` section `r`.
+    """Per-class SVMs on a FeatureStore under the config's `rcnn` section `r`, every class
+    mined in one pass over the store per round (detect.models.svm.train_class_svms).
 
     Returns kernel (D, K), bias (K,) on raw features and per-class mining summaries.
     """
     features, meta = store.features, store.meta
     scale = feature_scale(features, r["feature_norm"], seed=seed)
+    gt_label = np.asarray(meta["gt_label"])
+    positives = [np.asarray(features[np.flatnonzero(gt_label == k)], np.float32) for k in range(1, num_classes + 1)]
+    svms = train_class_svms(
+        positives, features, meta["class_iou"], neg_iou=r["neg_iou"], scale=scale,
+        rounds=r["hard_negative_rounds"], initial_negatives=r["initial_negatives"],
+        max_negatives=r["max_negatives"], hard_threshold=r["hard_threshold"],
+        evict_threshold=r["evict_threshold"], seeds=[seed + k for k in range(1, num_classes + 1)],
+        solver=r["svm_solver"], C=r["svm_c"], pos_weight=r["svm_pos_weight"], bias_scale=r["svm_bias_scale"],
+        epochs=r["svm_epochs"],
+    )
     kernel = np.zeros((features.shape[1], num_classes), np.float32)
     bias = np.zeros(num_classes, np.float32)
     summary = {}
-    for k in range(1, num_classes + 1):
-        positives = np.asarray(features[np.flatnonzero(meta["gt_label"] == k)], np.float32)
-        candidates = np.flatnonzero(meta["class_iou"][:, k - 1].astype(np.float32) < r["neg_iou"])
-        svm = train_svm(
-            positives, features, candidates, scale=scale, rounds=r["hard_negative_rounds"],
-            initial_negatives=r["initial_negatives"], max_negatives=r["max_negatives"],
-            hard_threshold=r["hard_threshold"], evict_threshold=r["evict_threshold"], seed=seed + k,
-            solver=r["svm_solver"], C=r["svm_c"], pos_weight=r["svm_pos_weight"], bias_scale=r["svm_bias_scale"],
-            epochs=r["svm_epochs"],
-        )
+    for k, svm in enumerate(svms, start=1):
         kernel[:, k - 1], bias[k - 1] = svm.weights, svm.bias
         summary[str(k)] = [
             {"round": m.index, "added": int(len(m.added)), "training_negatives": m.training_negatives,
@@ -187,7 +227,7 @@ def train_svms(store, num_classes, r, seed=0, log=print):
             for m in svm.rounds
         ]
         added = ", ".join(f"{m.index}:{len(m.added)}" for m in svm.rounds)
-        log(f"  svm class {k}: {len(positives)} positives, negatives added per round {added}")
+        log(f"  svm class {k}: {len(positives[k - 1])} positives, negatives added per round {added}")
     return kernel, bias, summary
 
 
