@@ -30,10 +30,11 @@ figure{margin:8px 0;break-inside:avoid;page-break-inside:avoid}
 figure img{max-width:100%;height:auto;border:1px solid #ddd}
 figcaption{font-size:12px;color:#555;margin-top:2px}
 .grid{display:grid;grid-template-columns:repeat(3,1fr);gap:12px}
+.pair{display:grid;grid-template-columns:3fr 2fr;gap:24px;align-items:start}.pair h2{margin-top:12px}
 .legend span{display:inline-block;padding:0 6px;margin-right:8px;color:#fff;font-size:12px}
 pre{background:#f7f7f7;border:1px solid #ddd;padding:8px;font-size:12px;overflow:auto;max-height:480px}
 @media print{@page{size:A4;margin:12mm}main{max-width:none;padding:0}h2{break-after:avoid}
-.grid{grid-template-columns:repeat(2,1fr)}pre{max-height:none;overflow:visible;white-space:pre-wrap}}
+.grid{grid-template-columns:repeat(2,1fr)}.pair{display:block}pre{max-height:none;overflow:visible;white-space:pre-wrap}}
 """
 
 
@@ -91,8 +92,9 @@ def _errors_section(errors, figure_path):
             "its object, Both wrong class and badly placed, Dupe a second detection of a found object, Bkg a "
             "detection on background, Miss an object nobody detected; FalsePos / FalseNeg: AP50 with perfect "
             f"precision / recall. AP50 as TIDE counts it: {_num(errors['AP50'])}.</p>"
+            + "<div class=pair style=\"grid-template-columns:4fr 1fr\">"
             + _figure(figure_path, "dAP50 per error type (number of errors in brackets)", "error breakdown")
-            + f"<table><tr><th>error</th><th>dAP50</th><th>count</th></tr>{rows}</table>")
+            + f"<table><tr><th>error</th><th>dAP50</th><th>count</th></tr>{rows}</table></div>")
 
 
 def _galleries_section(galleries):
@@ -131,10 +133,11 @@ def write_report(path, metrics, errors, figures, galleries=None, model=None, sou
             f" &middot; {stamp}</p>",
             _metrics_section(metrics), _per_class_section(metrics, errors),
             _errors_section(errors, figures.get("errors")),
-            "<h2>Precision / recall</h2>" + _figure(figures.get("pr_curves"), "per-class PR curves", "PR curves"),
-            "<h2>Confusion matrix</h2>" + _figure(figures.get("confusion_matrix"),
-                                                   "rows ground truth, columns prediction (IoU 0.5, score 0.5)",
-                                                   "confusion matrix"),
+            "<div class=pair><section><h2>Precision / recall</h2>"
+            + _figure(figures.get("pr_curves"), "per-class PR curves", "PR curves")
+            + "</section><section><h2>Confusion matrix</h2>"
+            + _figure(figures.get("confusion_matrix"), "rows ground truth, columns prediction (IoU 0.5, score 0.5)",
+                      "confusion matrix") + "</section></div>",
             _galleries_section(galleries), _model_section(model)]
     page = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             "<meta name=viewport content=\"width=device-width, initial-scale=1\">"
