@@ -359,14 +359,14 @@ def evaluate(model_dir, config_path, split, detections, annotations, images, out
 def predict(model_dir, sources, out, score_threshold, batch_size, classes, show):
     """Detect objects in images, folders, globs, list files, videos or a webcam index."""
     _quiet_tensorflow()
-    from detect.inference.run import run_predict
+    from detect.inference.run import run_predict, summary_line
 
     out = out or os.path.join(model_dir, "predictions")
     keep = [c.strip() for c in classes.split(",")] if classes else None
     result = run_predict(
         model_dir, list(sources), out, score_threshold=score_threshold, batch_size=batch_size, classes=keep, show=show
     )
-    click.echo(f"{result['frames']} frames processed; annotated outputs and detections written to {out}")
+    click.echo(summary_line(result, out))
 
 
 # --------------------------------------------------------------------------- benchmark

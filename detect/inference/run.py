@@ -37,6 +37,7 @@ class _Outputs:
         self.image_results = []
         self.videos = {}  # source name -> (writer, jsonl file)
         self.written = set()
+        self.created = not os.path.isdir(out_dir)  # removed again if a failed run leaves it empty
         os.makedirs(out_dir, exist_ok=True)
 
     def _image_path(self, frame):
@@ -135,10 +136,11 @@ def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=1, 
         if unknown:
             raise DetectError(f"--classes: unknown class {unknown[0]!r} (model classes: {', '.join(predictor.class_names)})")
     skipped = Counter()
+    total = count_frames(sources)  # opens every video: a bad one fails before --out exists
     outputs = _Outputs(out_dir, predictor.class_names)
-    total = count_frames(sources)
     start, frames = time.monotonic(), 0
-    bar = tqdm(total=total, unit="frame", desc="predict")
+    bar = tqdm(total=total, unit="frame", desc="predict", disable=None)  # no bar in logs (not a terminal)
+    failed = True
     try:
         for batch in _batches(iter_frames(sources, skipped), batch_size):
             results = predictor.predict_batch([f.image for f in batch], score_threshold)
@@ -158,7 +160,34 @@ def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=1, 
             frames += len(batch)
             bar.update(len(batch))
             bar.set_postfix(fps=f"{frames / max(time.monotonic() - start, 1e-9):.1f}")
+        failed = frames == 0
     finally:
         bar.close()
         outputs.close()
-    return {"frames": frames, "skipped": sum(skipped.values()), "out_dir": out_dir}
+        if failed and outputs.created:
+            with contextlib.suppress(OSError):
+                os.rmdir(out_dir)  # only when empty: nothing a user could want is removed
+    if frames == 0:
+        raise DetectError(f"no frame could be read from {', '.join(sources)}: {skipped_text(skipped)}")
+    return {"frames": frames, "skipped": sum(skipped.values()), "skipped_by": dict(skipped), "out_dir": out_dir}
+
+
+_SKIP_REASONS = {"image": "unreadable image", "video": "undecodable video frame", "webcam": "dropped webcam frame"}
+
+
+def skipped_text(skipped):
+    """`2 unreadable images, 1 undecodable video frame` (or `nothing skipped`)."""
+    parts = []
+    for kind, count in sorted(skipped.items()):
+        if count:
+            noun = _SKIP_REASONS.get(kind, f"skipped {kind}")
+            parts.append(f"{count} {noun}{'s' if count != 1 else ''}")
+    return ", ".join(parts) or "nothing skipped"
+
+
+def summary_line(result, out_dir):
+    """The line `detect predict` ends with: frames, what was skipped and why, where to."""
+    skipped = result.get("skipped_by") or {}
+    count = sum(skipped.values())
+    why = f", {count} skipped ({skipped_text(skipped)})" if count else ", none skipped"
+    return f"{result['frames']} frames processed{why}; annotated outputs and detections written to {out_dir}"

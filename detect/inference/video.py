@@ -13,10 +13,12 @@ frame decodes, the failed ones were bad frames (skipped and counted in `skipped`
 warning).
 """
 
+import contextlib
 import logging
 import math
 import os
 import secrets
+import sys
 import tempfile
 import time
 
@@ -145,9 +147,34 @@ class VideoReader:
         self.close()
 
 
+@contextlib.contextmanager
+def quiet_native_log():
+    """Mute OpenCV's and FFmpeg's own log lines ("moov atom not found", "[ WARN:0@0.03]
+    ... can't be used to capture by name") while media is opened: a file that cannot be
+    opened is reported once, as a DetectError. OpenCV's log level is lowered and, because
+    FFmpeg writes to the stderr file descriptor directly, fd 2 points at /dev/null
+    meanwhile. OPENCV_LOG_LEVEL set in the environment (e.g. DEBUG) shows everything."""
+    if os.environ.get("OPENCV_LOG_LEVEL"):
+        yield
+        return
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        cv2.utils.logging.setLogLevel(previous)
+
+
 def _open_capture(path, name, is_camera):
     if is_camera:
-        capture = cv2.VideoCapture(int(path))
+        with quiet_native_log():
+            capture = cv2.VideoCapture(int(path))
         if not capture.isOpened():
             capture.release()
             raise DetectError(f"cannot open {name}: no such camera, or it is in use")
@@ -166,10 +193,11 @@ def _open_capture(path, name, is_camera):
             os.symlink(os.path.abspath(path), link)
             return _open_capture(link, name, is_camera)
     # FFmpeg first: CAP_ANY would read a name containing '%' as an image-sequence pattern.
-    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
-    if not capture.isOpened():
-        capture.release()
-        capture = cv2.VideoCapture(path)
+    with quiet_native_log():
+        capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        if not capture.isOpened():
+            capture.release()
+            capture = cv2.VideoCapture(path)
     if not capture.isOpened():
         capture.release()
         raise DetectError(f"cannot open video (corrupt or unsupported format): {name}")
