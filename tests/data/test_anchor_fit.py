@@ -30,6 +30,19 @@ def test_shape_iou_by_hand():
     np.testing.assert_allclose(iou, [[1 / 3, 1.0, 400 / 2800]])
 
 
+def test_shape_iou_is_the_box_iou_of_centred_boxes():
+    from detect.ops.boxes import pairwise_iou
+
+    rng = np.random.default_rng(1)
+    shapes, anchors = rng.uniform(1, 50, (6, 2)), rng.uniform(1, 50, (4, 2))
+
+    def centred(wh):
+        return np.concatenate([-wh / 2, wh / 2], axis=1)
+
+    np.testing.assert_allclose(shape_iou(shapes, anchors),
+                               np.asarray(pairwise_iou(centred(shapes), centred(anchors))), rtol=1e-5)
+
+
 def test_anchor_shapes_match_the_detector_anchors():
     from detect.ops.anchors import cell_anchors
 
