@@ -28,6 +28,41 @@ MODES = ("fast", "quality")
 _LIBC = None
 
 
+def opencv_problem():
+    """None when cv2 has ximgproc (opencv-contrib), else a one-line message naming the fix.
+
+    Both opencv-python and opencv-contrib-python(-headless) install a `cv2` package into the
+    same folder; when another package pulls in the plain build it overwrites the contrib
+    one and `cv2.ximgproc` disappears. The installed distributions that own `cv2` tell
+    which package to remove.
+    """
+    if hasattr(cv2, "ximgproc"):
+        return None
+    try:
+        from importlib.metadata import packages_distributions
+
+        owners = sorted(set(packages_distributions().get("cv2", [])))
+    except Exception:  # noqa: BLE001 - broken metadata must not hide the real problem
+        owners = []
+    plain = [name for name in owners if "contrib" not in name.lower()]
+    where = getattr(cv2, "__file__", None) or "cv2"
+    if plain:
+        return (
+            f"OpenCV at {where} has no ximgproc (selective search): the package {' and '.join(plain)} shadows "
+            f"opencv-contrib-python-headless; remove it: pip uninstall -y {' '.join(plain)} && "
+            "pip install --force-reinstall opencv-contrib-python-headless"
+        )
+    return (
+        f"OpenCV at {where} has no ximgproc (selective search): "
+        "pip install --force-reinstall opencv-contrib-python-headless"
+    )
+
+
+# Checked once, at import; raised when selective search is asked for (reading a cached
+# proposal file, which needs no OpenCV contrib module, keeps working).
+OPENCV_PROBLEM = opencv_problem()
+
+
 def selective_search(image, mode="fast", max_side=500, max_proposals=2000, min_size=4,
                      seed=0):
     """Selective search proposals for one image.
@@ -71,7 +106,9 @@ def selective_search(image, mode="fast", max_side=500, max_proposals=2000, min_s
 
 
 def check_settings(mode, max_side, max_proposals, min_size):
-    """DetectError unless the arguments are valid for `selective_search`."""
+    """DetectError unless the arguments are valid for `selective_search` (and OpenCV has it)."""
+    if OPENCV_PROBLEM:
+        raise DetectError(OPENCV_PROBLEM)
     if mode not in MODES:
         raise DetectError(f"unknown selective search mode {mode!r}: expected one of {MODES}")
     if int(max_side) < 1:
