@@ -109,7 +109,7 @@ def test_data_convert_missing_voc_root(tmp_path):
 
 
 def test_bad_option_value_is_a_usage_error_without_traceback():
-    result = run("data", "inspect", "--format", "yolo", "--annotations", "x")
+    result = run("data", "inspect", "--format", "kitti", "--annotations", "x")
     assert result.exit_code == 2
     assert "Invalid value for '--format'" in result.output and "Traceback" not in result.output
 

@@ -44,6 +44,8 @@ def load_yolo(annotations, split=None, classes=None):
         .txt lists), image ids 1.., sizes from the image headers, file_names relative to
         the dataset root (ultralytics) or the annotations folder (darknet).
     """
+    if not os.path.exists(annotations):
+        raise DetectError(f"YOLO data.yaml, image folder or image list not found: {annotations}")
     if annotations.lower().endswith((".yaml", ".yml")):
         root, sources, names = _read_data_yaml(annotations, split)
         if classes is not None and list(classes) != names:
