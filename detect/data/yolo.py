@@ -10,8 +10,9 @@ Layouts:
     ultralytics: a data.yaml with `names` (a list, or a dict {index: name}), an optional
         `path` (the dataset root; relative to the yaml's folder) and `train` / `val` /
         `test`, each a folder of images, an image-list .txt, or a list of those, relative
-        to the root (a yaml without them: the images/ folder beside it). The label of .../images/.../x.jpg is .../labels/.../x.txt (the last
-        `images` folder of the path swapped for `labels`).
+        to the root (a yaml without them: the images/ folder beside it). The label of
+        .../images/.../x.jpg is .../labels/.../x.txt (the last `images` folder of the
+        path swapped for `labels`).
     darknet: labels beside the images (x.jpg + x.txt); the annotations are an image folder
         or an image-list .txt, and the class names come from a names file (`--classes`).
 """
