@@ -132,9 +132,17 @@ _FORMAT = click.Choice(["coco", "voc", "csv", "yolo", "labelme", "cvat"])
     help="COCO json, VOC root, CSV file, YOLO data.yaml or image folder, LabelMe folder, CVAT XML.",
 )
 @click.option("--images", type=click.Path(), default=None, help="Image folder (default: per format).")
-@click.option("--split", default=None, help="VOC split name (ImageSets/Main/<split>.txt); YOLO data.yaml key.")
-@click.option("--classes", default=None, help="Class list: CSV mapping (name,id) or names file (one a line).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save a grid of labelled images.")
+@click.option(
+    "--split", default=None,
+    help="VOC split name (ImageSets/Main/<split>.txt); YOLO data.yaml key (default: every annotation file).",
+)
+@click.option(
+    "--classes", default=None,
+    help="Class list: CSV mapping (name,id) or names file (one a line) (default: from the annotations).",
+)
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), default=None, help="Save a grid of labelled images (default: no grid)."
+)
 @click.option(
     "--verify", is_flag=True,
     help="Also decode every image (in parallel) and list truncated or undecodable files; exit 2 when any.",
@@ -165,11 +173,17 @@ def data_inspect(fmt, annotations, images, split, classes, plot, verify, workers
 @data.command("convert")
 @click.option("--from", "src_format", type=_FORMAT, required=True, help="Source format.")
 @click.option(
-    "--to", "dst_format", type=click.Choice(["coco", "voc", "yolo", "csv"]), default="coco", show_default=True
+    "--to", "dst_format", type=click.Choice(["coco", "voc", "yolo", "csv"]), default="coco", show_default=True,
+    help="Target format.",
 )
-@click.option("--images", type=click.Path(), default=None, help="Image folder of the source.")
-@click.option("--split", default=None, help="Source split: VOC ImageSets name, YOLO data.yaml key.")
-@click.option("--classes", default=None, help="Source class list (CSV mapping or names file); keeps unused classes.")
+@click.option("--images", type=click.Path(), default=None, help="Image folder of the source (default: per format).")
+@click.option(
+    "--split", default=None, help="Source split: VOC ImageSets name, YOLO data.yaml key (default: all annotations)."
+)
+@click.option(
+    "--classes", default=None,
+    help="Source class list (CSV mapping or names file); keeps unused classes (default: from the annotations).",
+)
 @click.option("--subset", default=None, help="VOC/YOLO output split name (default: --split, else train).")
 @click.option(
     "--image-mode", type=click.Choice(["link", "copy"]), default="link", show_default=True,
@@ -194,13 +208,19 @@ def data_convert(src_format, dst_format, images, split, classes, subset, image_m
 @click.option("--annotations", required=True, type=click.Path(), help="Annotations, as for `detect data inspect`.")
 @click.option("--config", "config_path", required=True, type=click.Path(), help="Detector config (input resizing, anchors).")
 @click.option("--images", type=click.Path(), default=None, help="Image folder (default: per format).")
-@click.option("--split", default=None, help="VOC split name; YOLO data.yaml key.")
-@click.option("--classes", default=None, help="Class list: CSV mapping (name,id) or names file (one a line).")
+@click.option("--split", default=None, help="VOC split name; YOLO data.yaml key (default: all annotations).")
+@click.option(
+    "--classes", default=None,
+    help="Class list: CSV mapping (name,id) or names file (one a line) (default: from the annotations).",
+)
 @click.option(
     "--mode", default="grid", show_default=True, type=click.Choice(["grid", "free"]),
     help="grid: the config's sizes x ratios; free: also free shapes per level.",
 )
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="anchors.json to write (plot beside it).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None,
+    help="anchors.json to write, plot beside it (default: print the report only).",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the k-means starts.")
 @handle_errors
 def data_anchors(fmt, annotations, config_path, images, split, classes, mode, out, seed):
@@ -226,10 +246,18 @@ def data_anchors(fmt, annotations, config_path, images, split, classes, mode, ou
 
 # --------------------------------------------------------------------------- proposals
 @main.group(invoke_without_command=True)
-@click.option("--config", "config_path", type=click.Path(), help="Detector config (dataset paths).")
-@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--mode", default=None, type=click.Choice(["fast", "quality"]), help="Selective search mode.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Proposal file (.npz).")
+@click.option(
+    "--config", "config_path", type=click.Path(), help="Detector config (dataset paths); required without a subcommand."
+)
+@click.option(
+    "--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]),
+    help="Dataset split of the config.",
+)
+@click.option(
+    "--mode", default=None, type=click.Choice(["fast", "quality"]),
+    help="Selective search mode (default: the config's proposals.mode).",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Proposal file (.npz); required without a subcommand.")
 @click.option("--workers", default=None, type=click.IntRange(1), help="Worker processes (default: CPUs).")
 @click.option("--set", "overrides", multiple=True, help="Override a config key: a.b=value.")
 @click.pass_context
@@ -258,10 +286,17 @@ def proposals(ctx, config_path, split, mode, out, workers, overrides):
 
 @proposals.command("recall")
 @click.option("--config", "config_path", required=True, type=click.Path(), help="Detector config.")
-@click.option("--model", "model_dir", type=click.Path(), default=None, help="Trained model folder (RPN recall).")
-@click.option("--split", default="val", show_default=True)
-@click.option("--proposals", "proposal_file", type=click.Path(), default=None, help="Selective-search proposal file.")
-@click.option("--out", default="runs/recall", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--model", "model_dir", type=click.Path(), default=None, help="Trained model folder for RPN recall (default: none)."
+)
+@click.option("--split", default="val", show_default=True, help="Dataset split of the config.")
+@click.option(
+    "--proposals", "proposal_file", type=click.Path(), default=None,
+    help="Selective-search proposal file (default: none).",
+)
+@click.option(
+    "--out", default="runs/recall", show_default=True, type=click.Path(file_okay=False), help="Output folder."
+)
 @handle_errors
 def proposals_recall(config_path, model_dir, split, proposal_file, out):
     """Recall vs IoU and vs number of proposals: selective search and a trained RPN."""
@@ -312,13 +347,24 @@ def train(config_path, overrides, out, resume, overwrite, strategy):
 @main.command()
 @click.argument("model_dir", required=False, type=click.Path())
 @click.option("--config", "config_path", type=click.Path(), default=None, help="Config (default: the model's).")
-@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--detections", type=click.Path(), default=None, help="COCO results file to score (no model).")
-@click.option("--annotations", type=click.Path(), default=None, help="COCO ground truth for --detections.")
+@click.option(
+    "--split", default="val", show_default=True, type=click.Choice(["train", "val", "test"]),
+    help="Dataset split of the config to evaluate on.",
+)
+@click.option(
+    "--detections", type=click.Path(), default=None,
+    help="COCO results file to score instead of a model (default: none).",
+)
+@click.option(
+    "--annotations", type=click.Path(), default=None, help="COCO ground truth for --detections (default: none)."
+)
 @click.option("--images", type=click.Path(), default=None,
-              help="Image folder of --annotations (file_name root), for the galleries.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+              help="Image folder of --annotations (file_name root), for the galleries (default: no galleries).")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None,
+    help="Output folder (default: MODEL_DIR/eval_<split>, or the folder of --detections).",
+)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Images per model call.")
 @handle_errors
 def evaluate(model_dir, config_path, split, detections, annotations, images, out, batch_size):
     """COCO (pycocotools) and VOC metrics, the TIDE error breakdown, galleries and report.html,
@@ -350,10 +396,15 @@ def evaluate(model_dir, config_path, split, detections, annotations, images, out
 @main.command()
 @click.argument("model_dir", type=click.Path())
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder.")
-@click.option("--score-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1))
-@click.option("--classes", default=None, help="Comma-separated class names to keep.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Output folder (default: MODEL_DIR/predictions)."
+)
+@click.option(
+    "--score-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+    help="Keep detections scoring at least this.",
+)
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Frames per model call.")
+@click.option("--classes", default=None, help="Comma-separated class names to keep (default: all).")
 @click.option("--show", is_flag=True, help="Show frames in a window (needs a display).")
 @handle_errors
 def predict(model_dir, sources, out, score_threshold, batch_size, classes, show):
@@ -373,10 +424,17 @@ def predict(model_dir, sources, out, score_threshold, batch_size, classes, show)
 @main.command()
 @click.option("--detectors", default="faster_rcnn", show_default=True, help="Comma list: rcnn,fast_rcnn,faster_rcnn.")
 @click.option("--backbone", default="vgg16", show_default=True, help="Backbone (vgg16 = paper config, tiny).")
-@click.option("--images", type=click.Path(), default=None, help="Folder of images to time on.")
-@click.option("--dataset", "dataset_config", type=click.Path(), default=None, help="Config whose val split adds AP.")
+@click.option(
+    "--images", type=click.Path(), default=None, help="Folder of images to time on (default: generated random images)."
+)
+@click.option(
+    "--dataset", "dataset_config", type=click.Path(), default=None,
+    help="Config whose val split adds AP (default: speed only).",
+)
 @click.option("--runs", default=5, show_default=True, type=click.IntRange(1), help="Timed runs per stage.")
-@click.option("--out", default="runs/benchmark", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--out", default="runs/benchmark", show_default=True, type=click.Path(file_okay=False), help="Output folder."
+)
 @handle_errors
 def benchmark(detectors, backbone, images, dataset_config, runs, out):
     """Per-stage speed table of the R-CNN family (markdown, CSV, bar chart)."""
@@ -392,8 +450,13 @@ def benchmark(detectors, backbone, images, dataset_config, runs, out):
 # --------------------------------------------------------------------------- export
 @main.command()
 @click.argument("model_dir", type=click.Path())
-@click.option("--format", "fmt", required=True, type=click.Choice(["saved_model", "onnx", "litert"]))
-@click.option("--svd", default=None, help="Truncated SVD of fc6,fc7 before export, e.g. 1024,256.")
+@click.option(
+    "--format", "fmt", required=True, type=click.Choice(["saved_model", "onnx", "litert"]), help="Export format."
+)
+@click.option(
+    "--svd", default=None,
+    help="Truncated SVD of fc6,fc7 before export, e.g. 1024,256 (default: the config's roi.head_svd, else none).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @handle_errors
 def export(model_dir, fmt, svd, out):
