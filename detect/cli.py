@@ -234,7 +234,7 @@ def data_anchors(fmt, annotations, config_path, images, split, classes, mode, ou
     dataset = load_dataset(fmt, annotations, images=images, split=split, classes=classes, check_images=False)
     result, shapes = fit_anchors(
         dataset, config["rpn"]["anchor_sizes"], config["rpn"]["anchor_ratios"], config["input"]["min_size"],
-        config["input"]["max_size"], canvas=config["input"].get("canvas"), mode=mode, seed=seed,
+        config["input"]["max_size"], mode=mode, seed=seed,
     )
     click.echo(format_report(result))
     if out:

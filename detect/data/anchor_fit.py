@@ -16,7 +16,8 @@ so large boxes do not dominate as they would under a Euclidean distance. Two for
         a grid only, so free shapes are reported, not pasted.
 
 Shapes are measured after the config's resizing (shorter side to input.min_size, longer
-side at most input.max_size, inside input.canvas), as the pipeline resizes them. Quality
+side at most input.max_size), as the training pipeline resizes them (the canvases are
+sized to fit that rule, so they do not shrink an image further). Quality
 of an anchor set: the fraction of boxes whose best anchor has IoU >= 0.5 and >= 0.7
 (best-anchor recall) and the mean best IoU, all with shared centres.
 
@@ -30,13 +31,12 @@ from detect.errors import DetectError
 THRESHOLDS = (0.5, 0.7)
 
 
-def resized_shapes(dataset, min_size, max_size, canvas=None):
+def resized_shapes(dataset, min_size, max_size):
     """(N, 2) [width, height] of every non-crowd box after the pipeline's resize.
 
     The resize rule of detect.data.transforms.resize in NumPy: scale = min(min_size /
-    short side, max_size / long side, canvas_h / H, canvas_w / W); the image becomes
-    round(H * scale) x round(W * scale) (at least 1, at most the canvas) and boxes scale
-    by new / old per axis.
+    short side, max_size / long side); the image becomes round(H * scale) x
+    round(W * scale) (at least 1 pixel) and boxes scale by new / old per axis.
     """
     shapes = []
     for record in dataset.records:
@@ -45,11 +45,7 @@ def resized_shapes(dataset, min_size, max_size, canvas=None):
             continue
         height, width = float(record.height), float(record.width)
         scale = min(min_size / min(height, width), max_size / max(height, width))
-        if canvas is not None:
-            scale = min(scale, canvas[0] / height, canvas[1] / width)
         new_h, new_w = max(round(height * scale), 1), max(round(width * scale), 1)
-        if canvas is not None:
-            new_h, new_w = min(new_h, canvas[0]), min(new_w, canvas[1])
         sizes = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
         shapes.append(sizes * [new_w / width, new_h / height])
     return np.concatenate(shapes) if shapes else np.zeros((0, 2))
@@ -190,14 +186,14 @@ def fit_free_levels(shapes, sizes, num_ratios, seed=0):
             else np.zeros((0, 2)) for i in range(len(sizes))]
 
 
-def fit_anchors(dataset, sizes, ratios, min_size, max_size, canvas=None, mode="grid",
+def fit_anchors(dataset, sizes, ratios, min_size, max_size, mode="grid",
                 max_fit_boxes=20000, seed=0):
     """Fit anchors to dataset and compare them with (sizes, ratios).
 
     Args:
         dataset: a Dataset (crowd boxes are left out).
         sizes, ratios: the config's anchors (rpn.anchor_sizes / rpn.anchor_ratios).
-        min_size, max_size, canvas: the config's input resizing.
+        min_size, max_size: the config's input resizing (input.min_size, input.max_size).
         mode: "grid" or "free" (free also reports per-level free shapes).
         max_fit_boxes: k-means runs on a random subset this large; quality uses every box.
 
@@ -209,7 +205,7 @@ def fit_anchors(dataset, sizes, ratios, min_size, max_size, canvas=None, mode="g
     """
     if mode not in ("grid", "free"):
         raise DetectError(f"anchor fit mode {mode!r}: expected grid or free")
-    shapes = resized_shapes(dataset, min_size, max_size, canvas)
+    shapes = resized_shapes(dataset, min_size, max_size)
     if not len(shapes):
         raise DetectError(f"{dataset.source}: no boxes to fit anchors to")
     rng = np.random.default_rng(seed)

@@ -58,8 +58,10 @@ def test_resized_shapes_follow_the_pipeline_resize():
     dataset = _dataset([[(100, 50)]], width=200, height=100)
     # scale = min(50 / 100, 80 / 200) = 0.4: the image becomes 80x40 and the box 40x20.
     np.testing.assert_allclose(resized_shapes(dataset, 50, 80), [[40, 20]])
-    # canvas (30, 100): scale = min(0.4, 30 / 100, 100 / 200) = 0.3 -> box 30x15.
-    np.testing.assert_allclose(resized_shapes(dataset, 50, 80, canvas=(30, 100)), [[30, 15]])
+    # 3x7 image, min 10 / max 20: scale = min(10 / 3, 20 / 7) = 2.857; 8.57 x 20 rounds to
+    # 9 x 20, so a 1x1 box becomes (20 / 7) x (9 / 3) = 2.857 x 3 (per-axis scales).
+    odd = _dataset([[(1, 1)]], width=7, height=3)
+    np.testing.assert_allclose(resized_shapes(odd, 10, 20), [[20 / 7, 3.0]])
     crowd = Record(2, "c.jpg", "/none/c.jpg", 10, 10, [[0, 0, 5, 5]], [1], iscrowd=[True])
     assert resized_shapes(Dataset(["thing"], [crowd]), 10, 10).shape == (0, 2)
 
