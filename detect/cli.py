@@ -71,6 +71,20 @@ def _os_error_message(e):
     return None
 
 
+# Commands that pick up where they stopped when run again (the rest start over).
+_RESUME_HINTS = {
+    "train": "run the same command again to resume from the last finished epoch",
+    "proposals": "run the same command again to resume: finished images are kept",
+}
+
+
+def _interrupted_message():
+    """`interrupted`, and for resumable commands how to resume."""
+    context = click.get_current_context(silent=True)
+    hint = _RESUME_HINTS.get(context.info_name if context else None)
+    return f"interrupted; {hint}" if hint else "interrupted"
+
+
 def handle_errors(func):
     """Turn user errors into one clear line and exit code 2."""
 
@@ -88,7 +102,8 @@ def handle_errors(func):
             click.echo(f"error: {message}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            # A newline first: a progress bar may hold the cursor mid-line.
+            click.echo("\n" + _interrupted_message(), err=True)
             sys.exit(130)
 
     return wrapper

@@ -36,3 +36,30 @@ def test_defaults_appear_in_the_help_output():
     assert "--score-threshold" in result.output and "[default: 0.5" in result.output
     result = CliRunner().invoke(main, ["evaluate", "--help"])
     assert "--batch-size" in result.output and "[default: 8" in result.output
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_train_is_its_own_line_with_how_to_resume(tmp_path, monkeypatch):
+    import detect.training.train
+
+    from test_bad_inputs import shapes_coco, tiny_config
+
+    config = tiny_config(tmp_path / "config.yaml", shapes_coco(tmp_path / "data", 2))
+    monkeypatch.setattr(detect.training.train, "train", _interrupt)
+    result = CliRunner().invoke(main, ["train", config, "--out", str(tmp_path / "model")])
+    assert result.exit_code == 130
+    assert "Traceback" not in result.output
+    # The line before may hold a progress bar: the message starts a line of its own.
+    assert result.stderr.endswith("\ninterrupted; run the same command again to resume from the last finished epoch\n")
+
+
+def test_ctrl_c_elsewhere_says_interrupted(tmp_path, monkeypatch):
+    import detect.data.shapes
+
+    monkeypatch.setattr(detect.data.shapes, "generate_shapes", _interrupt)
+    result = CliRunner().invoke(main, ["data", "shapes", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 130
+    assert result.stderr == "\ninterrupted\n"
