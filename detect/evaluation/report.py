@@ -17,9 +17,6 @@ Class order is ascending category id everywhere.
 
 import json
 import os
-import uuid
-
-import numpy as np
 
 from detect.errors import DetectError
 from detect.evaluation.coco_eval import (STAT_NAMES, category_names, check_detections,
@@ -30,32 +27,7 @@ from detect.evaluation.html_report import write_report
 from detect.evaluation.plots import (confusion_matrix, plot_confusion_matrix, plot_error_breakdown,
                                      plot_pr_curves)
 from detect.evaluation.voc_eval import voc_evaluate
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def write_json(path, data):
-    """Write `data` as JSON to `path` atomically (temp file in the same folder, then os.replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # A unique name in the target folder: os.replace is atomic within a file system,
-    # and open() (unlike mkstemp) leaves the permissions to the umask.
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+from detect.io import write_json
 
 
 def evaluate_detections(gt, detections, out_dir, extra=None, image_paths=None, model=None, source=""):
