@@ -220,14 +220,21 @@ def make_dataset(
     ds = ds.map(_loader(reader, min_size, max_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(lambda example: example["ok"])
     if training and flip:
-        # Flip coins from a sequential stream: a random op inside the parallel map would
-        # draw in thread order, so the same seed could flip different images.
-        coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip((ds, coins))
+        ds = _with_coins(ds, seed)
     finish = _finisher(max_boxes, landscape, portrait, pad_value)
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     drop = training if drop_remainder is None else drop_remainder
-    ds = _batch(ds, batch_size, drop, grouped=landscape != portrait)
+    return _finalize(_batch(ds, batch_size, drop, grouped=landscape != portrait))
+
+
+def _with_coins(ds, seed):
+    """Pair each example with a flip coin from a sequential stream: a random op inside the
+    parallel map would draw in thread order, so the same seed could flip different images."""
+    coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip((ds, coins))
+
+
+def _finalize(ds):
     options = tf.data.Options()
     # Every worker reads the same seeded stream of global batches and keeps its own slice
     # of each (no file sharding: examples come from an index range).
