@@ -210,3 +210,15 @@ def test_vgg16_imagenet_from_populated_cache_starts_fc6_fc7_from_fc1_fc2(tmp_pat
     assert [layer.name for layer in head.layers if isinstance(layer, keras.layers.Dropout)] == ["drop6", "drop7"]
     with pytest.raises(DetectError, match="needs roi size 7, head_dim 4096 and no SVD"):
         build_backbone("vgg16", weights="imagenet", head_dim=1024)
+
+
+def test_rcnn_vgg16_fine_tuning_network_has_the_dropout_head():
+    from detect.models.rcnn import RCNN
+
+    model = RCNN(class_names=["a", "b"], canvas_size=(64, 64), backbone="vgg16", crop_size=64, context=4,
+                 head_dim=16, chunk_size=4, regions_per_image=4)
+    assert [layer.name for layer in model.head.layers if isinstance(layer, keras.layers.Dropout)] == ["drop6", "drop7"]
+    crops = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    test_a, _ = model.crop_features(crops, training=False)
+    test_b, _ = model.crop_features(crops, training=False)
+    np.testing.assert_array_equal(test_a, test_b)  # no dropout at test time
