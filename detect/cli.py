@@ -454,10 +454,14 @@ def predict(model_dir, sources, out, score_threshold, batch_size, classes, show)
 def benchmark(detectors, backbone, images, dataset_config, runs, out):
     """Per-stage speed table of the R-CNN family (markdown, CSV, bar chart)."""
     _quiet_tensorflow()
-    from detect.benchmark.speed_table import run_benchmark
+    from detect.benchmark import speed_table
+    from detect.progress import elapsed_bar, label_calls
 
     names = [d.strip() for d in detectors.split(",") if d.strip()]
-    result = run_benchmark(names, backbone=backbone, images=images, dataset_config=dataset_config, runs=runs, out_dir=out)
+    with elapsed_bar("benchmark") as bar, label_calls(speed_table.TIMERS, bar, "benchmark"):
+        result = speed_table.run_benchmark(
+            names, backbone=backbone, images=images, dataset_config=dataset_config, runs=runs, out_dir=out
+        )
     click.echo(result["table"])
     click.echo(f"speed table, CSV and chart written to {out}")
 
@@ -478,8 +482,10 @@ def export(model_dir, fmt, svd, out):
     """Export a trained model (SavedModel, ONNX or LiteRT) through Keras' model.export."""
     _quiet_tensorflow()
     from detect.inference.export import export_model
+    from detect.progress import elapsed_bar
 
-    path = export_model(model_dir, fmt, out, svd=svd)
+    with elapsed_bar(f"exporting {fmt}"):
+        path = export_model(model_dir, fmt, out, svd=svd)
     click.echo(f"exported {fmt} to {path}")
 
 

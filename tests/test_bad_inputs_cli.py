@@ -63,3 +63,32 @@ def test_ctrl_c_elsewhere_says_interrupted(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["data", "shapes", "--out", str(tmp_path / "s")])
     assert result.exit_code == 130
     assert result.stderr == "\ninterrupted\n"
+
+
+def test_label_calls_names_the_running_stage_and_restores_the_table():
+    from detect.progress import label_calls
+
+    class Bar:
+        text = None
+
+        def set_description_str(self, text):
+            self.text = text
+
+    seen = []
+    table = {"fast_rcnn": lambda setup: seen.append((setup, bar.text)) or 7}
+    original = table["fast_rcnn"]
+    bar = Bar()
+    with label_calls(table, bar, "benchmark"):
+        assert table["fast_rcnn"]("setup") == 7
+    assert seen == [("setup", "benchmark: fast_rcnn")]
+    assert table == {"fast_rcnn": original}
+
+
+def test_elapsed_bar_writes_nothing_when_stderr_is_not_a_terminal(capsys):
+    import time
+
+    from detect.progress import elapsed_bar
+
+    with elapsed_bar("exporting saved_model"):
+        time.sleep(0.6)  # one refresh tick
+    assert capsys.readouterr().err == ""
