@@ -259,14 +259,15 @@ def fit_box_regressors(store, num_classes, coder, r, seed=0):
 
 
 def _finetune(model, config, out_dir, train_set, val_set, skipped, epochs):
-    from detect.training.train import fit_model, make_optimizer, pipeline, steps_per_epoch
+    from detect.training.optimizers import build_optimizer
+    from detect.training.train import fit_model, pipeline, steps_per_epoch
 
     t = {**config["training"], "epochs": epochs}
     config = {**config, "training": t}
     train_ds = pipeline(config, train_set, training=True, skipped=skipped)
     val = (pipeline(config, val_set, training=False), val_set) if val_set is not None else None
     model.scoring = "softmax"
-    model.compile(optimizer=make_optimizer(t), jit_compile=False)
+    model.compile(optimizer=build_optimizer(t), jit_compile=False)
     folder = os.path.join(out_dir, "finetune")
     os.makedirs(folder, exist_ok=True)
     fit_model(model, config, folder, train_ds, val, steps_per_epoch(config, train_set), skipped, epochs=epochs)
