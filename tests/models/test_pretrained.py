@@ -222,3 +222,33 @@ def test_rcnn_vgg16_fine_tuning_network_has_the_dropout_head():
     test_a, _ = model.crop_features(crops, training=False)
     test_b, _ = model.crop_features(crops, training=False)
     np.testing.assert_array_equal(test_a, test_b)  # no dropout at test time
+
+
+def test_offline_train_through_the_cli_is_one_error_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from detect.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(pretrained, "WEIGHTS_BASE_URL", f"http://127.0.0.1:{port}/")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    fixture = os.path.join(root, "tests/fixtures/coco")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"_base_: {os.path.join(root, 'configs/faster_rcnn/tiny_shapes.yaml')}\n"
+        "backbone: {name: vgg16, weights: imagenet}\n"
+        "training: {batch_size: 1}\n"
+        "dataset:\n"
+        f"  train: {{annotations: {fixture}/annotations/instances.json, images: {fixture}/images}}\n"
+        f"  val: {{annotations: {fixture}/annotations/instances.json, images: {fixture}/images}}\n"
+    )
+    result = CliRunner().invoke(main, ["train", str(config), "--out", str(tmp_path / "model")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    url = f"http://127.0.0.1:{port}/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert lines[0].startswith("error: ImageNet weights for vgg16: cannot download " + url)
+    assert str(tmp_path / "keras" / "models") in lines[0]
