@@ -106,3 +106,21 @@ def test_unreadable_annotation_file_is_one_line(coco_file, tmp_path):
     bad.write_text("{not json")
     with pytest.raises(DetectError, match="bad.json: cannot read the COCO annotations"):
         ground_truth_for(dataset, "coco", str(bad))
+
+
+def test_evaluate_model_scores_a_coco_split_against_its_file(coco_file, tmp_path, make_model_dir):
+    from detect.config import dump_config, load_config
+    from detect.evaluation.evaluate_model import evaluate_model
+
+    model_dir = make_model_dir(["cat"], tmp_path / "model")
+    config = load_config(str(model_dir / "config.yaml"))
+    config["dataset"]["format"] = "coco"
+    config["dataset"]["val"] = {"annotations": str(coco_file), "images": str(coco_file.parent / "images"), "split": None}
+    dump_config(config, str(tmp_path / "eval.yaml"))
+    out = tmp_path / "eval"
+    metrics = evaluate_model(str(model_dir), str(tmp_path / "eval.yaml"), out_dir=str(out), progress=False)
+    detections = json.loads((out / "detections.json").read_text())
+    assert detections  # the untrained model keeps its top 5 boxes per image (score threshold 0)
+    direct = pycocotools_on_file(coco_file, detections)
+    for name in STAT_NAMES:
+        assert metrics["coco"][name] == pytest.approx(direct[name], abs=1e-9), name
