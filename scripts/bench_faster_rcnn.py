@@ -7,7 +7,7 @@ NMS and 300 proposals at test (12000 / 2000 in training), NMS 0.7, 7x7 RoIAlign
 (sampling ratio 2), fc6/fc7 of 4096, 21 classes, one 600x800 RGB image on a 608x800
 canvas (torchvision pads to a multiple of 32), float32, random weights.
 
-  infer: one image through `prepare_image` (resize + pad) and `model.detect` in one
+  infer: one image through `prepare_image` (resize + pad) and `model.predict_step` in one
          tf.function, as the peer's `model(image)` includes its transform.
   train: one SGD step (lr 1e-4, momentum 0.9) at batch 1 with the peer's three boxes,
          through `model.train_on_batch` (Keras' compiled train function).
@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from detect.data.pipeline import prepare_image  # noqa: E402
-from detect.models.faster_rcnn import FasterRCNN  # noqa: E402
+from detect.config import from_dict  # noqa: E402
+from detect.models.registry import build_model  # noqa: E402
 
 CLASS_NAMES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -48,16 +49,18 @@ MIN_SIZE, MAX_SIZE = 600, 1000
 
 def build(canvas, trainable_all=False):
     """The paper-configuration VGG16 Faster R-CNN with random weights."""
-    model = FasterRCNN(
-        class_names=CLASS_NAMES, canvas_size=canvas, backbone="vgg16", backbone_weights="none",
-        anchor_sizes=(128, 256, 512), anchor_ratios=(0.5, 1.0, 2.0), rpn_channels=512,
-        pre_nms_top_n_train=12000, post_nms_top_n_train=2000, pre_nms_top_n_test=6000,
-        post_nms_top_n_test=300, rpn_nms_iou=0.7, roi_pool="align", roi_size=7, sampling_ratio=2,
-        roi_batch_size=128, head_dim=4096,
-    )
+    config = from_dict({
+        "backbone": {"name": "vgg16", "weights": "none"},
+        "input": {"min_size": MIN_SIZE, "max_size": MAX_SIZE, "canvas": list(canvas)},
+        "rpn": {"anchor_sizes": [128, 256, 512], "anchor_ratios": [0.5, 1.0, 2.0], "channels": 512,
+                "pre_nms_top_n_train": 12000, "post_nms_top_n_train": 2000, "pre_nms_top_n_test": 6000,
+                "post_nms_top_n_test": 300, "nms_iou": 0.7},
+        "roi": {"pool": "align", "size": 7, "sampling_ratio": 2, "batch_size": 128, "head_dim": 4096},
+    })
+    model = build_model(config, CLASS_NAMES)
     if trainable_all:
         # torchvision trains every VGG16 layer; the paper (and our default) freezes conv1-conv2.
-        for layer in model.trunk.layers:
+        for layer in model.backbone.layers:
             for sub in getattr(layer, "layers", [layer]):
                 sub.trainable = True
     return model
@@ -93,7 +96,7 @@ def infer_step(model, image, canvas):
         "image_shape": tf.TensorSpec((1, 2), tf.int32),
         "scale": tf.TensorSpec((1, 2), tf.float32),
     }
-    detect = tf.function(model.detect, input_signature=[spec])
+    detect = tf.function(model.predict_step, input_signature=[spec])
 
     def step():
         inputs = prepare_image(image, min_size=MIN_SIZE, max_size=MAX_SIZE, canvas_size=canvas)

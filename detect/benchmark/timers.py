@@ -229,7 +229,7 @@ def _post_args(logits, deltas, rois, valid, batch):
 
 
 def time_faster_rcnn(setup):
-    """Stage and end-to-end timing of a random-weight FasterRCNN (see the module docstring)."""
+    """Stage and end-to-end timing of a random-weight Faster R-CNN (see the module docstring)."""
     model = two_stage_model(setup, "faster_rcnn")
     fns = _two_stage_functions(model, setup.canvas_size, model.rpn.post_nms_top_n[False])
     inputs = {name: [] for name in fns}

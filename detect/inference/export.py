@@ -226,7 +226,7 @@ def export_detector(model, config, fmt, out_dir):
     """Write `model` in format `fmt` with export.json into out_dir; returns the artifact path.
 
     Args:
-      model: a FasterRCNN; config: its resolved config (for the resize rule).
+      model: a TwoStageDetector or RCNN; config: its resolved config (for the resize rule).
       fmt: saved_model | onnx | litert.
       out_dir: output folder: new, empty, or an earlier export, which is replaced.
     Returns:

@@ -21,6 +21,8 @@ import tensorflow as tf
 
 from detect import compat
 from detect.models.backbones import freeze_fixed_layers
+from detect.models.roi_heads import RoIHeads  # noqa: F401 - registered for keras.saving
+from detect.models.rpn import RegionProposalNetwork  # noqa: F401 - registered for keras.saving
 from detect.ops.boxes import valid_mask
 
 STAGES = ("joint", "rpn", "detector")

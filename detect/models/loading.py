@@ -50,12 +50,26 @@ def check_model_file(path):
             bad = archive.testzip()
             if bad is not None:
                 raise DetectError(f"{path}: not a readable model file ({bad} fails its CRC check: damaged bytes)")
-            json.loads(archive.read("config.json"))
+            config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
         raise DetectError(f"{path}: not a readable model file (damaged zip archive: {_first_line(e)})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DetectError(f"{path}: not a readable model file (config.json is not valid JSON: {_first_line(e)})") \
             from None
+    _refuse_legacy(path, config)
+
+
+# Two-stage models saved before the detector was built from parts (RPN and RoI heads as
+# layers) were one flat class; their weights do not map onto the parts.
+_LEGACY_CLASSES = ("FasterRCNN", "FastRCNN")
+
+
+def _refuse_legacy(path, config):
+    if isinstance(config, dict) and config.get("class_name") in _LEGACY_CLASSES:
+        raise DetectError(
+            f"{path}: saved by an earlier version of detect ({config['class_name']}, before the detector was "
+            "built from parts); retrain it with this version (detect train CONFIG --out FOLDER --overwrite)"
+        )
 
 
 def load_model_file(path):

@@ -146,3 +146,47 @@ def test_mixed_precision_train_step_is_finite():
         assert detections["boxes"].dtype == tf.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("backbone,frozen,trainable", [
+    ("vgg16", "block1_conv1", "block3_conv1"),
+    ("resnet50", "conv1_conv", "conv4_block1_1_conv"),
+])
+def test_set_trainable_keeps_the_build_time_freezing(backbone, frozen, trainable):
+    # The alternating schedule toggles parts on and off; Keras propagates
+    # `trainable = True` to every sublayer, which must not unfreeze VGG conv1-2 or
+    # ResNet conv1-2 and BatchNorm.
+    model = small_model(backbone)
+
+    def layer(name):
+        for outer in model.backbone.layers:
+            for inner in getattr(outer, "layers", [outer]):
+                if inner.name == name:
+                    return inner
+        raise KeyError(name)
+
+    for flags in ((False, True, False), (True, True, True)):
+        model.set_trainable(*flags)
+    assert not layer(frozen).trainable
+    assert layer(trainable).trainable
+    if backbone == "resnet50":
+        assert not layer("conv4_block1_1_bn").trainable
+        res5 = model.roi_heads.box_head.layers[1]  # roi_features -> res5 (conv5_x) -> pool
+        assert not res5.get_layer("conv5_block1_1_bn").trainable
+        assert res5.get_layer("conv5_block1_1_conv").trainable
+
+
+def test_legacy_flat_model_file_is_refused_with_a_retrain_line(tmp_path):
+    import json
+    import zipfile
+
+    from detect.errors import DetectError
+    from detect.models.loading import check_model_file
+
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "FasterRCNN", "config": {"anchor_sizes": [1]}}))
+        archive.writestr("model.weights.h5", b"")
+        archive.writestr("metadata.json", "{}")
+    with pytest.raises(DetectError, match="earlier version of detect.*retrain"):
+        check_model_file(str(path))

@@ -167,3 +167,30 @@ def test_ops_in_tf_data_map():
     dataset = dataset.map(lambda b: (B.area(b), B.xyxy_to_cxcywh(b)))
     areas = [a.numpy().tolist() for a, _ in dataset]
     assert areas == [[8.0], [1.0]]
+
+
+def test_numpy_forms_match_the_tf_forms():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 50, (7, 2))
+    a = np.concatenate([xy, xy + rng.uniform(0, 30, (7, 2))], axis=1).astype(np.float32)
+    b = np.concatenate([a[:3], [[0, 0, 0, 0], [5, 5, 5, 9]]]).astype(np.float32)  # zero-area rows
+    np.testing.assert_allclose(B.pairwise_iou_np(a, b), B.pairwise_iou(a, b).numpy(), atol=1e-6)
+    np.testing.assert_allclose(B.area_np(a), B.area(a).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(B.valid_mask_np(b), B.valid_mask(b).numpy())
+    np.testing.assert_allclose(B.clip_boxes_np(a, 20, 30), B.clip_boxes(a, 20, 30).numpy())
+    np.testing.assert_allclose(B.scale_boxes_np(a, 2.0, 0.5), B.scale_boxes(a, 2.0, 0.5).numpy(), rtol=1e-6)
+
+
+def test_numpy_iou_hand_computed_and_empty():
+    # [0,0,10,10] vs [5,0,15,10]: intersection 5*10 = 50, union 100 + 100 - 50 = 150.
+    assert B.pairwise_iou_np([[0, 0, 10, 10]], [[5, 0, 15, 10]])[0, 0] == pytest.approx(1 / 3)
+    assert B.pairwise_iou_np(np.zeros((0, 4)), [[0, 0, 1, 1]]).shape == (0, 1)
+    # A zero-area pair has union 0: IoU 0, not NaN.
+    assert B.pairwise_iou_np([[1, 1, 1, 1]], [[1, 1, 1, 1]])[0, 0] == 0.0
+
+
+def test_scale_boxes_per_image():
+    # Boxes (2, 1, 4) with one (sx, sy) per image given as (2, 1).
+    boxes = np.array([[[1, 2, 3, 4]], [[1, 2, 3, 4]]], np.float32)
+    out = B.scale_boxes(boxes, np.array([[2.0], [1.0]]), np.array([[10.0], [1.0]])).numpy()
+    np.testing.assert_allclose(out, [[[2, 20, 6, 40]], [[1, 2, 3, 4]]])

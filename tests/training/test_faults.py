@@ -102,7 +102,7 @@ def history_epochs(out):
 
 
 def load_checkpoint(path):
-    import detect.models.faster_rcnn  # noqa: F401  (registers the model class)
+    import detect.models.detector  # noqa: F401  (registers the model classes)
 
     return keras.saving.load_model(path)
 
