@@ -1,5 +1,6 @@
 """Detection postprocessing shared by every detector: per-class decode, clip, score
-threshold, per-class NMS, top-k, and rescaling from canvas pixels to original image pixels.
+threshold, per-class NMS (as one class-offset NMS, which exports to ONNX), top-k, and
+rescaling from canvas pixels to original image pixels.
 
 Shape shorthand: N images, P RoIs per image, K classes, D = max detections per image.
 """
@@ -31,8 +32,7 @@ def postprocess_detections(scores, deltas, rois, roi_valid, image_shape, scale, 
     shape = tf.cast(image_shape, boxes.dtype)
     boxes = clip_boxes(boxes, shape[:, 0, None, None], shape[:, 1, None, None])
     result = multiclass_nms(
-        boxes, scores, max_per_class=max_detections, max_total=max_detections, iou_threshold=nms_iou,
-        score_threshold=score_threshold,
+        boxes, scores, max_detections=max_detections, iou_threshold=nms_iou, score_threshold=score_threshold
     )
     scale = tf.ones_like(shape) if scale is None else tf.cast(scale, boxes.dtype)
     out_boxes = scale_boxes(result["boxes"], 1.0 / scale[:, 1, None], 1.0 / scale[:, 0, None])
