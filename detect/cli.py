@@ -124,15 +124,24 @@ def data():
 
 @data.command("shapes")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--num-images", default=1000, show_default=True, type=click.IntRange(1), help="Images in all.")
-@click.option("--image-size", default=128, show_default=True, type=click.IntRange(32), help="Side in pixels.")
+@click.option("--num-images", default=None, type=click.IntRange(1),
+              help="Images in all (default: 1000; multiscale preset: 1200).")
+@click.option("--image-size", default=None, type=click.IntRange(32),
+              help="Side in pixels (default: 128; multiscale preset: 320).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--preset", type=click.Choice(["default", "multiscale"]), default="default", show_default=True,
+              help="multiscale: 5 classes, 2-20 shapes of 6-200 px per image, overlaps, photo backgrounds.")
 @handle_errors
-def data_shapes(out, num_images, image_size, seed):
+def data_shapes(out, num_images, image_size, seed, preset):
     """Write a COCO-format dataset of shapes on textured backgrounds (train and val)."""
-    from detect.data.shapes import generate_shapes
+    if preset == "multiscale":
+        from detect.data.shapes_multiscale import DEFAULTS as sizes, generate_multiscale as generate
+    else:
+        from detect.data.shapes import generate_shapes as generate
 
-    result = generate_shapes(out, num_images=num_images, image_size=image_size, seed=seed)
+        sizes = {"num_images": 1000, "image_size": 128}
+    result = generate(out, num_images=num_images or sizes["num_images"],
+                      image_size=image_size or sizes["image_size"], seed=seed)
     counts = result["num_images"]
     click.echo(f"shapes dataset written to {out} ({counts['train']} train / {counts['val']} val images)")
 

@@ -31,6 +31,9 @@ DEFAULTS = {
         "weights": "none",  # none | imagenet | PATH
         "width": 32,  # tiny only: channels of the first block, doubled per block
     },
+    "fpn": {
+        "channels": 256,  # *_fpn backbones: channels of the pyramid levels P2..P6
+    },
     "dataset": {
         "format": "coco",  # coco | voc | csv | yolo | labelme | cvat
         "classes": None,  # csv: class-mapping file; voc/yolo(darknet)/labelme/cvat: names list or file
@@ -75,6 +78,7 @@ DEFAULTS = {
         "box_weights": [10.0, 10.0, 5.0, 5.0],
         "head_svd": None,  # [r6, r7]: truncated SVD of fc6/fc7 applied by `detect export`
         "loss_weight": 1.0,
+        "canonical_size": 224.0,  # *_fpn: an RoI of this side is pooled from P4 (FPN eq. 1)
     },
     "test": {
         "score_threshold": 0.05,
@@ -148,7 +152,7 @@ DEFAULTS = {
 
 _REQUIRED_CHOICES = {
     "detector": ("rcnn", "fast_rcnn", "faster_rcnn"),
-    "backbone.name": ("tiny", "vgg16", "resnet50", "resnet101"),
+    "backbone.name": ("tiny", "vgg16", "resnet50", "resnet101", "tiny_fpn", "resnet50_fpn", "resnet101_fpn"),
     "dataset.format": ("coco", "voc", "csv", "yolo", "labelme", "cvat"),
     "roi.pool": ("align", "pool"),
     "training.optimizer": ("sgd", "adam", "adamw"),

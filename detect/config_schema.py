@@ -130,6 +130,7 @@ _NONNEG = Num("float", 0)
 RANGES = {
     "seed": _count(0),
     "backbone.width": _count(),
+    "fpn.channels": _count(),
     "input.min_size": _count(),
     "input.max_size": _count(),
     "input.max_boxes": _count(),
@@ -158,6 +159,7 @@ RANGES = {
     "roi.box_weights": Seq(_rate(), 4),
     "roi.head_svd": Seq(_count(), 2, null=True),
     "roi.loss_weight": _NONNEG,
+    "roi.canonical_size": _rate(),
     "test.score_threshold": _fraction(),
     "test.nms_iou": _IOU,
     "test.max_detections": _count(),

@@ -29,6 +29,14 @@ _APPLICATIONS = {
     "resnet101": ("ResNet101", "conv4_block23_out", "conv5_block3_out"),
 }
 
+# ResNet stage outputs C2..C5 (strides 4..32) for the FPN variants `<name>_fpn`.
+_STAGES = {
+    "resnet50": ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+    "resnet101": ("conv2_block3_out", "conv3_block4_out", "conv4_block23_out", "conv5_block3_out"),
+}
+FPN_BACKBONES = ("tiny_fpn", "resnet50_fpn", "resnet101_fpn")
+FPN_STRIDES = (4, 8, 16, 32, 64)  # P2..P6
+
 # Fast R-CNN: dropout 0.5 after fc6 and fc7 of VGG16 (as in its ImageNet training).
 _DEFAULT_HEAD_DROPOUT = {"vgg16": 0.5}
 
@@ -57,16 +65,24 @@ class PixelNormalization(keras.layers.Layer):
         return {**super().get_config(), "mean": self.mean, "std": self.std, "bgr": self.bgr}
 
 
-def _tiny_trunk(width):
-    """4 x [3x3 conv + BatchNorm + ReLU + 2x2 max-pool]: stride 16, 8*width channels."""
+def _tiny_trunk(width, stages=False):
+    """4 x [3x3 conv + BatchNorm + ReLU + 2x2 max-pool]: stride 16, 8*width channels.
+
+    stages=True (`tiny_fpn`): a fifth block (8*width channels, stride 32) and the outputs
+    [C2, C3, C4, C5] of blocks 2..5 (strides 4..32, 2/4/8/8 x width channels).
+    """
     inputs = keras.Input((None, None, 3), name="images")
     x = PixelNormalization((127.5, 127.5, 127.5), (63.75, 63.75, 63.75), name="normalize")(inputs)
-    for i in range(4):
-        channels = width * 2**i
+    outputs = []
+    for i in range(5 if stages else 4):
+        channels = width * 2 ** min(i, 3)
         x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
         x = keras.layers.ReLU(name=f"relu{i + 1}")(x)
         x = keras.layers.MaxPool2D(2, name=f"pool{i + 1}")(x)
+        outputs.append(x)
+    if stages:
+        return keras.Model(inputs, outputs[1:], name="tiny_fpn_trunk")
     return keras.Model(inputs, x, name="tiny_trunk")
 
 
@@ -122,8 +138,48 @@ def _freeze_batchnorm(model):
             layer.trainable = False
 
 
+def _resnet_stages(name, weights):
+    """ResNet trunk images -> [C2, C3, C4, C5], conv1-2 and BatchNorm frozen (detectron2's
+    FREEZE_AT=2 with frozen BN)."""
+    app = _application(name, weights)
+    _freeze_batchnorm(app)
+    for layer in app.layers:
+        if layer.name.startswith(("conv1_", "conv2_")):
+            layer.trainable = False
+    inputs = keras.Input((None, None, 3), name="images")
+    x = PixelNormalization(_CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), bgr=True, name="normalize")(inputs)
+    stages = keras.Model(app.input, [app.get_layer(layer).output for layer in _STAGES[name]])(x)
+    return keras.Model(inputs, stages, name=f"{name}_fpn_trunk")
+
+
+def build_fpn_backbone(name, weights="none", roi_size=7, head_dim=1024, width=32, fpn_channels=256,
+                       head_svd_ranks=None, head_dropout=None):
+    """(trunk images -> [C2..C5], 2-fc box head on (roi_size, roi_size, fpn_channels), info)
+    for `tiny_fpn`, `resnet50_fpn`, `resnet101_fpn`; the FPN neck itself is
+    detect.models.fpn.FeaturePyramid. info: channels (fpn_channels), strides (P2..P6),
+    roi_pool_size, fpn=True."""
+    base = name[: -len("_fpn")]
+    if base == "tiny":
+        if weights == "imagenet":
+            raise DetectError("backbone.weights: the tiny backbone has no ImageNet weights")
+        trunk = _tiny_trunk(width, stages=True)
+    else:
+        trunk = _resnet_stages(base, weights)
+    dropout = 0.0 if head_dropout is None else float(head_dropout)
+    roi_head = fc_head((roi_size, roi_size, fpn_channels), head_dim, svd_ranks=head_svd_ranks, dropout=dropout)
+    if weights not in ("none", "imagenet"):
+        try:
+            trunk.load_weights(weights)
+        except Exception as e:  # noqa: BLE001 - any load failure is the user's file
+            raise DetectError(f"backbone.weights: cannot load {weights}: {e}") from None
+    info = {"channels": int(fpn_channels), "stride": FPN_STRIDES[0], "strides": FPN_STRIDES,
+            "roi_pool_size": roi_size, "fpn": True}
+    return trunk, roi_head, info
+
+
 def build_backbone(
-    name, weights="none", roi_size=7, head_dim=4096, width=32, head_svd_ranks=None, head_dropout=None
+    name, weights="none", roi_size=7, head_dim=4096, width=32, head_svd_ranks=None, head_dropout=None,
+    fpn_channels=256,
 ):
     """Build (trunk, roi_head, info) for a backbone name.
 
@@ -136,13 +192,17 @@ def build_backbone(
       head_svd_ranks: (r6, r7) to build fc6/fc7 factorized (see fc_head); fc heads only.
       head_dropout: dropout rate after fc6 and fc7 (fc heads); None = 0.5 for vgg16 as in
         the paper, 0 for tiny.
+      fpn_channels: channels of the FPN levels (the `*_fpn` backbones, see build_fpn_backbone).
     Returns:
       trunk, roi_head, info dict with `channels` (C), `stride` (16), `roi_pool_size`.
     """
     if weights not in ("none", "imagenet") and not os.path.isfile(str(weights)):
         raise DetectError(f"backbone.weights: file not found: {weights}")
-    if head_svd_ranks is not None and name not in ("tiny", "vgg16"):
-        raise DetectError(f"head SVD ranks apply to fc6/fc7 heads (tiny, vgg16); {name} has a res5 head")
+    if name in FPN_BACKBONES:
+        return build_fpn_backbone(name, weights, roi_size, head_dim, width, fpn_channels, head_svd_ranks,
+                                  head_dropout)
+    if head_svd_ranks is not None and name not in ("tiny", "vgg16") + FPN_BACKBONES:
+        raise DetectError(f"head SVD ranks apply to fc6/fc7 heads (tiny, vgg16, *_fpn); {name} has a res5 head")
     dropout = _DEFAULT_HEAD_DROPOUT.get(name, 0.0) if head_dropout is None else float(head_dropout)
     if name == "tiny":
         if weights == "imagenet":
@@ -179,7 +239,9 @@ def build_backbone(
             roi_head = keras.Model(roi_inputs, y, name="res5_head")
             pool_size = 2 * roi_size
     else:
-        raise DetectError(f"backbone.name: unknown backbone {name!r} (tiny, vgg16, resnet50, resnet101)")
+        raise DetectError(
+            f"backbone.name: unknown backbone {name!r} (tiny, vgg16, resnet50, resnet101, {', '.join(FPN_BACKBONES)})"
+        )
     if weights not in ("none", "imagenet"):
         try:
             trunk.load_weights(weights)

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from detect import compat
 from detect.models.backbones import freeze_fixed_layers
+from detect.models.fpn import FeaturePyramid  # noqa: F401 - registered for keras.saving
 from detect.models.roi_heads import RoIHeads  # noqa: F401 - registered for keras.saving
 from detect.models.rpn import RegionProposalNetwork  # noqa: F401 - registered for keras.saving
 from detect.ops.boxes import valid_mask
@@ -37,6 +38,9 @@ class TwoStageDetector(compat.BuiltInInit, keras.Model):
       backbone: a Keras model, images (N, H, W, 3) RGB [0, 255] -> features (N, Hf, Wf, C).
       roi_heads: detect.models.roi_heads.RoIHeads.
       rpn: detect.models.rpn.RegionProposalNetwork, or None to read `proposals` inputs.
+      neck: None, or a layer between backbone and heads taking the backbone's outputs, e.g.
+        detect.models.fpn.FeaturePyramid ([C2..C5] -> [P2..P6]); the features the RPN and
+        RoI heads see are then the neck's list of levels.
       class_names: the K class names, in label order 1..K.
       canvas_size: (H, W) padded canvas the pipeline produces for this model.
       stage: which losses train: "joint" (approximate joint training), "rpn" (RPN losses
@@ -45,12 +49,13 @@ class TwoStageDetector(compat.BuiltInInit, keras.Model):
     `propose`, `box_head`, `postprocess`.
     """
 
-    def __init__(self, *, backbone, roi_heads, rpn=None, class_names, canvas_size=(600, 1000), stage="joint",
-                 **kwargs):
+    def __init__(self, *, backbone, roi_heads, rpn=None, neck=None, class_names, canvas_size=(600, 1000),
+                 stage="joint", **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         self.backbone = backbone
+        self.neck = neck
         self.rpn = rpn
         self.roi_heads = roi_heads
         self.class_names = list(class_names)
@@ -61,7 +66,12 @@ class TwoStageDetector(compat.BuiltInInit, keras.Model):
         # A list attribute: Keras tracks the metrics in it (model.metrics, reset each epoch).
         self.loss_trackers = [keras.metrics.Mean(name=name) for name in names]
         # Variables are created from shapes alone: no forward pass at canvas size.
-        features_shape = (None, None, None, int(backbone.output_shape[-1]))
+        if neck is None:
+            features_shape = (None, None, None, int(backbone.output_shape[-1]))
+        else:
+            if not neck.built:
+                neck.build([tuple(shape) for shape in backbone.output_shape])
+            features_shape = (None, None, None, int(neck.channels))
         for part in (rpn, roi_heads):
             if part is not None and not part.built:  # parts loaded from a file come built
                 part.build(features_shape)
@@ -80,8 +90,12 @@ class TwoStageDetector(compat.BuiltInInit, keras.Model):
 
     # ----------------------------------------------------------------- stages
     def features(self, images, training=False):
-        """(N, Hf, Wf, C) backbone features of raw-pixel images."""
-        return self.backbone(tf.cast(images, tf.float32), training=training)
+        """(N, Hf, Wf, C) backbone features of raw-pixel images; with a neck, its outputs
+        (FPN: the list [P2..P6] of (N, Hl, Wl, C) maps, finest first)."""
+        features = self.backbone(tf.cast(images, tf.float32), training=training)
+        if self.neck is None:
+            return features
+        return self.neck(list(features), training=training)
 
     def propose(self, inputs, features, training=False):
         """Proposals (N, P, 4) and their validity (N, P), plus the RPN outputs (a dict, or
@@ -130,6 +144,8 @@ class TwoStageDetector(compat.BuiltInInit, keras.Model):
         conv1-2 and BatchNorm) is re-applied after every toggle."""
         self.backbone.trainable = backbone
         freeze_fixed_layers(self.backbone)
+        if self.neck is not None:
+            self.neck.trainable = backbone
         if self.rpn is not None:
             self.rpn.trainable = rpn
         self.roi_heads.trainable = heads
@@ -179,6 +195,7 @@ class TwoStageDetector(compat.BuiltInInit, keras.Model):
         return {
             **super().get_config(),
             "backbone": serialize(self.backbone),
+            "neck": None if self.neck is None else serialize(self.neck),
             "rpn": None if self.rpn is None else serialize(self.rpn),
             "roi_heads": serialize(self.roi_heads),
             "class_names": self.class_names,
@@ -190,7 +207,7 @@ class TwoStageDetector(compat.BuiltInInit, keras.Model):
     def from_config(cls, config):
         config = compat.constructor_kwargs(config)
         deserialize = keras.saving.deserialize_keras_object
-        for part in ("backbone", "rpn", "roi_heads"):
+        for part in ("backbone", "neck", "rpn", "roi_heads"):
             if config.get(part) is not None:
                 config[part] = deserialize(config[part])
         return cls(**config)

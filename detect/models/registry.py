@@ -28,6 +28,7 @@ ROI_HEADS_KEYS = {
     "test.score_threshold": "score_threshold",
     "test.nms_iou": "nms_iou",
     "test.max_detections": "max_detections",
+    "roi.canonical_size": "canonical_size",
 }
 
 # config key -> build_backbone argument.
@@ -37,7 +38,11 @@ BACKBONE_KEYS = {
     "backbone.width": "width",
     "roi.size": "roi_size",
     "roi.head_dim": "head_dim",
+    "fpn.channels": "fpn_channels",
 }
+
+# config key -> FeaturePyramid argument (backbones named *_fpn).
+FPN_KEYS = {"fpn.channels": "channels"}
 
 # config key -> RCNN argument.
 RCNN_KEYS = {
@@ -77,13 +82,39 @@ def build_two_stage(config, class_names, with_rpn):
     from detect.models.rpn import RegionProposalNetwork
 
     trunk, box_head, info = build_backbone(**arguments(config, BACKBONE_KEYS))
-    rpn = RegionProposalNetwork(stride=info["stride"], **arguments(config, RPN_KEYS), name="rpn") if with_rpn else None
+    neck, pyramid = _neck(config, info)
+    rpn = None
+    if with_rpn:
+        rpn = RegionProposalNetwork(stride=info["stride"], **pyramid.get("rpn", {}), **arguments(config, RPN_KEYS),
+                                    name="rpn")
     roi_heads = RoIHeads(
         num_classes=len(class_names), box_head=box_head, pool_size=info["roi_pool_size"],
-        spatial_scale=1.0 / info["stride"], **arguments(config, ROI_HEADS_KEYS), name="roi_heads",
+        spatial_scale=1.0 / info["stride"], **pyramid.get("roi_heads", {}), **arguments(config, ROI_HEADS_KEYS),
+        name="roi_heads",
     )
-    return TwoStageDetector(backbone=trunk, rpn=rpn, roi_heads=roi_heads, class_names=class_names,
+    return TwoStageDetector(backbone=trunk, neck=neck, rpn=rpn, roi_heads=roi_heads, class_names=class_names,
                             canvas_size=canvas_size(config))
+
+
+def _neck(config, info):
+    """(FeaturePyramid or None, the extra RPN / RoIHeads arguments of a pyramid)."""
+    if not info.get("fpn"):
+        return None, {}
+    from detect.models.fpn import FeaturePyramid
+
+    strides = tuple(info["strides"])
+    sizes = config["rpn"]["anchor_sizes"]
+    if len(sizes) != len(strides):
+        raise DetectError(
+            f"rpn.anchor_sizes: {config['backbone']['name']} has {len(strides)} pyramid levels (P2-P6) and takes "
+            f"one anchor size per level, got {len(sizes)} ({sizes})"
+        )
+    if config["roi"]["pool"] != "align":
+        raise DetectError(f"roi.pool: {config['backbone']['name']} pools RoIs from pyramid levels with align, "
+                          f"got {config['roi']['pool']}")
+    neck = FeaturePyramid(**arguments(config, FPN_KEYS), name="fpn")
+    # RoIs are pooled from P2..P5 (P6 serves the RPN only), as in the FPN paper.
+    return neck, {"rpn": {"strides": strides}, "roi_heads": {"pool_strides": strides[:-1]}}
 
 
 def rcnn_kwargs(config):

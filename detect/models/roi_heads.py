@@ -15,6 +15,7 @@ from detect.models.postprocess import postprocess_detections
 from detect.models.rpn import masked_iou, with_dummy_gt
 from detect.ops.box_coder import BoxCoder
 from detect.ops.matching import IGNORE, Matcher, sample_balanced
+from detect.ops.multilevel import MultiLevelRoIAlign
 from detect.ops.roi_pool import RoIAlign, RoIPool
 
 
@@ -117,15 +118,21 @@ class RoIHeads(keras.layers.Layer):
 
     call(features (N, Hf, Wf, C), rois (N, R, 4), training) ->
       (class_logits (N, R, K + 1), box_deltas (N, R, K, 4)), float32.
+
+    Feature pyramid: with `pool_strides` (the pooled levels' strides, e.g. P2..P5 = 4..32)
+    `features` is the list of levels and each RoI is RoIAligned from its level
+    (detect.ops.multilevel, canonical_size / level 4); `spatial_scale` is then unused.
     """
 
     def __init__(self, *, num_classes, box_head, pool="align", pool_size=7, spatial_scale=1.0 / 16,
                  sampling_ratio=2, batch_size=128, positive_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0,
                  box_weights=(10.0, 10.0, 5.0, 5.0), loss_weight=1.0, score_threshold=0.05, nms_iou=0.5,
-                 max_detections=100, **kwargs):
+                 max_detections=100, pool_strides=None, canonical_size=224.0, **kwargs):
         super().__init__(**kwargs)
         if pool not in ("align", "pool"):
             raise ValueError(f"roi pool must be 'align' or 'pool', got {pool!r}")
+        self.pool_strides = None if pool_strides is None else tuple(int(s) for s in pool_strides)
+        self.canonical_size = float(canonical_size)
         self.num_classes = int(num_classes)
         self.box_head = box_head
         self.pool_type, self.pool_size = pool, int(pool_size)
@@ -136,7 +143,11 @@ class RoIHeads(keras.layers.Layer):
         self.loss_weight = float(loss_weight)
         self.score_threshold, self.nms_iou = float(score_threshold), float(nms_iou)
         self.max_detections = int(max_detections)
-        if pool == "align":
+        if self.pool_strides is not None:
+            # RoIPool has no multi-level form here: pyramids pool with RoIAlign.
+            self.pooler = MultiLevelRoIAlign(self.pool_size, self.pool_strides, self.sampling_ratio,
+                                             self.canonical_size, name="multilevel_roi_align")
+        elif pool == "align":
             self.pooler = RoIAlign(self.pool_size, spatial_scale=self.spatial_scale,
                                    sampling_ratio=self.sampling_ratio, name="roi_align")
         else:
@@ -189,6 +200,8 @@ class RoIHeads(keras.layers.Layer):
             "positive_fraction": self.positive_fraction, "fg_iou": self.fg_iou, "bg_iou_low": self.bg_iou_low,
             "box_weights": list(self.box_weights), "loss_weight": self.loss_weight,
             "score_threshold": self.score_threshold, "nms_iou": self.nms_iou, "max_detections": self.max_detections,
+            "pool_strides": None if self.pool_strides is None else list(self.pool_strides),
+            "canonical_size": self.canonical_size,
         }
 
     @classmethod

@@ -116,6 +116,37 @@ def masked_iou(gt_boxes, gt_labels, boxes):
     return tf.where((gt_labels > 0)[:, None], iou, -1.0)
 
 
+def top_boxes(objectness, deltas, anchors, image_shape, *, coder, top_n, min_size=0.0):
+    """The `top_n` best-scoring anchors decoded, clipped and screened, before NMS.
+
+    Returns boxes (N, k, 4) and scores (N, k) with k = min(top_n, M); boxes that are too
+    small or centred on the canvas padding get score -1e9 (below any NMS threshold used
+    here) instead of a ragged removal.
+    """
+    objectness = tf.stop_gradient(tf.cast(objectness, tf.float32))
+    deltas = tf.stop_gradient(tf.cast(deltas, tf.float32))
+    objectness = tf.where(anchor_centres_inside(anchors, image_shape), objectness, -1e9)
+    num_anchors = anchors.shape[0]
+    if num_anchors is None:
+        k = tf.minimum(int(top_n), tf.shape(anchors)[0])
+    else:
+        k = min(int(top_n), int(num_anchors))
+    scores, index = tf.math.top_k(objectness, k=k)
+    boxes = coder.decode(tf.gather(deltas, index, batch_dims=1), tf.gather(anchors, index))
+    height = tf.cast(image_shape[:, 0:1], boxes.dtype)
+    width = tf.cast(image_shape[:, 1:2], boxes.dtype)
+    boxes = clip_boxes(boxes, height, width)
+    keep = small_box_mask(boxes, max(float(min_size), 1e-3)) & (scores > -1e8)
+    return boxes, tf.where(keep, scores, -1e9)
+
+
+def _nms_proposals(boxes, scores, nms_boxes, post_nms_top_n, nms_iou):
+    keep_index, _ = nms_padded(nms_boxes, scores, int(post_nms_top_n), nms_iou, score_threshold=-1e8)
+    valid = keep_index >= 0
+    proposals = tf.gather(boxes, tf.maximum(keep_index, 0), batch_dims=1)
+    return tf.where(valid[..., None], proposals, 0.0), valid
+
+
 def generate_proposals(objectness, deltas, anchors, image_shape, *, coder, pre_nms_top_n, post_nms_top_n,
                        nms_iou, min_size=0.0):
     """Proposal layer: top-k by objectness, decode, clip, drop small boxes, NMS, top-k.
@@ -129,27 +160,39 @@ def generate_proposals(objectness, deltas, anchors, image_shape, *, coder, pre_n
       proposals (N, P, 4) xyxy (zeros in padding rows), valid (N, P) bool, with
       P = post_nms_top_n. Gradients do not flow into proposals (approximate joint training).
     """
-    objectness = tf.stop_gradient(tf.cast(objectness, tf.float32))
-    deltas = tf.stop_gradient(tf.cast(deltas, tf.float32))
-    objectness = tf.where(anchor_centres_inside(anchors, image_shape), objectness, -1e9)
-    num_anchors = anchors.shape[0]
-    if num_anchors is None:
-        k = tf.minimum(int(pre_nms_top_n), tf.shape(anchors)[0])
-    else:
-        k = min(int(pre_nms_top_n), int(num_anchors))
-    scores, index = tf.math.top_k(objectness, k=k)
-    boxes = coder.decode(tf.gather(deltas, index, batch_dims=1), tf.gather(anchors, index))
-    height = tf.cast(image_shape[:, 0:1], boxes.dtype)
-    width = tf.cast(image_shape[:, 1:2], boxes.dtype)
-    boxes = clip_boxes(boxes, height, width)
-    keep = small_box_mask(boxes, max(float(min_size), 1e-3)) & (scores > -1e8)
-    # Dropped boxes get a score below the NMS threshold instead of a ragged removal.
-    scores = tf.where(keep, scores, -1e9)
-    keep_index, _ = nms_padded(boxes, scores, int(post_nms_top_n), nms_iou, score_threshold=-1e8)
-    valid = keep_index >= 0
-    proposals = tf.gather(boxes, tf.maximum(keep_index, 0), batch_dims=1)
-    proposals = tf.where(valid[..., None], proposals, 0.0)
-    return proposals, valid
+    boxes, scores = top_boxes(objectness, deltas, anchors, image_shape, coder=coder, top_n=pre_nms_top_n,
+                              min_size=min_size)
+    return _nms_proposals(boxes, scores, boxes, post_nms_top_n, nms_iou)
+
+
+def generate_proposals_multilevel(objectness, deltas, anchors, image_shape, *, coder, pre_nms_top_n,
+                                  post_nms_top_n, nms_iou, min_size=0.0):
+    """Proposal layer over pyramid levels, as detectron2's find_top_rpn_proposals:
+    top `pre_nms_top_n` per level, decode, clip, drop small boxes, NMS within each level
+    (batched NMS: boxes of level l are shifted by l times a span larger than any image,
+    so boxes of different levels never overlap), then the best `post_nms_top_n` of all
+    levels by score (the NMS output is in descending score order over all levels).
+
+    Args: lists over levels of objectness (N, Ml), deltas (N, Ml, 4), anchors (Ml, 4);
+      image_shape (N, 2). Returns proposals (N, P, 4) and valid (N, P), P = post_nms_top_n.
+    """
+    level_boxes, level_scores, shifted = [], [], []
+    # Clipped boxes lie in [0, largest content side]: one more pixel separates the levels.
+    span = tf.cast(tf.reduce_max(image_shape), tf.float32) + 1.0
+    for level, (o, d, a) in enumerate(zip(objectness, deltas, anchors)):
+        boxes, scores = top_boxes(o, d, a, image_shape, coder=coder, top_n=pre_nms_top_n, min_size=min_size)
+        level_boxes.append(boxes)
+        level_scores.append(scores)
+        shifted.append(boxes + span * level)
+    boxes = tf.concat(level_boxes, axis=1)
+    return _nms_proposals(boxes, tf.concat(level_scores, axis=1), tf.concat(shifted, axis=1), post_nms_top_n,
+                          nms_iou)
+
+
+def _map_anchors(features, stride, sizes, ratios):
+    height = features.shape[1] if features.shape[1] is not None else tf.shape(features)[1]
+    width = features.shape[2] if features.shape[2] is not None else tf.shape(features)[2]
+    return grid_anchors(height, width, stride, sizes, ratios)
 
 
 @keras.saving.register_keras_serializable(package="detect")
@@ -162,14 +205,25 @@ class RegionProposalNetwork(keras.layers.Layer):
       proposal_valid (N, P); P is post_nms_top_n_train when training else _test.
     loss(outputs, gt_boxes (N, G, 4), gt_labels (N, G), image_shape) -> (cls, box).
     Anchors follow the feature map's shape, so any canvas size works.
+
+    Feature pyramid (FPN, Lin et al. 2017): with `strides` (one per level, finest first)
+    `features` is a list of maps; level l has anchors of the one size anchor_sizes[l] x the
+    ratios, the head is shared by all levels, and the outputs are the levels concatenated
+    in order (M = sum of Ml), so targets and loss are those of one map. Proposals follow
+    detectron2 (generate_proposals_multilevel): pre-NMS top-k per level, NMS per level,
+    then the joint post-NMS top-k.
     """
 
     def __init__(self, *, anchor_sizes=(128, 256, 512), anchor_ratios=(0.5, 1.0, 2.0), stride=16, channels=512,
                  fg_iou=0.7, bg_iou=0.3, batch_size=256, positive_fraction=0.5, pre_nms_top_n_train=12000,
                  post_nms_top_n_train=2000, pre_nms_top_n_test=6000, post_nms_top_n_test=300, nms_iou=0.7,
-                 min_size=0.0, ignore_border=True, loss_weight=1.0, **kwargs):
+                 min_size=0.0, ignore_border=True, loss_weight=1.0, strides=None, **kwargs):
         super().__init__(**kwargs)
         self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
+        self.strides = None if strides is None else tuple(int(s) for s in strides)
+        if self.strides is not None and len(self.strides) != len(self.anchor_sizes):
+            raise ValueError(f"a feature pyramid of {len(self.strides)} levels takes one anchor size per level, "
+                             f"got rpn.anchor_sizes {list(self.anchor_sizes)}")
         self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
         self.stride = int(stride)
         self.channels = int(channels)
@@ -182,7 +236,8 @@ class RegionProposalNetwork(keras.layers.Layer):
         self.min_size = float(min_size)
         self.ignore_border = bool(ignore_border)
         self.loss_weight = float(loss_weight)
-        self.num_anchors = len(self.anchor_sizes) * len(self.anchor_ratios)
+        sizes_per_cell = 1 if self.strides is not None else len(self.anchor_sizes)
+        self.num_anchors = sizes_per_cell * len(self.anchor_ratios)
         self.head = RPNHead(self.num_anchors, self.channels, name="rpn_head")
         self.coder = BoxCoder()
         self.matcher = Matcher(self.fg_iou, self.bg_iou, allow_low_quality_matches=True)
@@ -190,11 +245,21 @@ class RegionProposalNetwork(keras.layers.Layer):
     def build(self, features_shape, image_shape=None):
         self.head.build(features_shape)
 
+    @property
+    def multilevel(self):
+        return self.strides is not None
+
+    def level_anchors(self, features):
+        """Per pyramid level (Ml, 4) xyxy anchors of the list of maps `features`."""
+        return [_map_anchors(f, stride, (size,), self.anchor_ratios)
+                for f, stride, size in zip(features, self.strides, self.anchor_sizes)]
+
     def anchors(self, features):
-        """(M, 4) xyxy canvas-pixel anchors of a (N, Hf, Wf, C) feature map."""
-        height = features.shape[1] if features.shape[1] is not None else tf.shape(features)[1]
-        width = features.shape[2] if features.shape[2] is not None else tf.shape(features)[2]
-        return grid_anchors(height, width, self.stride, self.anchor_sizes, self.anchor_ratios)
+        """(M, 4) xyxy canvas-pixel anchors of a (N, Hf, Wf, C) feature map (a list of
+        maps: the levels' anchors concatenated)."""
+        if self.multilevel:
+            return tf.concat(self.level_anchors(features), axis=0)
+        return _map_anchors(features, self.stride, self.anchor_sizes, self.anchor_ratios)
 
     def propose(self, objectness, deltas, anchors, image_shape, training=False):
         """The proposal layer with the training (True) or test (False) top-n counts."""
@@ -205,6 +270,8 @@ class RegionProposalNetwork(keras.layers.Layer):
         )
 
     def call(self, features, image_shape, training=False):
+        if self.multilevel:
+            return self._call_levels(features, image_shape, training)
         objectness, deltas = self.head(features)
         # Under mixed precision the head computes in float16; box arithmetic stays float32.
         objectness, deltas = tf.cast(objectness, tf.float32), tf.cast(deltas, tf.float32)
@@ -212,6 +279,20 @@ class RegionProposalNetwork(keras.layers.Layer):
         proposals, valid = self.propose(objectness, deltas, anchors, image_shape, training)
         return {"objectness": objectness, "deltas": deltas, "anchors": anchors,
                 "proposals": proposals, "proposal_valid": valid}
+
+    def _call_levels(self, features, image_shape, training):
+        features = list(features)[: len(self.strides)]
+        heads = [self.head(f) for f in features]
+        objectness = [tf.cast(o, tf.float32) for o, _ in heads]
+        deltas = [tf.cast(d, tf.float32) for _, d in heads]
+        anchors = self.level_anchors(features)
+        proposals, valid = generate_proposals_multilevel(
+            objectness, deltas, anchors, image_shape, coder=self.coder,
+            pre_nms_top_n=self.pre_nms_top_n[bool(training)], post_nms_top_n=self.post_nms_top_n[bool(training)],
+            nms_iou=self.nms_iou, min_size=self.min_size,
+        )
+        return {"objectness": tf.concat(objectness, axis=1), "deltas": tf.concat(deltas, axis=1),
+                "anchors": tf.concat(anchors, axis=0), "proposals": proposals, "proposal_valid": valid}
 
     def targets(self, anchors, gt_boxes, gt_labels, image_shape):
         """rpn_targets over a batch: gt (N, G, 4) / (N, G), image_shape (N, 2) ->
@@ -243,5 +324,5 @@ class RegionProposalNetwork(keras.layers.Layer):
             "pre_nms_top_n_train": self.pre_nms_top_n[True], "post_nms_top_n_train": self.post_nms_top_n[True],
             "pre_nms_top_n_test": self.pre_nms_top_n[False], "post_nms_top_n_test": self.post_nms_top_n[False],
             "nms_iou": self.nms_iou, "min_size": self.min_size, "ignore_border": self.ignore_border,
-            "loss_weight": self.loss_weight,
+            "loss_weight": self.loss_weight, "strides": None if self.strides is None else list(self.strides),
         }

@@ -21,6 +21,50 @@ def _channels(features):
     return channels if channels is not None else tf.shape(features)[-1]
 
 
+def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sampling_ratio):
+    """Aligned RoIAlign of X boxes given as a flat list (the arithmetic of `RoIAlign`).
+
+    Args:
+      features: (B, Hf, Wf, C); boxes: (X, 4) xyxy image pixels; box_indices: (X,) int32
+        image of each box; spatial_scale: 1 / stride of `features`.
+    Returns:
+      (X, S, S, C) in the dtype of `features`.
+    """
+    boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
+    size, ratio = int(output_size), int(sampling_ratio)
+    samples = size * ratio
+    height, width = tf.unstack(tf.shape(features)[1:3])
+
+    # Feature coordinates in which cell k's centre is at k (hence the -0.5).
+    scaled = boxes * float(spatial_scale) - 0.5
+    step_x = (scaled[:, 2] - scaled[:, 0]) / samples
+    step_y = (scaled[:, 3] - scaled[:, 1]) / samples
+    # Replicating the border once reproduces detectron2's clamping for samples in
+    # [-1, 0) and (H - 1, H]; crop_and_resize extrapolates 0 beyond that.
+    padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    # crop_and_resize samples the normalized box [y1, y2] at y1 * (Hp - 1) ...
+    # y2 * (Hp - 1) inclusive, so the box spans the first to the last sample centre;
+    # in the padded map cell k sits at k + 1 and the last row at Hp - 1 = Hf + 1.
+    last_y = tf.cast(height + 1, tf.float32)
+    last_x = tf.cast(width + 1, tf.float32)
+    normalized = tf.stack(
+        [
+            (scaled[:, 1] + 0.5 * step_y + 1.0) / last_y,
+            (scaled[:, 0] + 0.5 * step_x + 1.0) / last_x,
+            (scaled[:, 3] - 0.5 * step_y + 1.0) / last_y,
+            (scaled[:, 2] - 0.5 * step_x + 1.0) / last_x,
+        ],
+        axis=-1,
+    )
+    crops = tf.image.crop_and_resize(
+        padded, normalized, tf.cast(box_indices, tf.int32), [samples, samples], extrapolation_value=0.0
+    )
+    # Average of each bin's ratio x ratio samples; avg_pool2d is the same arithmetic as
+    # a reduce_mean over a reshaped tensor, and several times faster on CPU.
+    pooled = tf.nn.avg_pool2d(crops, ratio, ratio, "VALID")
+    return tf.cast(pooled, features.dtype)
+
+
 class _RoILayer(keras.layers.Layer):
     """Shared plumbing: no autocast, so pixel RoIs keep float32 precision."""
 
@@ -58,45 +102,14 @@ class RoIAlign(_RoILayer):
     def call(self, features, rois):
         features = tf.convert_to_tensor(features)
         rois = tf.stop_gradient(tf.cast(rois, tf.float32))
-        size, ratio = self.output_size, self.sampling_ratio
-        samples = size * ratio
-        batch, height, width = tf.unstack(tf.shape(features)[:3])
+        batch = tf.shape(features)[0]
         num_rois = tf.shape(rois)[1]
-
-        # Feature coordinates in which cell k's centre is at k (hence the -0.5).
-        scaled = rois * self.spatial_scale - 0.5
-        step_x = (scaled[..., 2] - scaled[..., 0]) / samples
-        step_y = (scaled[..., 3] - scaled[..., 1]) / samples
-        # Replicating the border once reproduces detectron2's clamping for samples in
-        # [-1, 0) and (H - 1, H]; crop_and_resize extrapolates 0 beyond that.
-        padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-        # crop_and_resize samples the normalized box [y1, y2] at y1 * (Hp - 1) ...
-        # y2 * (Hp - 1) inclusive, so the box spans the first to the last sample centre;
-        # in the padded map cell k sits at k + 1 and the last row at Hp - 1 = Hf + 1.
-        last_y = tf.cast(height + 1, tf.float32)
-        last_x = tf.cast(width + 1, tf.float32)
-        boxes = tf.stack(
-            [
-                (scaled[..., 1] + 0.5 * step_y + 1.0) / last_y,
-                (scaled[..., 0] + 0.5 * step_x + 1.0) / last_x,
-                (scaled[..., 3] - 0.5 * step_y + 1.0) / last_y,
-                (scaled[..., 2] - 0.5 * step_x + 1.0) / last_x,
-            ],
-            axis=-1,
+        pooled = roi_align_flat(
+            features, tf.reshape(rois, [-1, 4]), tf.repeat(tf.range(batch), num_rois),
+            self.output_size, self.spatial_scale, self.sampling_ratio,
         )
-        crops = tf.image.crop_and_resize(
-            padded,
-            tf.reshape(boxes, [-1, 4]),
-            tf.repeat(tf.range(batch), num_rois),
-            [samples, samples],
-            extrapolation_value=0.0,
-        )
-        channels = _channels(features)
-        # Average of each bin's ratio x ratio samples; avg_pool2d is the same arithmetic as
-        # a reduce_mean over a reshaped tensor, and several times faster on CPU.
-        pooled = tf.nn.avg_pool2d(crops, ratio, ratio, "VALID")
-        pooled = tf.reshape(pooled, [batch, num_rois, size, size, channels])
-        return tf.cast(pooled, features.dtype)
+        size = self.output_size
+        return tf.reshape(pooled, [batch, num_rois, size, size, _channels(features)])
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,91 @@
+"""Multi-level RoIAlign over a feature pyramid (Lin et al. 2017, eq. 1).
+
+Each RoI is pooled from one level: k = floor(k0 + log2(sqrt(w * h) / canonical_size)),
+clamped to the pyramid's levels, with k0 = `canonical_level` (4) and canonical_size 224
+for ResNet (an ImageNet-sized RoI maps to P4). The tiny FPN detector scales 224 by the
+same factor as its anchors (half of ResNet's, so 112): see configs/faster_rcnn/tiny_fpn_multiscale.yaml.
+
+Shapes: B images, R RoIs per image, L levels (P2..P5: L = 4, strides 4..32), S output
+size, C channels (equal on every level). RoIs are (B, R, 4) xyxy image pixels.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from detect.ops.roi_pool import roi_align_flat
+
+
+def assign_levels(boxes, min_level, max_level, canonical_size=224.0, canonical_level=4):
+    """(X,) int32 pyramid level of each (X, 4) xyxy box, in [min_level, max_level].
+
+    A degenerate box (zero area) goes to min_level, as log2(0) = -inf does after clamping.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    area = tf.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * tf.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
+    scale = tf.sqrt(area)
+    # 1e-8 keeps log2 finite; detectron2 adds the same epsilon (assign_boxes_to_levels).
+    level = tf.floor(canonical_level + tf.math.log(scale / float(canonical_size) + 1e-8) / math.log(2.0))
+    return tf.cast(tf.clip_by_value(level, float(min_level), float(max_level)), tf.int32)
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class MultiLevelRoIAlign(keras.layers.Layer):
+    """RoIAlign with each RoI read from its pyramid level (torchvision's MultiScaleRoIAlign,
+    detectron2's ROIPooler).
+
+    Args:
+      output_size: S.
+      strides: pixels per cell of the pooled levels, finest first (e.g. 4, 8, 16, 32);
+        level k has stride 2**k, so the first stride fixes min_level.
+      sampling_ratio, canonical_size, canonical_level: see the module docstring.
+    call(features: list of L maps (B, Hl, Wl, C), finest first (extra maps after the L
+    pooled ones are ignored, e.g. P6), rois (B, R, 4)) -> (B, R, S, S, C).
+    """
+
+    def __init__(self, output_size=7, strides=(4, 8, 16, 32), sampling_ratio=2, canonical_size=224.0,
+                 canonical_level=4, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.output_size = int(output_size)
+        self.strides = tuple(int(s) for s in strides)
+        self.sampling_ratio = int(sampling_ratio)
+        self.canonical_size = float(canonical_size)
+        self.canonical_level = int(canonical_level)
+        levels = [math.log2(s) for s in self.strides]
+        if any(level != int(level) for level in levels) or levels != list(range(int(levels[0]), int(levels[0]) + len(levels))):
+            raise ValueError(f"strides must be consecutive powers of two, got {self.strides}")
+        self.min_level = int(levels[0])
+        self.max_level = self.min_level + len(self.strides) - 1
+
+    def call(self, features, rois):
+        features = [tf.convert_to_tensor(f) for f in features[: len(self.strides)]]
+        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
+        batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
+        flat = tf.reshape(rois, [-1, 4])
+        image_index = tf.repeat(tf.range(batch), num_rois)
+        levels = assign_levels(flat, self.min_level, self.max_level, self.canonical_size, self.canonical_level)
+        positions, pooled = [], []
+        for offset, (level_features, stride) in enumerate(zip(features, self.strides)):
+            chosen = tf.cast(tf.where(levels == self.min_level + offset)[:, 0], tf.int32)
+            positions.append(chosen)
+            pooled.append(roi_align_flat(
+                level_features, tf.gather(flat, chosen), tf.gather(image_index, chosen),
+                self.output_size, 1.0 / stride, self.sampling_ratio,
+            ))
+        # Each RoI is in exactly one level: stitching puts the rows back in RoI order.
+        merged = tf.dynamic_stitch(positions, pooled)
+        size = self.output_size
+        channels = features[0].shape[-1] if features[0].shape[-1] is not None else tf.shape(features[0])[-1]
+        return tf.reshape(merged, [batch, num_rois, size, size, channels])
+
+    def compute_output_shape(self, features_shape, rois_shape):
+        return (rois_shape[0], rois_shape[1], self.output_size, self.output_size, features_shape[0][-1])
+
+    def get_config(self):
+        return {
+            **super().get_config(), "output_size": self.output_size, "strides": list(self.strides),
+            "sampling_ratio": self.sampling_ratio, "canonical_size": self.canonical_size,
+            "canonical_level": self.canonical_level,
+        }
