@@ -91,6 +91,22 @@ def generate_shapes(
         "categories" (list of class names, ids 1..3 in that order).
     """
     _check_arguments(num_images, image_size, seed, val_fraction, negative_fraction, max_shapes)
+
+    def render(rng, negative):
+        return render_image(rng, int(image_size), 0 if negative else max_shapes)
+
+    return write_dataset(out_dir, render, CLASS_NAMES, num_images, image_size, seed, val_fraction,
+                         negative_fraction, progress=progress)
+
+
+def write_dataset(out_dir, render, class_names, num_images, image_size, seed, val_fraction, negative_fraction,
+                  *, progress=True):
+    """Render and write a synthetic COCO dataset (layout in the module docstring).
+
+    render(rng, negative) -> (image (S, S, 3) uint8, boxes (N, 4) xyxy, labels (N,) 1..K);
+    image i draws only from a generator seeded by (seed, i). Returns the summary dict of
+    `generate_shapes`.
+    """
     num_images, image_size, seed = int(num_images), int(image_size), int(seed)
     root = Path(out_dir)
     images_dir = root / "images"
@@ -101,14 +117,11 @@ def generate_shapes(
     split_seed, *image_seeds = np.random.SeedSequence(seed).spawn(num_images + 1)
     is_val, is_negative = _assign(np.random.default_rng(split_seed), num_images,
                                   val_fraction, negative_fraction)
-    coco = {split: _empty_coco() for split in ("train", "val")}
+    coco = {split: _empty_coco(class_names) for split in ("train", "val")}
     stats = {key: {"train": 0, "val": 0} for key in ("num_images", "num_objects", "num_negatives")}
     for index in tqdm(range(num_images), desc="shapes", unit="img", disable=not progress):
         split = "val" if is_val[index] else "train"
-        image, boxes, labels = render_image(
-            np.random.default_rng(image_seeds[index]), image_size,
-            0 if is_negative[index] else max_shapes,
-        )
+        image, boxes, labels = render(np.random.default_rng(image_seeds[index]), bool(is_negative[index]))
         image_id = index + 1
         file_name = f"{split}/{image_id:06d}.jpg"
         Image.fromarray(image).save(
@@ -129,7 +142,7 @@ def generate_shapes(
         "images_dir": str(images_dir),
         "annotations": annotations,
         **stats,
-        "categories": list(CLASS_NAMES),
+        "categories": list(class_names),
     }
 
 
@@ -163,14 +176,14 @@ def _assign(rng, num_images, val_fraction, negative_fraction):
     return is_val, is_negative
 
 
-def _empty_coco():
+def _empty_coco(class_names=CLASS_NAMES):
     return {
         "info": {"description": "detect synthetic shapes"},
         "images": [],
         "annotations": [],
         "categories": [
             {"id": k, "name": name, "supercategory": "shape"}
-            for k, name in enumerate(CLASS_NAMES, start=1)
+            for k, name in enumerate(class_names, start=1)
         ],
     }
 
