@@ -17,15 +17,20 @@ for users without this package.
 Formats (out_dir is replaced as a whole, never left half-written):
   saved_model  out_dir is the SavedModel; its signature "serve" (also "serving_default")
                takes the inputs above by name: `tf.saved_model.load(out_dir).signatures["serve"]`.
-  litert       out_dir/model.tflite converted from that SavedModel with Select TF ops allowed.
-               RoIAlign's CropAndResize and the per-class CombinedNonMaxSuppression have no
-               LiteRT builtins, so the file runs only where the Flex delegate is linked in;
-               export.json lists those ops under `select_tf_ops`.
-  onnx         out_dir/model.onnx through tf2onnx (`pip install tf2onnx onnx`, not
-               dependencies of this package). tf2onnx leaves ops it cannot convert in the
-               graph (CombinedNonMaxSuppression with per-class boxes is one): that is an error.
+  litert       out_dir/model.tflite converted from that SavedModel, builtin ops wherever
+               LiteRT has them and Select TF ops elsewhere. RoIAlign's CropAndResize has no
+               LiteRT builtin and is the one op that keeps the default model from being
+               builtin-only (NMS, class-offset form included, converts to builtins; RoIPool's
+               while loop of dynamic-shape tensor lists does not): the file runs only where
+               the Flex delegate is linked in. export.json lists those ops under
+               `select_tf_ops` ([] for a builtin-only file).
+  onnx         out_dir/model.onnx through tf2onnx (`pip install 'detect[export]'`: onnx,
+               tf2onnx and onnxruntime are not dependencies of this package). Per-class NMS
+               is one class-offset NMS (ops/nms.py), which becomes ONNX NonMaxSuppression;
+               an op tf2onnx cannot convert would stay in the graph: that is an error.
 """
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -33,6 +38,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 
 import tensorflow as tf
 
@@ -134,25 +140,30 @@ def write_saved_model(model, path):
 def _require_onnx():
     missing = [name for name in ("tf2onnx", "onnx") if importlib.util.find_spec(name) is None]
     if missing:
-        raise DetectError(f"ONNX export needs {' and '.join(missing)}, not installed here: pip install tf2onnx onnx")
+        raise DetectError(
+            f"ONNX export needs {' and '.join(missing)}, not installed here: pip install tf2onnx onnx "
+            "(or the package's export extra)"
+        )
 
 
 def write_onnx(model, path):
     """ONNX file at `path` converted by tf2onnx from the serving function."""
     _require_onnx()
-    import tf2onnx
+    with _quiet_tf2onnx():
+        import tf2onnx
 
-    compat.patch_tf2onnx()
+        compat.patch_tf2onnx()
     import onnx
 
     specs = input_signature(model)
     function = tf.function(serving_function(model), input_signature=specs)
     try:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, output_path=path)
+        with _quiet_tf2onnx():
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=specs, output_path=path)
     except Exception as e:  # noqa: BLE001 - any converter failure is reported in one line
         raise DetectError(f"ONNX conversion failed: {type(e).__name__}: {_first_line(e)}") from None
     # tf2onnx logs ops it cannot convert and keeps them as-is: the file would not load.
-    standard = [node for node in proto.graph.node if node.domain in ("", "ai.onnx")]
+    standard = [node for node in _onnx_nodes(proto.graph) if node.domain in ("", "ai.onnx")]
     unconverted = sorted({node.op_type for node in standard if not onnx.defs.has(node.op_type)})
     if unconverted:
         raise DetectError(f"ONNX conversion failed: tf2onnx cannot convert TensorFlow op(s) {', '.join(unconverted)}")
@@ -163,8 +174,34 @@ def write_onnx(model, path):
     return path
 
 
+def _onnx_nodes(graph):
+    """Every node of an ONNX graph, those in Loop / If bodies (the RPN's per-image NMS) included."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs] if attribute.HasField("g") else attribute.graphs:
+                yield from _onnx_nodes(subgraph)
+
+
+@contextlib.contextmanager
+def _quiet_tf2onnx():
+    """tf2onnx's INFO lines (opset, constant folding, optimizer counts) and the NumPy
+    FutureWarning of Keras' tf2onnx patch are not for users; its warnings and errors are."""
+    tf2onnx_logger = logging.getLogger("tf2onnx")
+    level = tf2onnx_logger.level
+    tf2onnx_logger.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        tf2onnx_logger.setLevel(level)
+
+
 def write_litert(model, path):
-    """LiteRT flatbuffer at `path`, converted from a SavedModel (TF Select ops allowed)."""
+    """LiteRT flatbuffer at `path`, converted from a SavedModel. The converter takes the
+    builtin op wherever one exists and a Select TF op only where none does, so the file is
+    builtin-only whenever the model allows (litert_select_ops lists the others)."""
     with tempfile.TemporaryDirectory(prefix="detect-litert-") as work:
         saved = write_saved_model(model, os.path.join(work, "saved_model"))
         try:
