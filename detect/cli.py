@@ -446,7 +446,7 @@ def predict(model_dir, sources, out, score_threshold, batch_size, classes, show)
 
 # --------------------------------------------------------------------------- benchmark
 @main.command()
-@click.option("--detectors", default="faster_rcnn", show_default=True, help="Comma list: rcnn,fast_rcnn,faster_rcnn.")
+@click.option("--detectors", default="faster_rcnn", show_default=True, help="Comma list: rcnn,fast_rcnn,faster_rcnn,faster_rcnn_fpn (FPN: tiny, resnet50, resnet101).")
 @click.option("--backbone", default="vgg16", show_default=True, help="Backbone (vgg16 = paper config, tiny).")
 @click.option(
     "--images", type=click.Path(), default=None, help="Folder of images to time on (default: generated random images)."

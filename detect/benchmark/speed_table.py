@@ -73,6 +73,20 @@ SETTINGS = {
         "rcnn": dict(backbone_width=32, crop_size=48, context=6, chunk_size=256, head_dim=256),
         "max_rcnn_proposals": None},
 }
+# faster_rcnn_fpn (backbone `<name>_fpn`): detectron2 / torchvision R50-FPN test settings
+# (anchors 32..512 one per level, 1000 boxes per level before NMS, 1000 proposals, 2-fc
+# 1024); the tiny pyramid as configs/faster_rcnn/tiny_fpn_multiscale.yaml.
+def _fpn_model(anchor_sizes, channels, pre_nms, post_nms, canonical_size):
+    model = _model(anchor_sizes, channels, pre_nms, post_nms, 1024)
+    model["fpn"] = {"channels": channels}
+    model["roi"]["canonical_size"] = canonical_size
+    return model
+
+
+FPN_SETTINGS = {
+    "tiny": _fpn_model((16, 32, 64, 128, 256), 64, 500, 100, 112.0),
+    "default": _fpn_model((32, 64, 128, 256, 512), 256, 1000, 1000, 224.0),
+}
 CROP_BATCH_SIZES = (1, 8, 32, 128)
 
 POOL_NAMES = {"align": "RoIAlign", "pool": "RoIPool"}
@@ -89,7 +103,8 @@ class BenchSetup:
     keyword arguments likewise; proposal_kwargs: selective_search keyword arguments;
     max_rcnn_proposals: R-CNN crops at most this many proposals per image and scales its
     times up to all of them (None: every proposal); crop_batch_sizes: batch sizes of the
-    R-CNN crop-batching measurement; cache: values timers share (proposals, inputs).
+    R-CNN crop-batching measurement; cache: values timers share (proposals, inputs);
+    fpn_model_config: config sections of the faster_rcnn_fpn model (backbone `<name>_fpn`).
     """
 
     backbone: str
@@ -106,6 +121,7 @@ class BenchSetup:
     max_rcnn_proposals: int | None = None
     crop_batch_sizes: tuple = CROP_BATCH_SIZES
     cache: dict = dataclasses.field(default_factory=dict)
+    fpn_model_config: dict = dataclasses.field(default_factory=lambda: copy.deepcopy(FPN_SETTINGS["default"]))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -261,6 +277,7 @@ def _make_setup(backbone, images, image_size, num_images, num_classes, runs, war
         min_size=settings["min_size"], max_size=settings["max_size"], model_config=copy.deepcopy(settings["model"]),
         runs=int(runs), warmup=int(warmup), rcnn_kwargs=dict(settings["rcnn"]),
         proposal_kwargs=dict(settings["proposals"]), max_rcnn_proposals=None if cap is None else int(cap),
+        fpn_model_config=copy.deepcopy(FPN_SETTINGS.get(backbone, FPN_SETTINGS["default"])),
     )
 
 

@@ -183,12 +183,37 @@ def two_stage_model(setup, detector):
     return build_model(config, setup.class_names)
 
 
+def fpn_model(setup):
+    """A random-weight Faster R-CNN with a feature pyramid over the setup's backbone
+    (`<backbone>_fpn`), with the setup's `fpn_model_config` sections."""
+    from detect.config import from_dict
+    from detect.models.registry import build_model
+
+    model = copy.deepcopy(setup.fpn_model_config)
+    config = from_dict({
+        **model,
+        "detector": "faster_rcnn",
+        "backbone": {**model.get("backbone", {}), "name": f"{setup.backbone}_fpn", "weights": "none"},
+        "input": {"min_size": setup.min_size, "max_size": setup.max_size, "canvas": list(setup.canvas_size)},
+    })
+    return build_model(config, setup.class_names)
+
+
+def _feature_specs(model, canvas_size):
+    """TensorSpec of `model.features` on a (1, H, W, 3) canvas: one map, or a list of
+    levels with a neck (FPN: P2..P6)."""
+    shape = model.backbone.compute_output_shape((1, *canvas_size, 3))
+    if model.neck is None:
+        return _spec(*shape)
+    return [_spec(*level) for level in model.neck.compute_output_shape([tuple(s) for s in shape])]
+
+
 def _two_stage_functions(model, canvas_size, num_rois):
     """tf.functions of the model's public stages (`features`, `rpn`, `box_head`,
     `postprocess`) and of `predict_step` on static batch-1 shapes, R = num_rois RoIs per
     image. With an RPN the proposals stage is the RPN head + proposal layer; without
     one, predict_step reads proposals (1, R, 4) from its inputs."""
-    features = _spec(*model.backbone.compute_output_shape((1, *canvas_size, 3)))
+    features = _feature_specs(model, canvas_size)
     images, image_shape, scale = _spec(1, *canvas_size, 3), _spec(1, 2, dtype=tf.int32), _spec(1, 2)
     r, k = int(num_rois), model.num_classes
     rois = _spec(1, r, 4)
@@ -230,7 +255,32 @@ def _post_args(logits, deltas, rois, valid, batch):
 
 def time_faster_rcnn(setup):
     """Stage and end-to-end timing of a random-weight Faster R-CNN (see the module docstring)."""
-    model = two_stage_model(setup, "faster_rcnn")
+    return _time_rpn_model(setup, two_stage_model(setup, "faster_rcnn"), "faster_rcnn")
+
+
+def time_faster_rcnn_fpn(setup):
+    """Faster R-CNN with a Feature Pyramid Network: backbone + FPN neck (backbone column),
+    RPN over P2..P6 with the proposal layer (proposals), multi-level RoIAlign + 2-fc head +
+    predictor (RoI head), postprocess. Backbones without an FPN variant (vgg16) are
+    unavailable."""
+    from detect.errors import DetectError
+    from detect.models.backbones import FPN_BACKBONES
+
+    if f"{setup.backbone}_fpn" not in FPN_BACKBONES:
+        raise DetectError(f"no FPN variant of the {setup.backbone} backbone (FPN: {', '.join(FPN_BACKBONES)})")
+    result = _time_rpn_model(setup, fpn_model(setup), "faster_rcnn_fpn")
+    rpn, roi = setup.fpn_model_config["rpn"], setup.fpn_model_config["roi"]
+    result["notes"].append(
+        f"faster_rcnn_fpn: backbone column = {setup.backbone} C2-C5 + FPN neck (P2-P6, "
+        f"{setup.fpn_model_config['fpn']['channels']} channels); proposals = RPN over P2-P6 (anchors "
+        f"{rpn['anchor_sizes']}, {rpn['pre_nms_top_n_test']} boxes per level before NMS, NMS per level, "
+        f"{rpn['post_nms_top_n_test']} proposals); RoI head = multi-level {roi['size']}x{roi['size']} RoIAlign "
+        f"over P2-P5 + 2-fc {roi['head_dim']}"
+    )
+    return result
+
+
+def _time_rpn_model(setup, model, name):
     fns = _two_stage_functions(model, setup.canvas_size, model.rpn.post_nms_top_n[False])
     inputs = {name: [] for name in fns}
     proposal_count = detection_count = 0
@@ -246,10 +296,10 @@ def time_faster_rcnn(setup):
         inputs["roi_head"].append((features, boxes))
         inputs["postprocess"].append(post_args)
         inputs["detect"].append((batch,))
-    result = _result("faster_rcnn", *time_stages(fns, inputs, setup.warmup, setup.runs))
+    result = _result(name, *time_stages(fns, inputs, setup.warmup, setup.runs))
     count = len(setup.images)
     result["notes"].append(
-        f"faster_rcnn: {proposal_count / count:.0f} RPN proposals and {detection_count / count:.0f} "
+        f"{name}: {proposal_count / count:.0f} RPN proposals and {detection_count / count:.0f} "
         "detections per image on average"
     )
     return result
@@ -474,4 +524,5 @@ def _rcnn_notes(result, search_seconds):
     return notes
 
 
-TIMERS = {"rcnn": time_rcnn, "fast_rcnn": time_fast_rcnn, "faster_rcnn": time_faster_rcnn}
+TIMERS = {"rcnn": time_rcnn, "fast_rcnn": time_fast_rcnn, "faster_rcnn": time_faster_rcnn,
+          "faster_rcnn_fpn": time_faster_rcnn_fpn}

@@ -176,3 +176,18 @@ def test_fpn_defaults_equal_constructor_defaults():
     for key, argument in registry.FPN_KEYS.items():
         section, name = key.split(".")
         assert DEFAULTS[section][name] == parameters[argument].default
+
+
+def test_benchmark_has_fpn_rows_per_stage_and_refuses_vgg16(tmp_path):
+    from detect.benchmark import speed_table
+
+    result = speed_table.run_benchmark(["faster_rcnn_fpn"], backbone="tiny", runs=1, warmup=0, image_size=(64, 64),
+                                       out_dir=str(tmp_path), num_images=1)
+    (row,) = [r for r in result["rows"] if r["status"] == "ok"]
+    assert row["detector"] == "faster_rcnn_fpn"
+    for stage in ("proposals", "backbone", "roi_head", "postprocess"):
+        assert row[f"{stage}_s"] > 0, stage
+    assert "FPN neck (P2-P6" in result["table"]
+    result = speed_table.run_benchmark(["faster_rcnn_fpn"], backbone="vgg16", runs=1, warmup=0, image_size=(64, 64),
+                                       out_dir=str(tmp_path / "vgg"), num_images=1)
+    assert result["rows"][0]["status"] == "unavailable" and "no FPN variant" in result["rows"][0]["note"]
