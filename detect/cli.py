@@ -295,7 +295,7 @@ def proposals(ctx, config_path, split, mode, out, workers, overrides):
     _quiet_tensorflow()
     from detect.config import load_config
     from detect.proposals.cache import compute_proposals
-    from detect.training.train import load_split
+    from detect.data.splits import load_split
 
     config = load_config(config_path, overrides)
     dataset = load_split(config, split)
@@ -446,7 +446,8 @@ def predict(model_dir, sources, out, score_threshold, batch_size, classes, show)
 
 # --------------------------------------------------------------------------- benchmark
 @main.command()
-@click.option("--detectors", default="faster_rcnn", show_default=True, help="Comma list: rcnn,fast_rcnn,faster_rcnn,faster_rcnn_fpn (FPN: tiny, resnet50, resnet101).")
+@click.option("--detectors", default="faster_rcnn", show_default=True,
+              help="Comma list: rcnn,fast_rcnn,faster_rcnn,faster_rcnn_fpn (FPN: tiny, resnet50, resnet101).")
 @click.option("--backbone", default="vgg16", show_default=True, help="Backbone (vgg16 = paper config, tiny).")
 @click.option(
     "--images", type=click.Path(), default=None, help="Folder of images to time on (default: generated random images)."

@@ -50,10 +50,12 @@ def atomic_path(path):
     """A temporary path beside `path` for writers that want a file name (np.savez,
     model.save, cv2.VideoWriter); moved onto `path` on a clean exit, removed otherwise.
 
-    Keeps the suffix of `path` (Keras and NumPy choose the format from it).
+    Keeps the suffix of `path` (Keras and NumPy choose the format from it; Keras wants
+    `.weights.h5` whole).
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = temp_path_beside(path) + os.path.splitext(path)[1]
+    suffix = ".weights.h5" if str(path).endswith(".weights.h5") else os.path.splitext(path)[1]
+    tmp = temp_path_beside(path) + suffix
     try:
         yield tmp
         os.replace(tmp, path)

@@ -19,7 +19,8 @@ import tensorflow as tf  # noqa: E402
 
 from detect.config import load_config  # noqa: E402
 from detect.models.registry import build_model  # noqa: E402
-from detect.training.train import load_split, make_optimizer, pipeline  # noqa: E402
+from detect.data.splits import load_split, pipeline  # noqa: E402
+from detect.training.optimizers import build_optimizer  # noqa: E402
 
 
 def seconds_per_step(model, dataset, steps):
@@ -43,7 +44,7 @@ def main():
     batch = next(iter(real))
     in_memory = tf.data.Dataset.from_tensors(batch).repeat()
     model = build_model(config, train_set.classes)
-    model.compile(optimizer=make_optimizer(config["training"]))
+    model.compile(optimizer=build_optimizer(config["training"]))
     model.make_train_function()
     # One pass over the data first, so a cached pipeline is measured warm, as in training.
     seconds_per_step(model, real, len(train_set) // config["training"]["batch_size"])

@@ -12,7 +12,7 @@ from detect.inference.predictor import load_model_dir
 def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch_size=8, progress=True):
     """Detections + COCO/VOC metrics for a model folder on a dataset split; returns metrics."""
     from detect.config import load_config
-    from detect.training.train import load_split, pipeline
+    from detect.data.splits import load_split, pipeline
 
     model, config = load_model_dir(model_dir)
     if config_path:
@@ -40,7 +40,7 @@ def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch
 def model_section(model_dir, out_dir):
     """The model part of report.html: the folder, its config.yaml text and its training
     curves (loss_curve.png, or drawn from history.csv into `out_dir` when it is missing)."""
-    from detect.training.train import plot_history
+    from detect.training.loop import plot_history
 
     config_path = os.path.join(model_dir, "config.yaml")
     config_text = None

@@ -21,7 +21,7 @@ def _ground_truth(dataset):
 def _rpn_proposals(model_dir, config, dataset):
     from detect.inference.predictor import load_model_dir
     from detect.training.alternating import rpn_proposals
-    from detect.training.train import pipeline
+    from detect.data.splits import pipeline
 
     model, model_config = load_model_dir(model_dir)
     if not model.use_rpn:
@@ -34,7 +34,7 @@ def _rpn_proposals(model_dir, config, dataset):
 def compare_recall(config, split="val", model_dir=None, proposal_file=None, out_dir="runs/recall"):
     """Recall table + plot for selective search (proposal file) and/or an RPN (model folder)."""
     from detect.proposals.cache import load_proposals
-    from detect.training.train import load_split
+    from detect.data.splits import load_split
 
     dataset = load_split(config, split)
     if dataset is None:

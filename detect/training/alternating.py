@@ -20,7 +20,11 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from detect.data.splits import pipeline
+from detect.io import atomic_path, write_json
 from detect.models.registry import build_model
+from detect.training.loop import fit_model, steps_per_epoch
+from detect.training.optimizers import build_optimizer
 
 STEP_NAMES = ("1_rpn", "2_detector", "3_rpn_finetune", "4_detector_finetune")
 
@@ -36,7 +40,8 @@ def rpn_proposals(model, tf_dataset, dataset, path=None):
 
     @tf.function(reduce_retracing=True)
     def propose(inputs):
-        return model.propose(inputs, training_counts=True)
+        proposals, valid, _ = model.propose(inputs, model.features(inputs["images"]), training=True)
+        return proposals, valid
 
     boxes_by_image = _boxes_by_image(propose, tf_dataset)
     if path is not None:
@@ -50,14 +55,6 @@ def rpn_proposals(model, tf_dataset, dataset, path=None):
         if record.image_id in by_id:
             out[i] = by_id[record.image_id]
     return out
-
-
-def _set_trainable(model, trunk, rpn, head):
-    model.trunk.trainable = trunk
-    if model.rpn_head is not None:
-        model.rpn_head.trainable = rpn
-    model.roi_head.trainable = head
-    model.predictor.trainable = head
 
 
 def _boxes_by_image(propose, tf_dataset):
@@ -80,74 +77,83 @@ def _epochs(config):
     return [int(e) for e in epochs]
 
 
-def train_alternating(config, out_dir, train_set, val_set, skipped, strategy):
-    """Run (or resume) the four steps; returns the path of the final model.keras."""
-    from detect.training.train import fit_model, make_optimizer, pipeline, steps_per_epoch
+class _Schedule:
+    """The four steps' shared state: which are done (alternating.json), where they write."""
 
-    state_path = os.path.join(out_dir, "alternating.json")
-    state = json.load(open(state_path)) if os.path.isfile(state_path) else {"done": []}
-    epochs = _epochs(config)
-    steps = steps_per_epoch(config, train_set)
-    t = config["training"]
+    def __init__(self, config, out_dir, train_set, val_set, skipped, meter):
+        self.config, self.out_dir, self.skipped, self.meter = config, out_dir, skipped, meter
+        self.train_set, self.val_set = train_set, val_set
+        self.state_path = os.path.join(out_dir, "alternating.json")
+        self.state = {"done": []}
+        if os.path.isfile(self.state_path):
+            with open(self.state_path, encoding="utf-8") as f:
+                self.state = json.load(f)
+        self.epochs = _epochs(config)
+        self.steps = steps_per_epoch(config, train_set)
 
-    def save_state(step):
-        state["done"].append(step)
-        with open(state_path + ".tmp", "w") as f:
-            json.dump(state, f)
-        os.replace(state_path + ".tmp", state_path)
+    def _pipelines(self, proposals_train, proposals_val):
+        config, skipped = self.config, self.skipped
+        train_ds = pipeline(config, self.train_set, training=True, skipped=skipped, proposals=proposals_train)
+        val = None
+        if self.val_set is not None:
+            val = (pipeline(config, self.val_set, training=False, proposals=proposals_val), self.val_set)
+        return train_ds, val
 
-    def run_step(index, model, proposals_train=None, proposals_val=None):
+    def run(self, index, model, proposals_train=None, proposals_val=None):
+        """Train step `index` (0..3), or load its weights when a previous run finished it."""
         name = STEP_NAMES[index]
-        weights = os.path.join(out_dir, f"step{name}.weights.h5")
-        if name in state["done"]:
+        weights = os.path.join(self.out_dir, f"step{name}.weights.h5")
+        if name in self.state["done"]:
             model.load_weights(weights)
             return
         print(f"alternating training, step {name}")
-        train_ds = pipeline(config, train_set, training=True, skipped=skipped)
-        val = None
-        if val_set is not None:
-            val = (pipeline(config, val_set, training=False), val_set)
-        if proposals_train is not None:
-            train_ds = pipeline(config, train_set, training=True, skipped=skipped, proposals=proposals_train)
-            if val_set is not None:
-                val = (pipeline(config, val_set, training=False, proposals=proposals_val), val_set)
-        model.compile(optimizer=make_optimizer(t), jit_compile=False)
-        step_dir = os.path.join(out_dir, f"step{name}")
+        train_ds, val = self._pipelines(proposals_train, proposals_val)
+        model.compile(optimizer=build_optimizer(self.config["training"]), jit_compile=False)
+        step_dir = os.path.join(self.out_dir, f"step{name}")
         os.makedirs(step_dir, exist_ok=True)
-        fit_model(model, config, step_dir, train_ds, val, steps, skipped, epochs=epochs[index])
-        model.save_weights(weights)
-        save_state(name)
+        fit_model(model, self.config, step_dir, train_ds, val, self.steps, self.skipped, epochs=self.epochs[index],
+                  meter=self.meter)
+        with atomic_path(weights) as tmp:
+            model.save_weights(tmp)
+        self.state["done"].append(name)
+        write_json(self.state_path, self.state)
 
+
+def _model(config, classes, strategy, stage, **trainable):
     with strategy.scope():
-        rpn_model = build_model(config, train_set.classes)
-        rpn_model.stage = "rpn"
-        _set_trainable(rpn_model, True, True, False)
-    run_step(0, rpn_model)
+        model = build_model(config, classes)
+    model.stage = stage
+    model.set_trainable(**trainable)
+    return model
+
+
+def train_alternating(config, out_dir, train_set, val_set, skipped, strategy, meter=None):
+    """Run (or resume) the four steps; returns the path of the final model.keras."""
+    schedule = _Schedule(config, out_dir, train_set, val_set, skipped, meter)
+    rpn_model = _model(config, train_set.classes, strategy, "rpn", backbone=True, rpn=True, heads=False)
+    schedule.run(0, rpn_model)
 
     ordered = lambda ds: pipeline(config, ds, training=False)  # noqa: E731
     files = [os.path.join(out_dir, f"rpn_proposals_{split}.npz") for split in ("train", "val")]
     proposals_train = rpn_proposals(rpn_model, ordered(train_set), train_set, files[0])
     proposals_val = rpn_proposals(rpn_model, ordered(val_set), val_set, files[1]) if val_set is not None else None
-    with strategy.scope():
-        model = build_model(config, train_set.classes)
-        model.stage = "detector"
-        _set_trainable(model, True, False, True)
-    run_step(1, model, proposals_train, proposals_val)
+    model = _model(config, train_set.classes, strategy, "detector", backbone=True, rpn=False, heads=True)
+    schedule.run(1, model, proposals_train, proposals_val)
 
-    model.rpn_head.set_weights(rpn_model.rpn_head.get_weights())
+    model.rpn.set_weights(rpn_model.rpn.get_weights())
     model.stage = "rpn"
-    _set_trainable(model, False, True, False)
-    run_step(2, model)
+    model.set_trainable(backbone=False, rpn=True, heads=False)
+    schedule.run(2, model)
 
     model.stage = "detector"
-    _set_trainable(model, False, False, True)
-    run_step(3, model)
+    model.set_trainable(backbone=False, rpn=False, heads=True)
+    schedule.run(3, model)
 
     model.stage = "joint"
-    _set_trainable(model, True, True, True)
+    model.set_trainable(backbone=True, rpn=True, heads=True)
     final = os.path.join(out_dir, "model.keras")
-    model.save(final + ".partial.keras")
-    os.replace(final + ".partial.keras", final)
+    with atomic_path(final) as tmp:
+        model.save(tmp)
     last_history = os.path.join(out_dir, f"step{STEP_NAMES[3]}", "history.csv")
     if os.path.isfile(last_history):
         shutil.copyfile(last_history, os.path.join(out_dir, "history.csv"))

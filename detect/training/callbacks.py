@@ -1,5 +1,6 @@
 """Training callbacks of our own; the rest are keras.callbacks configured in train.py."""
 
+import contextlib
 import csv
 import math
 import os
@@ -210,3 +211,81 @@ class HistoryCSV(keras.callbacks.Callback):
         self.keys = sorted(set(self.keys or ()) | set(logs))
         rows.append({"epoch": epoch, **{k: logs.get(k, "") for k in self.keys}})
         self._write(rows)
+
+
+class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that writes to a temporary file and renames it into place, so a
+    crash mid-write never leaves a broken model file behind."""
+
+    def __init__(self, filepath, **kwargs):
+        self.final_path = filepath
+        root, _ = os.path.splitext(filepath)
+        super().__init__(root + ".partial.keras", **kwargs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not finite_loss(logs):
+            return  # the weights of a diverged epoch never replace a checkpoint
+        # A partial file left by a crash is not this epoch's: only a file saved now moves.
+        _remove_quietly(self.filepath)
+        try:
+            super().on_epoch_end(epoch, logs)
+            if os.path.exists(self.filepath):
+                os.replace(self.filepath, self.final_path)
+        except OSError as e:
+            _remove_quietly(self.filepath)
+            kept = "the previous one is kept" if os.path.exists(self.final_path) else "none was written"
+            raise DetectError(f"cannot save the checkpoint {self.final_path}: {e.strerror or e}; {kept}") from None
+        except BaseException:
+            _remove_quietly(self.filepath)
+            raise
+
+
+def _remove_quietly(path):
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def _remove_quietly(path):
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training images per second, validation excluded: the time between each epoch's
+    begin and end minus the time its validation took, over `batch_size` x steps run.
+
+    One meter may serve several model.fit calls (the alternating schedule's steps).
+    """
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = int(batch_size)
+        self.images = 0
+        self.seconds = 0.0
+        self.epochs = 0
+        self._epoch_start = self._test_start = None
+        self._test_seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start, self._test_seconds = time.perf_counter(), 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.images += self.batch_size
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        if self._test_start is not None:
+            self._test_seconds += time.perf_counter() - self._test_start
+            self._test_start = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._epoch_start is not None:
+            self.seconds += time.perf_counter() - self._epoch_start - self._test_seconds
+            self.epochs += 1
+            self._epoch_start = None
+
+    @property
+    def images_per_second(self):
+        return self.images / self.seconds if self.seconds > 0 else None

@@ -31,9 +31,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from detect.io import write_json
+from detect.data.splits import pipeline
+from detect.io import atomic_path, write_json
 from detect.models.registry import build_model
 from detect.models.svm import feature_scale, train_class_svms
+from detect.ops.boxes import pairwise_iou_np
+from detect.training.loop import fit_model, steps_per_epoch
+from detect.training.optimizers import build_optimizer
 
 STATE_FILE = "rcnn_state.json"
 _FEATURES, _REGRESSION, _INDEX = "features.f16", "regression.f16", "store.json"
@@ -50,17 +54,6 @@ _META_LAYOUT = {
     "best_box": ("float32", (4,)),
     "image": ("int64", ()),
 }
-
-
-def numpy_iou(boxes1, boxes2):
-    """(N, M) IoU of boxes1 (N, 4) xyxy and boxes2 (M, 4) xyxy; zero unions give 0."""
-    lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
-    area1 = np.prod(np.clip(boxes1[:, 2:] - boxes1[:, :2], 0, None), axis=-1)
-    area2 = np.prod(np.clip(boxes2[:, 2:] - boxes2[:, :2], 0, None), axis=-1)
-    union = area1[:, None] + area2[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 class FeatureStore:
@@ -122,7 +115,7 @@ def _image_rows(gt_boxes, gt_labels, proposals, num_classes):
     valid = (proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1])
     boxes = np.concatenate([gt, proposals[valid]]).astype(np.float32)
     gt_label = np.concatenate([labels, np.zeros(int(valid.sum()), np.int32)]).astype(np.int16)
-    iou = numpy_iou(boxes, gt) if len(gt) else np.zeros((len(boxes), 0), np.float32)
+    iou = pairwise_iou_np(boxes, gt).astype(np.float32) if len(gt) else np.zeros((len(boxes), 0), np.float32)
     class_iou = np.zeros((len(boxes), num_classes), np.float32)
     for k in range(1, num_classes + 1):
         if (labels == k).any():
@@ -258,10 +251,7 @@ def fit_box_regressors(store, num_classes, coder, r, seed=0):
     return kernel, bias
 
 
-def _finetune(model, config, out_dir, train_set, val_set, skipped, epochs):
-    from detect.training.optimizers import build_optimizer
-    from detect.training.train import fit_model, pipeline, steps_per_epoch
-
+def _finetune(model, config, out_dir, train_set, val_set, skipped, epochs, meter=None):
     t = {**config["training"], "epochs": epochs}
     config = {**config, "training": t}
     train_ds = pipeline(config, train_set, training=True, skipped=skipped)
@@ -270,16 +260,15 @@ def _finetune(model, config, out_dir, train_set, val_set, skipped, epochs):
     model.compile(optimizer=build_optimizer(t), jit_compile=False)
     folder = os.path.join(out_dir, "finetune")
     os.makedirs(folder, exist_ok=True)
-    fit_model(model, config, folder, train_ds, val, steps_per_epoch(config, train_set), skipped, epochs=epochs)
+    fit_model(model, config, folder, train_ds, val, steps_per_epoch(config, train_set), skipped, epochs=epochs,
+              meter=meter)
     history = os.path.join(folder, "history.csv")
     if os.path.isfile(history):
         shutil.copyfile(history, os.path.join(out_dir, "history.csv"))
 
 
 def _save_state(path, state):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json(path, state)
 
 
 def cache_folder(config, out_dir):
@@ -292,7 +281,6 @@ def cache_folder(config, out_dir):
 
 def _features(model, config, train_set, skipped, cache, state, state_path):
     """The FeatureStore of the training split: reused when complete, else extracted."""
-    from detect.training.train import pipeline
 
     if "features" in state["done"] and FeatureStore.complete(cache):
         return FeatureStore(cache)
@@ -304,7 +292,7 @@ def _features(model, config, train_set, skipped, cache, state, state_path):
     return store
 
 
-def train_rcnn(config, out_dir, train_set, val_set, skipped, strategy):
+def train_rcnn(config, out_dir, train_set, val_set, skipped, strategy, meter=None):
     """Run (or resume) the five phases; returns the path of the final model.keras."""
     r = config["rcnn"]
     state_path = os.path.join(out_dir, STATE_FILE)
@@ -324,7 +312,7 @@ def train_rcnn(config, out_dir, train_set, val_set, skipped, strategy):
     if "finetune" in state["done"]:
         model.load_weights(weights)
     elif epochs > 0:
-        _finetune(model, config, out_dir, train_set, val_set, skipped, epochs)
+        _finetune(model, config, out_dir, train_set, val_set, skipped, epochs, meter)
         model.save_weights(weights)
         state["done"].append("finetune")
         _save_state(state_path, state)
@@ -348,13 +336,12 @@ def train_rcnn(config, out_dir, train_set, val_set, skipped, strategy):
     start = time.monotonic()
     model.scoring = "svm"
     final = os.path.join(out_dir, "model.keras")
-    model.save(final + ".partial.keras")
-    os.replace(final + ".partial.keras", final)
+    with atomic_path(final) as tmp:
+        model.save(tmp)
     phases["save"] = _phase_done("save", start)
     if not r["keep_cache"]:
         shutil.rmtree(cache, ignore_errors=True)
-    with open(os.path.join(out_dir, "rcnn_phases.json"), "w", encoding="utf-8") as f:
-        json.dump({"seconds": phases, "hard_negative_mining": mining}, f, indent=2)
+    write_json(os.path.join(out_dir, "rcnn_phases.json"), {"seconds": phases, "hard_negative_mining": mining})
     return final
 
 

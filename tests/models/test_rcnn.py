@@ -14,7 +14,7 @@ import yaml
 from detect.ops.box_coder import BoxCoder
 from detect.errors import DetectError
 from detect.models.rcnn import RCNN, context_boxes, warp_regions
-from detect.training.rcnn_train import fit_box_regressors, numpy_iou
+from detect.training.rcnn_train import fit_box_regressors
 
 CLASSES = ["circle", "rectangle", "triangle"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -178,12 +178,6 @@ def test_ridge_regressors_fold_scaling_and_standardization_into_the_layer():
     # A huge lambda leaves only the mean delta.
     kernel, bias = fit_box_regressors(store, 2, coder, {**r, "ridge_lambda": 1e12})
     np.testing.assert_allclose(bias[:4], deltas.mean(axis=0), atol=1e-4)
-
-
-def test_numpy_iou_by_hand():
-    # [0, 0, 20, 20] vs [8, 0, 28, 20]: intersection 12 * 20 = 240, union 560.
-    iou = numpy_iou(np.array([[0, 0, 20, 20.0]]), np.array([[8, 0, 28, 20.0], [0, 0, 0, 0.0]]))
-    np.testing.assert_allclose(iou, [[240 / 560, 0.0]])
 
 
 @pytest.fixture(scope="module")

@@ -194,3 +194,10 @@ def test_scale_boxes_per_image():
     boxes = np.array([[[1, 2, 3, 4]], [[1, 2, 3, 4]]], np.float32)
     out = B.scale_boxes(boxes, np.array([[2.0], [1.0]]), np.array([[10.0], [1.0]])).numpy()
     np.testing.assert_allclose(out, [[[2, 20, 6, 40]], [[1, 2, 3, 4]]])
+
+
+def test_numpy_iou_with_a_zero_box_by_hand():
+    # [0, 0, 20, 20] vs [8, 0, 28, 20]: intersection 12 * 20 = 240, union 400 + 400 - 240 = 560;
+    # vs the all-zero padding box: 0.
+    iou = B.pairwise_iou_np(np.array([[0, 0, 20, 20.0]]), np.array([[8, 0, 28, 20.0], [0, 0, 0, 0.0]]))
+    np.testing.assert_allclose(iou, [[240 / 560, 0.0]])

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-import detect.training.train as train_module
+import detect.training.loop as loop_module
 from detect.cli import main
 from detect.data.shapes import generate_shapes
 
@@ -209,8 +209,8 @@ class AtEpochBegin(keras.callbacks.Callback):
 
 def run_first(monkeypatch, callback):
     """Put `callback` at the head of the callbacks that `detect train` configures."""
-    real = train_module.make_callbacks
-    monkeypatch.setattr(train_module, "make_callbacks", lambda *a, **k: [callback] + real(*a, **k))
+    real = loop_module.make_callbacks
+    monkeypatch.setattr(loop_module, "make_callbacks", lambda *a, **k: [callback] + real(*a, **k))
 
 
 @pytest.fixture(scope="module")
