@@ -54,7 +54,8 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         self.canonical_size = float(canonical_size)
         self.canonical_level = int(canonical_level)
         levels = [math.log2(s) for s in self.strides]
-        if any(level != int(level) for level in levels) or levels != list(range(int(levels[0]), int(levels[0]) + len(levels))):
+        consecutive = list(range(int(levels[0]), int(levels[0]) + len(levels)))
+        if any(level != int(level) for level in levels) or levels != consecutive:
             raise ValueError(f"strides must be consecutive powers of two, got {self.strides}")
         self.min_level = int(levels[0])
         self.max_level = self.min_level + len(self.strides) - 1
