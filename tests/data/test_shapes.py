@@ -160,3 +160,65 @@ def test_image_size_respected(tmp_path):
 def test_bad_arguments_raise_detect_error(tmp_path, bad):
     with pytest.raises(DetectError, match=next(iter(bad))):
         _generate(tmp_path, **bad)
+
+
+# --------------------------------------------------------------------------- multiscale preset
+def test_multiscale_images_hold_2_to_20_shapes_of_every_coco_size():
+    from detect.data.shapes_multiscale import CLASS_NAMES as MS_CLASSES, render_multiscale
+
+    areas, counts, labels_seen = [], [], set()
+    for seed in range(12):
+        image, boxes, labels = render_multiscale(np.random.default_rng(seed), 320)
+        assert image.shape == (320, 320, 3) and image.dtype == np.uint8
+        assert boxes.shape == (len(labels), 4) and labels.dtype == np.int32
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 320).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+        counts.append(len(labels))
+        labels_seen.update(labels.tolist())
+        areas += ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).tolist()
+    # 2..20 shapes requested; a placement may fail after 20 trials, so allow one fewer.
+    assert min(counts) >= 1 and max(counts) <= 20 and np.mean(counts) > 5
+    assert labels_seen == set(range(1, len(MS_CLASSES) + 1))
+    areas = np.array(areas)
+    # COCO ranges: small < 32^2 = 1024 <= medium < 96^2 = 9216 <= large.
+    assert (areas < 1024).any() and ((areas >= 1024) & (areas < 9216)).any() and (areas >= 9216).any()
+    sides = np.sqrt(areas)
+    assert sides.min() >= 3 and sides.max() <= 2 * 200  # 6..200 px boxes, aspect up to 2
+
+
+def test_multiscale_negative_image_has_no_shapes():
+    from detect.data.shapes_multiscale import render_multiscale
+
+    image, boxes, labels = render_multiscale(np.random.default_rng(0), 320, negative=True)
+    assert image.shape == (320, 320, 3) and boxes.shape == (0, 4) and labels.shape == (0,)
+
+
+def test_multiscale_cli_preset_is_deterministic_under_seed(tmp_path):
+    from click.testing import CliRunner
+
+    from detect.cli import main
+
+    def run(out, seed):
+        result = CliRunner().invoke(main, ["data", "shapes", "--preset", "multiscale", "--out", str(out),
+                                           "--num-images", "6", "--image-size", "96", "--seed", str(seed)])
+        assert result.exit_code == 0, result.output
+        return {p.relative_to(out): p.read_bytes() for p in sorted(Path(out).rglob("*")) if p.is_file()}
+
+    first, again, other = run(tmp_path / "a", 3), run(tmp_path / "b", 3), run(tmp_path / "c", 4)
+    assert first == again
+    assert first != other
+    coco = json.loads(first[Path("annotations/train.json")])
+    assert [c["name"] for c in coco["categories"]] == ["circle", "rectangle", "triangle", "ellipse", "cross"]
+    assert coco["images"][0]["width"] == 96
+
+
+def test_default_preset_is_unchanged_by_the_multiscale_option(tmp_path):
+    from click.testing import CliRunner
+
+    from detect.cli import main
+
+    result = CliRunner().invoke(main, ["data", "shapes", "--out", str(tmp_path / "d"), "--num-images", "4"])
+    assert result.exit_code == 0, result.output
+    expected = generate_shapes(tmp_path / "e", num_images=4, image_size=128, seed=0, progress=False)
+    for split in ("train", "val"):
+        written = json.loads((tmp_path / "d" / "annotations" / f"{split}.json").read_text())
+        assert written == json.loads(Path(expected["annotations"][split]).read_text())
