@@ -82,3 +82,17 @@ def graph_float_ops(graph):
     except Exception as e:  # noqa: BLE001 - any profiler failure is reported by the caller
         logger.warning("TF profiler failed (%s)", e)
         return None
+
+
+def op_determinism_enabled():
+    """Whether tf.config.experimental.enable_op_determinism() is in force.
+
+    Why: TF 2.x exposes the setter but no public getter; the getter lives in
+    tensorflow.python.framework.config (checked with TF 2.16-2.21). Without it, False
+    (RoIAlign then keeps its fastest kernel, which has no deterministic GPU gradient)."""
+    try:
+        from tensorflow.python.framework import config
+    except ImportError:
+        return False
+    getter = getattr(config, "is_op_determinism_enabled", None)
+    return bool(getter()) if getter is not None else False

@@ -56,3 +56,16 @@ def test_tf2onnx_patch_is_found_or_reported():
 
     pytest.importorskip("onnx")  # the patch is applied only on the ONNX export path
     assert compat.patch_tf2onnx() in (True, False)
+
+
+def test_op_determinism_getter_follows_the_setter():
+    # In a fresh process: enabling determinism is global and cannot be undone.
+    import subprocess
+    import sys
+
+    code = ("import tensorflow as tf; from detect import compat; "
+            "assert not compat.op_determinism_enabled(); "
+            "tf.config.experimental.enable_op_determinism(); "
+            "assert compat.op_determinism_enabled(); print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().endswith("ok"), result.stderr[-1000:]

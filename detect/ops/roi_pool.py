@@ -9,6 +9,8 @@ RoIs are (B, R, 4) xyxy in image pixels; feature cell k covers image pixels
 import keras
 import tensorflow as tf
 
+from detect import compat
+
 
 def _check_size(name, value):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -21,12 +23,54 @@ def _channels(features):
     return channels if channels is not None else tf.shape(features)[-1]
 
 
-def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sampling_ratio):
+def bilinear_gather(images, boxes, box_indices, size):
+    """tf.image.crop_and_resize(images, boxes, box_indices, [size, size], extrapolation 0)
+    computed with gathers and a weighted sum.
+
+    Why: TF has no deterministic GPU kernel for CropAndResize's gradient with respect to
+    the image, so with op determinism on, training fails on a GPU; gather's gradient does
+    have one. tests/ops/test_roi_pool.py pins both to the same values and gradients.
+
+    Args:
+      images: (B, H, W, C); boxes: (X, 4) normalized [y1, x1, y2, x2] (sample i of `size`
+        at y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (size - 1)); box_indices: (X,).
+    Returns:
+      (X, size, size, C) float32.
+    """
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    h1, w1 = tf.cast(height - 1, tf.float32), tf.cast(width - 1, tf.float32)
+    steps = tf.range(size, dtype=tf.float32) / float(max(size - 1, 1))
+    if size == 1:
+        steps = tf.constant([0.5])
+    ys = (boxes[:, 0:1] + steps[None, :] * (boxes[:, 2:3] - boxes[:, 0:1])) * h1  # (X, size)
+    xs = (boxes[:, 1:2] + steps[None, :] * (boxes[:, 3:4] - boxes[:, 1:2])) * w1
+    inside = ((ys >= 0) & (ys <= h1))[:, :, None] & ((xs >= 0) & (xs <= w1))[:, None, :]
+    y0 = tf.clip_by_value(tf.floor(ys), 0.0, h1)
+    x0 = tf.clip_by_value(tf.floor(xs), 0.0, w1)
+    dy, dx = (ys - y0)[:, :, None, None], (xs - x0)[:, None, :, None]
+    y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    y1, x1 = tf.minimum(y0 + 1, height - 1), tf.minimum(x0 + 1, width - 1)
+    flat = tf.reshape(images, [-1, shape[3]])
+    base = (tf.cast(box_indices, tf.int32) * height * width)[:, None, None]
+
+    def corner(y, x):
+        return tf.gather(flat, base + y[:, :, None] * width + x[:, None, :])
+
+    top = corner(y0, x0) * (1 - dx) + corner(y0, x1) * dx
+    bottom = corner(y1, x0) * (1 - dx) + corner(y1, x1) * dx
+    return tf.where(inside[..., None], top * (1 - dy) + bottom * dy, 0.0)
+
+
+def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sampling_ratio, method=None):
     """Aligned RoIAlign of X boxes given as a flat list (the arithmetic of `RoIAlign`).
 
     Args:
       features: (B, Hf, Wf, C); boxes: (X, 4) xyxy image pixels; box_indices: (X,) int32
         image of each box; spatial_scale: 1 / stride of `features`.
+      method: "crop_and_resize" (fastest on CPU), "gather" (deterministic gradients on GPU)
+        or None: "gather" when TF op determinism is on, else "crop_and_resize".
     Returns:
       (X, S, S, C) in the dtype of `features`.
     """
@@ -56,9 +100,14 @@ def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sam
         ],
         axis=-1,
     )
-    crops = tf.image.crop_and_resize(
-        padded, normalized, tf.cast(box_indices, tf.int32), [samples, samples], extrapolation_value=0.0
-    )
+    if method is None:
+        method = "gather" if compat.op_determinism_enabled() else "crop_and_resize"
+    if method == "gather":
+        crops = bilinear_gather(padded, normalized, box_indices, samples)
+    else:
+        crops = tf.image.crop_and_resize(
+            padded, normalized, tf.cast(box_indices, tf.int32), [samples, samples], extrapolation_value=0.0
+        )
     # Average of each bin's ratio x ratio samples; avg_pool2d is the same arithmetic as
     # a reduce_mean over a reshaped tensor, and several times faster on CPU.
     pooled = tf.nn.avg_pool2d(crops, ratio, ratio, "VALID")

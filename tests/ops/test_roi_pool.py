@@ -286,3 +286,38 @@ def test_half_precision_features_keep_their_dtype(layer_class):
 def test_rejects_bad_sizes(bad):
     with pytest.raises(ValueError):
         RoIAlign(**bad)
+
+
+def test_gather_sampling_equals_crop_and_resize_values_and_gradients():
+    # The deterministic-on-GPU path (gathers) against TF's kernel, boxes partly outside
+    # the image included (crop_and_resize extrapolates 0 there).
+    from detect.ops.roi_pool import bilinear_gather
+
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(size=(2, 9, 11, 3)).astype("float32"))
+    boxes = tf.constant([[0.1, 0.2, 0.8, 0.9], [-0.2, -0.1, 0.5, 1.3], [0.3, 0.3, 0.3, 0.3], [0.0, 0.0, 1.0, 1.0]],
+                        tf.float32)
+    index = tf.constant([0, 1, 1, 0])
+    for size in (1, 4, 7):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(images)
+            expected = tf.image.crop_and_resize(images, boxes, index, [size, size], extrapolation_value=0.0)
+            actual = bilinear_gather(images, boxes, index, size)
+            weights = tf.constant(rng.normal(size=expected.shape).astype("float32"))
+            loss_expected = tf.reduce_sum(expected * weights)
+            loss_actual = tf.reduce_sum(actual * weights)
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), atol=1e-5)
+        np.testing.assert_allclose(tape.gradient(loss_actual, images).numpy(),
+                                   tape.gradient(loss_expected, images).numpy(), atol=1e-5)
+
+
+def test_roi_align_methods_agree():
+    from detect.ops.roi_pool import roi_align_flat
+
+    rng = np.random.default_rng(1)
+    features = tf.constant(rng.normal(size=(1, 6, 8, 4)).astype("float32"))
+    boxes = tf.constant([[0, 0, 128, 96], [10, 5, 60, 40], [-8, -8, 20, 140]], tf.float32)
+    index = tf.zeros([3], tf.int32)
+    a = roi_align_flat(features, boxes, index, 3, 1 / 16, 2, method="crop_and_resize")
+    b = roi_align_flat(features, boxes, index, 3, 1 / 16, 2, method="gather")
+    np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5)
