@@ -311,3 +311,29 @@ def test_sigkill_mid_run_then_rerun_does_only_the_rest(tmp_path, monkeypatch):
         for record in dataset.records:
             np.testing.assert_array_equal(proposals.get(record.image_id), _expected(record))
     assert not os.path.exists(parts_dir)
+
+
+def test_write_proposals_streams_a_readable_file(tmp_path):
+    dataset = _make_dataset(tmp_path / "images", 3)
+    boxes = {1: np.array([[1, 2, 10, 12]], np.float32), 2: np.zeros((0, 4), np.float32),
+             3: np.array([[0, 0, 5, 5], [2, 2, 8, 9]], np.float32)}
+    path = cache.write_proposals(tmp_path / "rpn.npz", dataset, boxes.items(), {"source": "rpn"})
+    with load_proposals(path) as f:
+        # max_proposals defaults to the largest count written (image 3: 2 boxes).
+        assert f.settings == {"max_proposals": 2, "source": "rpn"}
+        assert f.image_ids == [1, 2, 3]
+        for image_id, expected in boxes.items():
+            np.testing.assert_array_equal(f.get(image_id), expected)
+        assert f.image_info(3) == ("img2.png", 48, 48)
+
+
+def test_write_proposals_failing_midway_leaves_no_file(tmp_path):
+    dataset = _make_dataset(tmp_path / "images", 2)
+
+    def items():
+        yield 1, np.zeros((1, 4), np.float32)
+        raise RuntimeError("the RPN crashed")
+
+    with pytest.raises(RuntimeError, match="crashed"):
+        cache.write_proposals(tmp_path / "rpn.npz", dataset, items(), {"source": "rpn"})
+    assert os.listdir(tmp_path) == ["images"]
