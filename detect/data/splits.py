@@ -25,6 +25,8 @@ PIXEL_MEAN_RGB = {
 
 def pad_value(backbone_name):
     """(3,) RGB raw pixel value of canvas padding for a backbone (zero after its normalization)."""
+    # A feature-pyramid variant (tiny_fpn, resnet50_fpn, ...) normalizes as its trunk does.
+    backbone_name = backbone_name.removesuffix("_fpn")
     if backbone_name not in PIXEL_MEAN_RGB:
         raise DetectError(f"backbone.name: no pixel mean known for {backbone_name!r}")
     return PIXEL_MEAN_RGB[backbone_name]
