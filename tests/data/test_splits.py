@@ -27,6 +27,10 @@ def test_unknown_backbone_has_no_pad_value():
 
 @pytest.fixture
 def test_split(tmp_path):
+    return _test_split(tmp_path)
+
+
+def _test_split(tmp_path):
     """A COCO 'test' split of two images, its proposal file and a Fast R-CNN config."""
     (tmp_path / "images").mkdir()
     records = []
@@ -68,3 +72,29 @@ def test_unset_test_proposals_name_the_key(test_split):
     dataset = load_split(config, "test")
     with pytest.raises(DetectError, match=r"proposals.test is not set.*--split test"):
         proposals_for(config, dataset, "test")
+
+
+def test_detect_evaluate_split_test_with_proposals(tmp_path):
+    """`detect evaluate MODEL --split test` for Fast R-CNN reads proposals.test."""
+    from click.testing import CliRunner
+
+    from detect.cli import main
+    from detect.config import dump_config
+    from detect.models.registry import build_model
+
+    config = _test_split(tmp_path)
+    config["backbone"]["width"] = 8
+    config["roi"]["head_dim"] = 16
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    build_model(config, ["thing"]).save(str(model_dir / "model.keras"))
+    dump_config({**config, "dataset": {**config["dataset"], "class_names": ["thing"]}}, str(model_dir / "config.yaml"))
+    result = CliRunner().invoke(main, ["evaluate", str(model_dir), "--split", "test", "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+    # Without proposals.test: one error line naming the key, no traceback.
+    config["proposals"]["test"] = None
+    dump_config({**config, "dataset": {**config["dataset"], "class_names": ["thing"]}}, str(model_dir / "config.yaml"))
+    result = CliRunner().invoke(main, ["evaluate", str(model_dir), "--split", "test", "--out", str(tmp_path / "eval2")])
+    assert result.exit_code != 0
+    assert "proposals.test is not set" in result.output and "Traceback" not in result.output
