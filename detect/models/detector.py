@@ -30,8 +30,23 @@ STAGES = ("joint", "rpn", "detector")
 MODEL_INPUTS = ("images", "image_shape", "proposals")
 
 
+class PredictsDetections:
+    """`predict_step` for detectors with a `postprocess(outputs, image_shape, scale)` stage:
+    the one inference path (predict, evaluate, export, the Python API)."""
+
+    def predict_step(self, data):
+        """Final detections: boxes (N, D, 4) xyxy original pixels, scores (N, D), labels
+        (N, D), num_detections (N,), plus `image_id` when the inputs carry it."""
+        x = data[0] if isinstance(data, tuple) else data
+        outputs = self({k: x[k] for k in MODEL_INPUTS if k in x}, training=False)
+        detections = self.postprocess(outputs, x["image_shape"], x.get("scale"))
+        if "image_id" in x:
+            detections["image_id"] = x["image_id"]
+        return detections
+
+
 @keras.saving.register_keras_serializable(package="detect")
-class TwoStageDetector(compat.BuiltInInit, keras.Model):
+class TwoStageDetector(compat.BuiltInInit, PredictsDetections, keras.Model):
     """backbone + rpn (or None) + roi_heads.
 
     Args:
@@ -176,18 +191,6 @@ class TwoStageDetector(compat.BuiltInInit, keras.Model):
             tracker.update_state(values[tracker.name])
         # Keras sums replica gradients: each replica contributes its share of the mean.
         return total / tf.distribute.get_strategy().num_replicas_in_sync
-
-    # ----------------------------------------------------------------- inference
-    def predict_step(self, data):
-        """The one inference path (predict, evaluate, export, Python API): final detections
-        boxes (N, D, 4) xyxy original pixels, scores (N, D), labels (N, D), num_detections
-        (N,), plus `image_id` when the inputs carry it."""
-        x = data[0] if isinstance(data, tuple) else data
-        outputs = self({k: x[k] for k in MODEL_INPUTS if k in x}, training=False)
-        detections = self.postprocess(outputs, x["image_shape"], x.get("scale"))
-        if "image_id" in x:
-            detections["image_id"] = x["image_id"]
-        return detections
 
     # ----------------------------------------------------------------- saving
     def get_config(self):

@@ -25,7 +25,7 @@ import tensorflow as tf
 from detect import compat
 from detect.errors import DetectError
 from detect.models.backbones import build_backbone
-from detect.models.detector import MODEL_INPUTS
+from detect.models.detector import PredictsDetections
 from detect.models.postprocess import postprocess_detections
 from detect.models.roi_heads import sample_rois_batch
 from detect.ops.box_coder import BoxCoder
@@ -83,7 +83,7 @@ def warp_regions(images, boxes, box_indices, crop_size, context):
 
 
 @keras.saving.register_keras_serializable(package="detect")
-class RCNN(keras.Model):
+class RCNN(PredictsDetections, keras.Model):
     """R-CNN detector; `detect` is one graph from proposals to final detections.
 
     `scoring` "svm" ranks proposals by sigmoid(SVM margin) (the trained detector);
@@ -136,9 +136,16 @@ class RCNN(keras.Model):
         self.nms_iou = float(nms_iou)
         self.max_detections = int(max_detections)
         self._check_crop()
+        self._build_layers(backbone_weights)
+        self.coder = BoxCoder()
+        self.matcher = Matcher(self.fg_iou, self.fg_iou, allow_low_quality_matches=False)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("cls_loss", "cls_accuracy")}
 
+    def _build_layers(self, backbone_weights):
+        """The CNN and the three heads, with every variable created from shapes alone."""
         # tiny: the trunk's pooled map is the feature and build_backbone's fc head is
         # dropped, so it is built at width 1.
+        backbone = self.backbone_name
         self.trunk, head, info = build_backbone(
             backbone, backbone_weights, roi_size=max(self.crop_size // 32, 1),
             head_dim=1 if backbone == "tiny" else self.head_dim, width=self.backbone_width,
@@ -152,10 +159,6 @@ class RCNN(keras.Model):
         self.classifier = keras.layers.Dense(k + 1, kernel_initializer=init, name="classifier")
         self.svm = keras.layers.Dense(k, kernel_initializer="zeros", trainable=False, name="svm")
         self.box_regressor = keras.layers.Dense(4 * k, kernel_initializer="zeros", trainable=False, name="box_regressor")
-        self.coder = BoxCoder()
-        self.matcher = Matcher(self.fg_iou, self.fg_iou, allow_low_quality_matches=False)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("cls_loss", "cls_accuracy")}
-        # Variables from shapes alone (the trunk and head are built functional models).
         self.classifier.build((None, self.feature_dim))
         self.svm.build((None, self.feature_dim))
         self.box_regressor.build((None, self.regression_dim))
@@ -345,13 +348,3 @@ class RCNN(keras.Model):
             scale, coder=self.coder, score_threshold=self.score_threshold, nms_iou=self.nms_iou,
             max_detections=self.max_detections,
         )
-
-    def predict_step(self, data):
-        """Final detections (boxes (N, D, 4) xyxy original pixels, scores, labels,
-        num_detections, and `image_id` when the inputs carry it)."""
-        x = data[0] if isinstance(data, tuple) else data
-        outputs = self({k: x[k] for k in MODEL_INPUTS if k in x}, training=False)
-        detections = self.postprocess(outputs, x["image_shape"], x.get("scale"))
-        if "image_id" in x:
-            detections["image_id"] = x["image_id"]
-        return detections

@@ -22,7 +22,9 @@ from detect.io import write_json
 from detect.models.registry import build_model
 from detect.training import callbacks as cbs
 from detect.training.alternating import train_alternating
-from detect.training.loop import fit_model, plot_history, select_strategy, set_precision, steps_per_epoch
+from detect.training.loop import (
+    fit_model, plot_history, select_strategy, set_precision, steps_per_epoch, worker_out_dir,
+)
 from detect.training.model_folder import prepare_model_folder
 from detect.training.optimizers import build_optimizer
 from detect.training.rcnn_train import train_rcnn
@@ -97,19 +99,6 @@ def _check_writable(folder):
         os.remove(probe)
     except OSError as e:
         raise DetectError(f"cannot write to the output folder {folder}: {e.strerror or e}") from None
-
-
-def worker_out_dir(strategy, out_dir):
-    """(folder, is_chief): in multi-worker training only the chief writes to out_dir; the
-    other workers still run every save (they take part in its collectives) but into
-    their own scratch folders."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    if not task_type:
-        return out_dir, True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    chief = task_type == "chief" or (task_type == "worker" and resolver.task_id == 0 and not has_chief)
-    return (out_dir, True) if chief else (os.path.join(out_dir, f".worker{resolver.task_id}"), False)
 
 
 def train(config, out_dir, resume=False, strategy="auto", overwrite=False):
