@@ -14,6 +14,7 @@ import yaml
 
 from detect.config_schema import check_types
 from detect.errors import DetectError
+from detect.io import atomic_write
 
 # Keys whose value is a free-form mapping of keyword arguments (or null = off).
 _FREE = None
@@ -284,7 +285,5 @@ def from_dict(data):
 
 def dump_config(config, path):
     """Write the resolved config as YAML (atomically)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         yaml.safe_dump(config, f, sort_keys=False)
-    os.replace(tmp, path)

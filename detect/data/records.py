@@ -14,12 +14,11 @@ Conventions:
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 
 import numpy as np
 
 from detect.errors import DetectError
+from detect.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -180,17 +179,7 @@ def _coco_annotation(ann_id, image_id, box, category_id, crowd, difficult):
 
 
 def write_coco(dataset, path):
-    """Write dataset.to_coco() to path atomically (temp file in the same folder + rename)."""
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(dataset.to_coco(), f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write dataset.to_coco() to path atomically (detect.io.atomic_write)."""
+    with atomic_write(path) as f:
+        json.dump(dataset.to_coco(), f)
 

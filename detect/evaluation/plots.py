@@ -6,33 +6,23 @@ category id, as in `coco_eval.category_names`.
 """
 
 import os
-import uuid
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from detect.evaluation.coco_eval import check_detections, check_ground_truth
-from detect.evaluation.voc_eval import iou_one_to_many, xywh_to_xyxy
+from detect.evaluation.voc_eval import xywh_to_xyxy
+from detect.io import atomic_write
+from detect.ops.boxes import pairwise_iou_np
 
 # COCOeval's default IoU thresholds are .50:.05:.95; these are the indices of .50 and .75.
 _IOU_INDEX = {"0.50": 0, "0.75": 5}
 
 
 def save_figure(fig, path, dpi=100):
-    """Write `fig` as PNG to `path` atomically (a temp file in the same folder, then os.replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # A unique name in the target folder: os.replace is atomic within a file system,
-    # and open() (unlike mkstemp) leaves the permissions to the umask.
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write `fig` as PNG to `path` atomically (detect.io.atomic_write)."""
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
 
 
 def plot_pr_curves(precision, class_names, path):
@@ -73,7 +63,7 @@ def _image_confusion(gts, dets, iou_threshold, matrix):
     real = np.flatnonzero(~crowd)
     taken = np.zeros(len(real), dtype=bool)
     for d in np.argsort(-scores, kind="stable"):
-        ious = iou_one_to_many(det_boxes[d], gt_boxes[real]) if real.size else np.zeros(0)
+        ious = pairwise_iou_np(det_boxes[d][None], gt_boxes[real])[0] if real.size else np.zeros(0)
         ious = np.where(taken, -1.0, ious)
         best = int(np.argmax(ious)) if ious.size else -1
         if best >= 0 and ious[best] >= iou_threshold:

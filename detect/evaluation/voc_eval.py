@@ -15,6 +15,7 @@ Boxes are continuous xyxy (`x2 = x + w`), so areas are plain `w * h`; the devkit
 import numpy as np
 
 from detect.evaluation.coco_eval import category_names, check_detections, check_ground_truth
+from detect.ops.boxes import pairwise_iou_np
 
 
 def voc_ap(recall, precision, use_07_metric=False):
@@ -49,16 +50,6 @@ def xywh_to_xyxy(xywh):
     return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
 
 
-def iou_one_to_many(box, boxes):
-    """IoU of one (4,) xyxy box with (G, 4) xyxy boxes -> (G,); 0 where the union is empty."""
-    wh = np.clip(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]), 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def _class_ground_truth(gt, category_id):
     """{image_id: ((G, 4) xyxy boxes, (G,) bool ignore)} and the count of non-ignored boxes."""
     per_image = {}
@@ -86,7 +77,7 @@ def _match(per_image, dets, iou_threshold):
             fp[rank] = 1
             continue
         boxes, ignore = per_image[det["image_id"]]
-        ious = iou_one_to_many(xywh_to_xyxy(det["bbox"])[0], boxes)
+        ious = pairwise_iou_np(xywh_to_xyxy(det["bbox"]), boxes)[0]
         best = int(np.argmax(ious))
         if ious[best] <= iou_threshold:
             fp[rank] = 1

@@ -12,20 +12,11 @@ Boxes are (N, 4) float32 xyxy in pixels of the image; IoU uses continuous coordi
 
 import numpy as np
 
+from detect.ops.boxes import pairwise_iou_np
+
 # .50:.05:.95 written out: np.arange with a float step can gain or lose its last value.
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 PROPOSAL_COUNTS = (10, 20, 50, 100, 200, 300, 500, 1000, 2000)
-
-
-def _pairwise_iou(boxes_a, boxes_b):
-    """(A, B) IoU of (A, 4) and (B, 4) xyxy boxes; 0 where the union is empty."""
-    lt = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    rb = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(boxes_a[:, 2:] - boxes_a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(boxes_b[:, 2:] - boxes_b[:, :2], 0.0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _as_boxes(boxes):
@@ -55,7 +46,7 @@ def best_iou(proposals_per_image, gt_per_image, counts):
             n_max = max(len(proposals) if n is None else min(int(n), len(proposals))
                         for n in counts)
             # Running max over the proposal axis: row k is the best IoU among the first k + 1.
-            running = np.maximum.accumulate(_pairwise_iou(proposals[:n_max], gt), axis=0)
+            running = np.maximum.accumulate(pairwise_iou_np(proposals[:n_max], gt), axis=0)
             for c, n in enumerate(counts):
                 n = n_max if n is None else min(int(n), n_max)
                 if n > 0:

@@ -9,6 +9,7 @@ import time
 import keras
 
 from detect.errors import DetectError
+from detect.io import atomic_write
 
 
 def _set_lr(optimizer, value):
@@ -192,13 +193,11 @@ class HistoryCSV(keras.callbacks.Callback):
         self._write(rows)
 
     def _write(self, rows):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_write(self.path) as f:
             if self.keys:
-                writer = csv.DictWriter(f, ["epoch"] + self.keys)
+                writer = csv.DictWriter(f, ["epoch"] + self.keys, lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(rows)
-        os.replace(tmp, self.path)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from detect.errors import DetectError
-from detect.evaluation.voc_eval import iou_one_to_many, voc_ap, voc_evaluate
+from detect.evaluation.voc_eval import voc_ap, voc_evaluate
+from detect.ops.boxes import pairwise_iou_np
 
 CATS = [{"id": 3, "name": "cat"}, {"id": 8, "name": "dog"}, {"id": 9, "name": "bird"}]
 
@@ -22,7 +23,7 @@ def _det(image_id, category_id, bbox, score):
 def test_iou_uses_continuous_areas():
     # [0, 0, 10, 10] vs [5, 0, 15, 10]: intersection 5 * 10 = 50, union 100 + 100 - 50 = 150.
     boxes = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [3, 3, 3, 3]], dtype=float)
-    np.testing.assert_allclose(iou_one_to_many(np.array([0, 0, 10, 10.0]), boxes), [1 / 3, 0, 0])
+    np.testing.assert_allclose(pairwise_iou_np(np.array([[0, 0, 10, 10.0]]), boxes)[0], [1 / 3, 0, 0])
 
 
 def test_voc_ap_on_a_ranked_list():
