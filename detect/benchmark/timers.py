@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from detect import compat
 from detect.benchmark.report import STAGES
-from detect.ops.boxes import valid_mask
+from detect.ops.boxes import scale_boxes_np, valid_mask
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def canvas_proposals(boxes, scale, count):
     sy, sx = (float(s) for s in np.asarray(scale)[0])
     out = np.zeros((1, count, 4), np.float32)
     kept = np.asarray(boxes, np.float32)[:count]
-    out[0, : len(kept)] = kept * np.array([sx, sy, sx, sy], np.float32)
+    out[0, : len(kept)] = scale_boxes_np(kept, sx, sy)
     return tf.constant(out)
 
 

@@ -203,5 +203,6 @@ def clip_boxes_np(boxes, height, width):
 
 
 def scale_boxes_np(boxes, sx, sy):
-    """`boxes` (..., 4) xyxy NumPy times (sx, sy, sx, sy)."""
-    return np.asarray(boxes, np.float32) * np.array([sx, sy, sx, sy], np.float32)
+    """`boxes` (..., 4) xyxy NumPy times (sx, sy, sx, sy); sx, sy broadcastable to (...,)."""
+    sx, sy = np.asarray(sx, np.float32), np.asarray(sy, np.float32)
+    return np.asarray(boxes, np.float32) * np.stack(np.broadcast_arrays(sx, sy, sx, sy), axis=-1)

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from detect.errors import DetectError
+from detect.ops.boxes import valid_mask_np
 from detect.proposals.recall import plot_recall, recall_table
 
 
@@ -28,7 +29,7 @@ def _rpn_proposals(model_dir, config, dataset):
         raise DetectError(f"{model_dir}: the model has no RPN (detector {model_config['detector']})")
     ordered = pipeline({**model_config, "dataset": config["dataset"]}, dataset, training=False)
     boxes = rpn_proposals(model, ordered, dataset)
-    return [b[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])] for b in boxes]
+    return [b[valid_mask_np(b)] for b in boxes]
 
 
 def compare_recall(config, split="val", model_dir=None, proposal_file=None, out_dir="runs/recall"):

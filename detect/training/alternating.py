@@ -25,6 +25,7 @@ from detect.io import atomic_path, write_json
 from detect.models.registry import build_model
 from detect.training.loop import fit_model, steps_per_epoch
 from detect.training.optimizers import build_optimizer
+from detect.ops.boxes import scale_boxes_np
 
 STEP_NAMES = ("1_rpn", "2_detector", "3_rpn_finetune", "4_detector_finetune")
 
@@ -63,7 +64,7 @@ def _boxes_by_image(propose, tf_dataset):
         inputs = {k: batch[k] for k in ("images", "image_shape")}
         boxes, valid = propose(inputs)
         scale = batch["scale"].numpy()
-        boxes = boxes.numpy() / np.concatenate([scale[:, 1:2], scale[:, 0:1]] * 2, axis=1)[:, None, :]
+        boxes = scale_boxes_np(boxes.numpy(), 1 / scale[:, 1, None], 1 / scale[:, 0, None])
         boxes[~valid.numpy()] = 0.0
         for image_id, b in zip(batch["image_id"].numpy(), boxes):
             yield int(image_id), b.astype(np.float32)

@@ -35,7 +35,7 @@ from detect.data.splits import pipeline
 from detect.io import atomic_path, write_json
 from detect.models.registry import build_model
 from detect.models.svm import feature_scale, train_class_svms
-from detect.ops.boxes import pairwise_iou_np
+from detect.ops.boxes import pairwise_iou_np, valid_mask_np
 from detect.training.loop import fit_model, steps_per_epoch
 from detect.training.optimizers import build_optimizer
 
@@ -112,7 +112,7 @@ def _image_rows(gt_boxes, gt_labels, proposals, num_classes):
     """Boxes of one image (gt first, then valid proposals) and their overlap metadata."""
     keep = gt_labels > 0
     gt, labels = gt_boxes[keep], gt_labels[keep]
-    valid = (proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1])
+    valid = valid_mask_np(proposals)
     boxes = np.concatenate([gt, proposals[valid]]).astype(np.float32)
     gt_label = np.concatenate([labels, np.zeros(int(valid.sum()), np.int32)]).astype(np.int16)
     iou = pairwise_iou_np(boxes, gt).astype(np.float32) if len(gt) else np.zeros((len(boxes), 0), np.float32)

@@ -201,3 +201,10 @@ def test_numpy_iou_with_a_zero_box_by_hand():
     # vs the all-zero padding box: 0.
     iou = B.pairwise_iou_np(np.array([[0, 0, 20, 20.0]]), np.array([[8, 0, 28, 20.0], [0, 0, 0, 0.0]]))
     np.testing.assert_allclose(iou, [[240 / 560, 0.0]])
+
+
+def test_scale_boxes_np_per_image():
+    # (2, 1, 4) boxes, one (sx, sy) per image as (2, 1): image 0 x2 / x10, image 1 unchanged.
+    boxes = np.array([[[1, 2, 3, 4]], [[1, 2, 3, 4]]], np.float32)
+    out = B.scale_boxes_np(boxes, np.array([[2.0], [1.0]]), np.array([[10.0], [1.0]]))
+    np.testing.assert_allclose(out, [[[2, 20, 6, 40]], [[1, 2, 3, 4]]])
