@@ -39,8 +39,12 @@ def to_coco_results(detections, image_ids, label_to_category_id):
     return results
 
 
-def collect_detections(model, tf_dataset, label_to_category_id, total=None, max_images=None, progress=True):
-    """Detections for every image of a pipeline; returns (results, num_images, seconds)."""
+def collect_detections(model, tf_dataset, label_to_category_id, total=None, max_images=None, progress=True,
+                       seen_ids=None):
+    """Detections for every image of a pipeline; returns (results, num_images, seconds).
+
+    `seen_ids`: a list the ids of the images run are appended to (pipelines deliver
+    images grouped by canvas orientation, not in record order)."""
     run = detect_function(model)
     results, seen, seconds = [], 0, 0.0
     bar = tqdm(total=total, unit="img", desc="detect", disable=not progress, leave=False)
@@ -51,6 +55,8 @@ def collect_detections(model, tf_dataset, label_to_category_id, total=None, max_
         seconds += time.perf_counter() - start
         ids = np.asarray(batch["image_id"])
         results.extend(to_coco_results(detections, ids, label_to_category_id))
+        if seen_ids is not None:
+            seen_ids.extend(int(i) for i in ids.reshape(-1))
         seen += len(ids)
         bar.update(len(ids))
         if max_images and seen >= max_images:
