@@ -427,20 +427,24 @@ def evaluate(model_dir, config_path, split, detections, annotations, images, out
     "--score-threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
     help="Keep detections scoring at least this.",
 )
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Frames per model call.")
+@click.option(
+    "--batch-size", default=None, type=click.IntRange(1),
+    help="Frames per model call (default: 8; 1 when a source is a webcam).",
+)
 @click.option("--classes", default=None, help="Comma-separated class names to keep (default: all).")
 @click.option("--show", is_flag=True, help="Show frames in a window (needs a display).")
 @handle_errors
 def predict(model_dir, sources, out, score_threshold, batch_size, classes, show):
     """Detect objects in images, folders, globs, list files, videos or a webcam index."""
     _quiet_tensorflow()
-    from detect.inference.run import run_predict, summary_line
+    from detect.inference.run import run_predict, speed_line, summary_line
 
     out = out or os.path.join(model_dir, "predictions")
     keep = [c.strip() for c in classes.split(",")] if classes else None
     result = run_predict(
         model_dir, list(sources), out, score_threshold=score_threshold, batch_size=batch_size, classes=keep, show=show
     )
+    click.echo(speed_line(result))
     click.echo(summary_line(result, out))
 
 

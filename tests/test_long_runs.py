@@ -85,8 +85,8 @@ def test_predicting_1000_video_frames_keeps_memory_flat(tmp_path, model_dir, mon
     memory = MemoryLog()
     predict_batch = Predictor.predict_batch
 
-    def measured(self, images, score_threshold=0.0):
-        out = predict_batch(self, images, score_threshold)
+    def measured(self, images, *args, **kwargs):
+        out = predict_batch(self, images, *args, **kwargs)
         memory.add(len(images))
         return out
 

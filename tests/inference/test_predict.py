@@ -108,3 +108,83 @@ def test_show_without_display_is_a_clear_error(tmp_path, model_dir, image_folder
     with pytest.raises(DetectError, match="display"):
         run_predict(model_dir, [str(image_folder)], str(tmp_path / "y"), show=True)
     assert not os.path.exists(tmp_path / "y")
+
+
+def _detections(out):
+    """{image or frame: [(class, score, box), ...]} from detections.json and *.jsonl."""
+    found = {}
+    for entry in json.loads((out / "detections.json").read_text()):
+        found[os.path.basename(entry["file"])] = entry["detections"]
+    for line in (out / "clip.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        found[f"clip#{record['frame']}"] = record["detections"]
+    return found
+
+
+def test_batches_give_the_detections_of_one_frame_at_a_time(tmp_path, model_dir, image_folder):
+    video = make_video(tmp_path / "clip.mp4", frames=13)  # 6 images + 13 frames: batches of 8, 8, 3
+    one = run_predict(model_dir, [str(image_folder), str(video)], str(tmp_path / "one"), score_threshold=0.0,
+                      batch_size=1)
+    batched = run_predict(model_dir, [str(image_folder), str(video)], str(tmp_path / "batched"), score_threshold=0.0)
+    assert (one["batch_size"], batched["batch_size"]) == (1, 8)
+    assert one["frames"] == batched["frames"] == 19
+    assert batched["frames_per_second"] > 0 and 0 < batched["model_seconds"] <= batched["seconds"]
+    expected, got = _detections(tmp_path / "one"), _detections(tmp_path / "batched")
+    assert list(got) == list(expected)  # same images and frames, in the same order
+    assert sum(len(d) for d in got.values()) > 0
+    for key in expected:
+        assert [d["class"] for d in got[key]] == [d["class"] for d in expected[key]], key
+        np.testing.assert_allclose([d["score"] for d in got[key]], [d["score"] for d in expected[key]], atol=2e-4)
+        np.testing.assert_allclose([d["box"] for d in got[key]], [d["box"] for d in expected[key]], atol=0.02)
+
+
+def test_predictor_prepares_as_the_pipeline_and_traces_the_model_once(model_dir):
+    from detect.data.pipeline import prepare_image
+
+    predictor = detect.load(model_dir)
+    rng = np.random.default_rng(1)
+    sizes = [(64, 64), (48, 200), (300, 90), (7, 5)]  # square, landscape, portrait, tiny
+    images = [rng.integers(0, 256, size + (3,), dtype=np.uint8) for size in sizes]
+    for image in images:
+        expected = prepare_image(image, min_size=64, max_size=64, canvas_size=predictor.canvas_size)
+        got = predictor.prepare(image)
+        assert set(got) == set(expected)
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    predictor.predict_batch(images[:3])
+    predictor.predict_batch(images[3:])  # a smaller last batch
+    predictor.predict(images[0])
+    assert predictor._detect.experimental_get_tracing_count() == 1
+
+
+def test_an_error_while_writing_stops_predict(tmp_path, model_dir, image_folder, monkeypatch):
+    import detect.inference.run as run
+
+    calls = []
+
+    def failing_draw(image, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+        return image
+
+    monkeypatch.setattr(run, "draw_detections", failing_draw)
+    video = make_video(tmp_path / "clip.mp4", frames=40)
+    with pytest.raises(OSError, match="No space left"):
+        run_predict(model_dir, [str(image_folder), str(video)], str(tmp_path / "out"), batch_size=2)
+    assert len(calls) < 46  # stopped early instead of drawing every frame
+
+
+def test_cli_reports_frames_per_second_before_where_outputs_went(tmp_path, model_dir, image_folder):
+    import re
+
+    from click.testing import CliRunner
+
+    from detect.cli import main
+
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(main, ["predict", model_dir, str(image_folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert re.fullmatch(r"6 frames in \d+\.\d s: \d+\.\d frames/s \(batches of 8; model \d+\.\d s\)", lines[-2]), lines
+    assert lines[-1].endswith(f"written to {out}")
