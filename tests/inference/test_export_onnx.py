@@ -1,5 +1,6 @@
 """ONNX export runs in onnxruntime with the Keras model's detections (boxes to 1e-3,
-scores to 1e-4, the same classes and counts), for the tiny backbone and VGG16; the
+scores to 1e-4, the same classes and counts), for the tiny backbone, VGG16 and a Fast
+R-CNN (proposals as an input); the
 class-offset NMS that makes this possible also converts to LiteRT builtin ops.
 
 onnx, tf2onnx and onnxruntime come with the package's `export` extra (.ci/run installs it).
@@ -85,6 +86,21 @@ def test_onnx_export_of_vgg16_matches_keras(tmp_path):
     expected = {k: v.numpy() for k, v in model.predict_step(inputs).items()}
     assert expected["num_detections"].tolist() == [10, 10]
     path = export_detector(model, config, "onnx", str(tmp_path / "vgg16"))
+    assert_same_detections(run_onnx(path, inputs), expected)
+
+
+def test_onnx_export_of_fast_rcnn_takes_proposals(tmp_path):
+    tf.keras.utils.set_random_seed(2)
+    config = from_dict({**settings({"name": "tiny", "width": 8}, 64, 32), "detector": "fast_rcnn"})
+    model = build_model(config, CLASSES)
+    inputs = feed(64, seed=2)
+    proposals = np.zeros((2, 5, 4), "float32")  # all-zero rows are padding
+    proposals[0, :3] = [[0, 0, 32, 32], [16, 8, 60, 40], [4, 30, 28, 62]]
+    proposals[1, :2] = [[10, 10, 40, 30], [0, 0, 64, 48]]
+    inputs["proposals"] = proposals
+    expected = {k: v.numpy() for k, v in model.predict_step(inputs).items()}
+    assert expected["num_detections"].min() > 0
+    path = export_detector(model, config, "onnx", str(tmp_path / "fast"))
     assert_same_detections(run_onnx(path, inputs), expected)
 
 
