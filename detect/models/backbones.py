@@ -177,6 +177,32 @@ def build_fpn_backbone(name, weights="none", roi_size=7, head_dim=1024, width=32
     return trunk, roi_head, info
 
 
+def _application_backbone(name, weights, roi_size, head_dim, svd_ranks, dropout):
+    """keras.applications VGG16 / ResNet: (trunk to stride 16, box head, channels, RoI
+    pool size). VGG16 keeps conv1-2 frozen (Fast R-CNN paper) and pairs with fc6/fc7;
+    ResNets keep conv1-2 and BatchNorm frozen and pair with res5 fed 2S x 2S RoIs."""
+    app = _application(name, weights)
+    _, out_layer, res5_out = _APPLICATIONS[name]
+    inputs = keras.Input((None, None, 3), name="images")
+    x = PixelNormalization(_CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), bgr=True, name="normalize")(inputs)
+    features = keras.Model(app.input, app.get_layer(out_layer).output)(x)
+    trunk = keras.Model(inputs, features, name=f"{name}_trunk")
+    channels = features.shape[-1]
+    if name == "vgg16":
+        for layer in app.layers:
+            if layer.name.startswith(("block1_", "block2_")):
+                layer.trainable = False
+        return trunk, _vgg16_head(roi_size, channels, head_dim, weights, svd_ranks, dropout), channels, roi_size
+    _freeze_batchnorm(app)
+    for layer in app.layers:
+        if layer.name.startswith(("conv1_", "conv2_")):
+            layer.trainable = False
+    res5 = keras.Model(app.get_layer(out_layer).output, app.get_layer(res5_out).output)
+    roi_inputs = keras.Input((2 * roi_size, 2 * roi_size, channels), name="roi_features")
+    y = keras.layers.GlobalAveragePooling2D(name="res5_pool")(res5(roi_inputs))
+    return trunk, keras.Model(roi_inputs, y, name="res5_head"), channels, 2 * roi_size
+
+
 def build_backbone(
     name, weights="none", roi_size=7, head_dim=4096, width=32, head_svd_ranks=None, head_dropout=None,
     fpn_channels=256,
@@ -212,32 +238,9 @@ def build_backbone(
         roi_head = fc_head((roi_size, roi_size, channels), head_dim, svd_ranks=head_svd_ranks, dropout=dropout)
         pool_size = roi_size
     elif name in _APPLICATIONS:
-        app = _application(name, weights)
-        _, out_layer, res5_out = _APPLICATIONS[name]
-        inputs = keras.Input((None, None, 3), name="images")
-        mean = _CAFFE_MEAN_BGR
-        x = PixelNormalization(mean, (1.0, 1.0, 1.0), bgr=True, name="normalize")(inputs)
-        features = keras.Model(app.input, app.get_layer(out_layer).output)(x)
-        trunk = keras.Model(inputs, features, name=f"{name}_trunk")
-        channels = features.shape[-1]
-        if name == "vgg16":
-            # conv1 and conv2 stay frozen, as in the Fast R-CNN paper.
-            for layer in app.layers:
-                if layer.name.startswith(("block1_", "block2_")):
-                    layer.trainable = False
-            roi_head = _vgg16_head(roi_size, channels, head_dim, weights, head_svd_ranks, dropout)
-            pool_size = roi_size
-        else:
-            _freeze_batchnorm(app)
-            for layer in app.layers:
-                if layer.name.startswith(("conv1_", "conv2_")):
-                    layer.trainable = False
-            res5 = keras.Model(app.get_layer(out_layer).output, app.get_layer(res5_out).output)
-            roi_inputs = keras.Input((2 * roi_size, 2 * roi_size, channels), name="roi_features")
-            y = res5(roi_inputs)
-            y = keras.layers.GlobalAveragePooling2D(name="res5_pool")(y)
-            roi_head = keras.Model(roi_inputs, y, name="res5_head")
-            pool_size = 2 * roi_size
+        trunk, roi_head, channels, pool_size = _application_backbone(
+            name, weights, roi_size, head_dim, head_svd_ranks, dropout
+        )
     else:
         raise DetectError(
             f"backbone.name: unknown backbone {name!r} (tiny, vgg16, resnet50, resnet101, {', '.join(FPN_BACKBONES)})"
