@@ -6,7 +6,7 @@ from detect.errors import DetectError
 from detect.evaluation.coco_eval import ground_truth_for
 from detect.evaluation.detections import collect_detections
 from detect.evaluation.report import evaluate_detections
-from detect.inference.predictor import load_model_dir
+from detect.models.loading import load_model_dir
 
 
 def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch_size=8, progress=True):

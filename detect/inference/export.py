@@ -308,7 +308,7 @@ def export_model(model_dir, fmt, out_dir, svd=None):
     Returns:
       path of the artifact (see export_detector).
     """
-    from detect.inference.predictor import load_model_dir
+    from detect.models.loading import load_model_dir
     from detect.models.svd import parse_ranks, truncate_head
 
     if fmt not in FORMATS:

@@ -9,26 +9,7 @@ from detect.data.images import read_image
 from detect.data.pipeline import prepare_image
 from detect.data.transforms import pad_to_canvas, resize
 from detect.errors import DetectError
-
-
-def load_model_dir(model_dir):
-    """(model, resolved config) from a folder written by `detect train`."""
-    import yaml
-
-    from detect.config import from_dict
-
-    model_path = os.path.join(model_dir, "model.keras")
-    config_path = os.path.join(model_dir, "config.yaml")
-    for path in (model_path, config_path):
-        if not os.path.isfile(path):
-            raise DetectError(f"{model_dir} is not a model folder: {os.path.basename(path)} is missing")
-    with open(config_path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
-    raw.get("dataset", {}).pop("class_names", None)
-    config = from_dict(raw)
-    from detect.models.loading import load_model_file
-
-    return load_model_file(model_path), config
+from detect.models.loading import load_model_dir
 
 
 class Predictor:

@@ -98,3 +98,21 @@ def load_model_file(path):
 def _first_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else "no details"
+
+
+def load_model_dir(model_dir):
+    """(model, resolved config) from a folder written by `detect train`."""
+    import yaml
+
+    from detect.config import from_dict
+
+    model_path = os.path.join(model_dir, "model.keras")
+    config_path = os.path.join(model_dir, "config.yaml")
+    for path in (model_path, config_path):
+        if not os.path.isfile(path):
+            raise DetectError(f"{model_dir} is not a model folder: {os.path.basename(path)} is missing")
+    with open(config_path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    raw.get("dataset", {}).pop("class_names", None)
+    config = from_dict(raw)
+    return load_model_file(model_path), config

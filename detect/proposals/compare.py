@@ -20,7 +20,7 @@ def _ground_truth(dataset):
 
 
 def _rpn_proposals(model_dir, config, dataset):
-    from detect.inference.predictor import load_model_dir
+    from detect.models.loading import load_model_dir
     from detect.training.alternating import rpn_proposals
     from detect.data.splits import pipeline
 
