@@ -191,3 +191,19 @@ def test_benchmark_has_fpn_rows_per_stage_and_refuses_vgg16(tmp_path):
     result = speed_table.run_benchmark(["faster_rcnn_fpn"], backbone="vgg16", runs=1, warmup=0, image_size=(64, 64),
                                        out_dir=str(tmp_path / "vgg"), num_images=1)
     assert result["rows"][0]["status"] == "unavailable" and "no FPN variant" in result["rows"][0]["note"]
+
+
+def test_resnet50_fpn_trains_one_step_with_stem_and_batchnorm_frozen():
+    tf.keras.utils.set_random_seed(1)
+    config = small_config("resnet50_fpn", 64, rpn={"anchor_sizes": [8, 16, 32, 64, 128]})
+    config["fpn"]["channels"] = 16
+    model = build_model(config, CLASSES)
+    # C2..C5 of a 64 px image: 16, 8, 4, 2 cells (strides 4..32).
+    assert [tuple(s[1:3]) for s in model.backbone.compute_output_shape((1, 64, 64, 3))] == [
+        (16, 16), (8, 8), (4, 4), (2, 2)]
+    model.compile(optimizer="sgd")
+    history = model.fit(batch(), batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    layers = {layer.name: layer for layer in model.backbone.layers[-1].layers}
+    assert not layers["conv1_conv"].trainable and not layers["conv2_block1_1_conv"].trainable
+    assert not layers["conv3_block1_1_bn"].trainable and layers["conv3_block1_1_conv"].trainable
