@@ -7,9 +7,25 @@ inside `tf.function` and `tf.data` with static or dynamic leading dimensions; th
 forms at the end do the same on NumPy arrays (torchvision's ops/boxes.py is the model).
 """
 
-import keras
+import importlib
+
 import numpy as np
-import tensorflow as tf
+
+
+class _Lazy:
+    """A module imported on first use. Why: the NumPy forms below serve evaluation and
+    proposal recall, which start without TensorFlow (seconds of import and its start-up
+    log lines); the TF forms import it when first called."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+tf = _Lazy("tensorflow")
+keras = _Lazy("keras")
 
 
 def as_boxes(boxes):
