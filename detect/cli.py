@@ -364,7 +364,9 @@ def train(config_path, overrides, out, resume, overwrite, strategy):
     stem = os.path.splitext(os.path.basename(config_path))[0]
     out = out or os.path.join("models", f"{config['detector']}_{stem}")
     result = run(config, out, resume=resume, strategy=strategy, overwrite=overwrite)
-    click.echo(f"trained in {result['minutes']:.1f} min; model, history and loss curve in {out}")
+    rate = result.get("images_per_second")
+    speed = f" ({result.get('epochs', 0)} epochs, {rate:.1f} training images/s)" if rate else ""
+    click.echo(f"trained in {result['minutes']:.1f} min{speed}; model, history and loss curve in {out}")
 
 
 # --------------------------------------------------------------------------- evaluate

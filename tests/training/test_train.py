@@ -2,6 +2,7 @@
 SIGKILLed run resumes from its last finished epoch with its optimizer state."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,10 @@ def test_training_loss_drops_and_writes_model_folder(tmp_path, shapes):
         assert os.path.isfile(os.path.join(out, name)), name
     assert not os.path.exists(os.path.join(out, "backup"))  # removed once training finished
     assert result["model"] == os.path.join(out, "model.keras")
+    # Throughput over the 4 training epochs (validation time excluded).
+    summary = json.load(open(os.path.join(out, "train_summary.json")))
+    assert summary["epochs"] == result["epochs"] == 4
+    assert summary["images_per_second"] > 0
 
 
 def test_map_callback_drives_early_stopping_and_lr(tmp_path, shapes):
