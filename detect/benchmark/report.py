@@ -22,7 +22,7 @@ def format_table(rows, notes):
     """Markdown: a time table (ms per image), a FLOPs table and the notes."""
     with_ap = any(r.get("ap") is not None for r in rows)
     head = ["detector", "source", *(f"{STAGE_TITLES[s]} (ms)" for s in STAGES),
-            "stages sum (ms)", "detect() (ms)", "speed-up vs R-CNN"] + ["AP % (AP50)"] * with_ap
+            "stages sum (ms)", "predict_step() (ms)", "speed-up vs R-CNN"] + ["AP % (AP50)"] * with_ap
     lines = ["## Time per image", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r["status"] == "unavailable":
@@ -34,7 +34,7 @@ def format_table(rows, notes):
                      "- (R-CNN not measured)" if speedup is None else f"{speedup:,.1f}x"]
             cells += [f"{_fmt(r.get('ap'), 100)} ({_fmt(r.get('ap50'), 100)})"] * with_ap
         lines.append("| " + " | ".join(cells) + " |")
-    head = ["detector", *(f"{STAGE_TITLES[s]} GFLOP (GFLOP/s)" for s in STAGES), "detect() GFLOP (GFLOP/s)",
+    head = ["detector", *(f"{STAGE_TITLES[s]} GFLOP (GFLOP/s)" for s in STAGES), "predict_step() GFLOP (GFLOP/s)",
             "counted by"]
     lines += ["", "## FLOPs per image", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -82,7 +82,7 @@ def write_chart(rows, path):
         if unsplit.any():
             ax.bar(names, unsplit, bottom=bottom, label="total (no split)", color="#8c8c8c")
         for i, r in enumerate(group):
-            label = "detect()" if r["status"] == "ok" else "total"
+            label = "predict_step()" if r["status"] == "ok" else "total"
             ax.annotate(f"{label} {r['detect_s']:.3g} s", (i, max(bottom[i], unsplit[i])), ha="center",
                         va="bottom", fontsize=8)
         ax.margins(y=0.12)

@@ -5,7 +5,7 @@ Every detector runs on the same backbone and the same images, one image at a tim
 own `tf.function` with a static input signature (so it traces exactly once), called
 `warmup` times per image before `runs` timed passes over all images; a stage's time is
 the median over the passes of the mean seconds per image. Model building and tracing
-are never timed. The end-to-end time is one `tf.function` around `model.detect`, which
+are never timed. The end-to-end time is one `tf.function` around `model.predict_step`, which
 is what a user of the model gets; for R-CNN and Fast R-CNN it reads precomputed
 selective-search proposals (network only, as in the papers), and the time with selective
 search is reported beside it.
@@ -191,7 +191,7 @@ def _add_extras(row, result):
     notes = []
     if "end_to_end_with_proposals" in result:
         row["detect_with_proposals_s"] = result["end_to_end_with_proposals"]
-        notes.append(f"detect() with selective search {row['detect_with_proposals_s']:.4g} s")
+        notes.append(f"predict_step() with selective search {row['detect_with_proposals_s']:.4g} s")
     if "crop_batching" in result:
         row["crop_batching"] = batching = result["crop_batching"]
         notes.append(f"crop batching ratio {batching['ratio']:.2f} (chunks of {batching['chunk_size']})")
@@ -200,7 +200,7 @@ def _add_extras(row, result):
         measured = (f"network times from {e['crops_per_image']:.0f} of {e['proposals_per_image']:.0f} "
                     f"proposals, extrapolated x{e['factor']:.2f}")
         row["source"] += f"; {measured}"
-        notes.append(f"{measured} (detect() measured {e['measured_detect_seconds']:.4g} s)")
+        notes.append(f"{measured} (predict_step() measured {e['measured_detect_seconds']:.4g} s)")
     row["note"] = "; ".join(notes)
 
 
@@ -219,8 +219,8 @@ def _unavailable_row(name, reason):
 
 
 def _add_speedups(rows):
-    """speedup_vs_rcnn on detect() (network only) in each measured row; returns a note with
-    the speed-ups when selective search counts too (Faster R-CNN's detect() has its RPN)."""
+    """speedup_vs_rcnn on predict_step() (network only) in each measured row; returns a note with
+    the speed-ups when selective search counts too (Faster R-CNN's predict_step() has its RPN)."""
     rcnn = next((r for r in rows if r["detector"] == "rcnn" and r["status"] == "ok"), None)
     if rcnn is None:
         return []
@@ -291,7 +291,7 @@ def _setup_notes(setup, detectors, source):
         f"RPN: {rpn['pre_nms_top_n_test']} boxes before NMS, {rpn['post_nms_top_n_test']} proposals; "
         f"{roi['size']}x{roi['size']} {POOL_NAMES[roi['pool']]}; fc6/fc7 {roi['head_dim']}",
         f"median of {setup.runs} runs after {setup.warmup} warm-up runs per image; each stage one tf.function "
-        "traced once on static shapes; model building and tracing excluded; detect() is the end-to-end call "
+        "traced once on static shapes; model building and tracing excluded; predict_step() is the end-to-end call "
         "users get",
         "random weights: the boxes reaching NMS are not a trained model's, so postprocess time is indicative",
         "paper rows: VGG16 on an Nvidia K40 GPU; the paper's region-wise time (RoI pooling, fc, NMS) is in the "
@@ -307,7 +307,7 @@ def _proposal_notes(setup, detectors):
         notes.append(
             f"selective search: {search['mode']} mode, longest side {search['max_side']} px, at most "
             f"{search['max_proposals']} proposals, timed on the uint8 image in NumPy / OpenCV (outside TF); R-CNN "
-            "and Fast R-CNN read the same proposals; their detect() is network only, the stages sum adds "
+            "and Fast R-CNN read the same proposals; their predict_step() is network only, the stages sum adds "
             "selective search")
     if "rcnn" in detectors:
         cropped = ("every proposal cropped" if setup.max_rcnn_proposals is None else

@@ -2,11 +2,11 @@
 
 A timer takes a `detect.benchmark.speed_table.BenchSetup` and returns a dict:
   stages      {proposals, backbone, roi_head, postprocess: seconds per image}
-  end_to_end  seconds per image of the model's own `detect()` (network only: for R-CNN and
+  end_to_end  seconds per image of the model's own `predict_step()` (network only: for R-CNN and
               Fast R-CNN it reads precomputed proposals, as the papers' test times do)
   flops       {stage: FLOPs per image, or None where nothing is counted}
   end_to_end_flops, flops_method (str), notes (list of str)
-R-CNN and Fast R-CNN add `end_to_end_with_proposals` (detect() + selective search); R-CNN
+R-CNN and Fast R-CNN add `end_to_end_with_proposals` (predict_step() + selective search); R-CNN
 adds `crop_batching` (see `time_rcnn`) and `extrapolation` when its proposals are capped.
 
 Each stage is one `tf.function` with a static input signature (traced once) fed with the
@@ -310,7 +310,7 @@ def time_fast_rcnn(setup):
     pooling + fc6/fc7 + predictor over every proposal (RoI head), postprocess.
 
     The proposals of every image are padded with zero rows to the largest count P, the
-    static RoI count the stage functions and detect() are traced for.
+    static RoI count the stage functions and predict_step() are traced for.
     """
     boxes, search_seconds = selective_search_proposals(setup)
     count = max(max(len(b) for b in boxes), 1)
@@ -332,7 +332,7 @@ def time_fast_rcnn(setup):
     mean = np.mean([len(b) for b in boxes])
     result["notes"].append(
         f"fast_rcnn: {mean:.0f} selective-search proposals per image on average (RoI head traced for {count}); "
-        f"detect() {seconds['detect']:.3g} s network only, {result['end_to_end_with_proposals']:.3g} s with "
+        f"predict_step() {seconds['detect']:.3g} s network only, {result['end_to_end_with_proposals']:.3g} s with "
         f"selective search ({search_seconds:.3g} s)"
     )
     return result
@@ -359,7 +359,7 @@ def crop_batch_seconds(fn, crop_size, batch_sizes, warmup, runs):
 
 
 def interleaved_ratio(detect_fn, detect_inputs, crop_fn, crops, crops_per_image, rounds):
-    """detect() seconds per image / (crops per image x seconds per crop of one `crops` batch).
+    """predict_step() seconds per image / (crops per image x seconds per crop of one `crops` batch).
 
     Both sides are the fastest of `rounds` passes taken alternately, so load from other
     processes on a shared machine reaches both alike. Returns (ratio, detect seconds per
@@ -448,11 +448,11 @@ def time_rcnn(setup):
     Crop batching: the crop feature extractor is timed on random crops at each of
     `setup.crop_batch_sizes` and the configured chunk size; the model's chunk size is set to
     the one of these batch sizes that runs this run's crop counts fastest, and `crop_batching`
-    reports detect() seconds per image / (crops per image x seconds per crop at the best
+    reports predict_step() seconds per image / (crops per image x seconds per crop at the best
     batch size) as `ratio` (1 = perfectly batched; see interleaved_ratio).
 
     With `setup.max_rcnn_proposals` set, only the first C proposals of each image are
-    cropped; every network time (stages and detect()) is measured on them and scaled by
+    cropped; every network time (stages and predict_step()) is measured on them and scaled by
     (all proposals / C), the CNN's cost being linear in the crop count.
     """
     from detect.models.rcnn import RCNN
@@ -505,11 +505,11 @@ def _rcnn_notes(result, search_seconds):
              f" (tuned for this run from the configured {batching['configured_chunk_size']})")
     notes = [
         f"rcnn: crop CNN seconds per crop by batch size: {times}; R-CNN runs its crops in chunks of {chunk}{tuned}",
-        f"rcnn: crop batching ratio {batching['ratio']:.2f} = detect() {batching['detect_seconds']:.3g} s / "
+        f"rcnn: crop batching ratio {batching['ratio']:.2f} = predict_step() {batching['detect_seconds']:.3g} s / "
         f"({batching['crops_per_image']:.0f} crops x {batching['best_seconds_per_crop'] * 1e3:.3g} ms per crop "
         f"at batch {batching['best_batch_size']}), each the fastest of {batching['rounds']} alternating passes; "
         "1.0 = every crop as cheap as in the best batch",
-        f"rcnn: detect() {result['end_to_end']:.3g} s network only, {result['end_to_end_with_proposals']:.3g} s "
+        f"rcnn: predict_step() {result['end_to_end']:.3g} s network only, {result['end_to_end_with_proposals']:.3g} s "
         f"with selective search ({search_seconds:.3g} s)",
     ]
     if batching["ratio"] > 1.3:
@@ -517,7 +517,7 @@ def _rcnn_notes(result, search_seconds):
     e = result.get("extrapolation")
     if e:
         notes.append(
-            f"rcnn: proposals capped at {e['cap']} per image: detect() measured {e['measured_detect_seconds']:.3g} s "
+            f"rcnn: proposals capped at {e['cap']} per image: predict_step() measured {e['measured_detect_seconds']:.3g} s "
             f"on {e['crops_per_image']:.0f} crops per image, extrapolated linearly x{e['factor']:.2f} to all "
             f"{e['proposals_per_image']:.0f} proposals: {result['end_to_end']:.3g} s (every R-CNN network time in "
             "the table is extrapolated alike)")

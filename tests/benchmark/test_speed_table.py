@@ -31,7 +31,7 @@ def test_tiny_faster_rcnn_and_unknown_detector(tmp_path):
     for key, name in (("markdown", "speed.md"), ("csv", "speed.csv"), ("chart", "speed.png")):
         assert result["paths"][key] == os.path.join(str(tmp_path), name)
         assert os.path.getsize(result["paths"][key]) > 0
-    for column in ("proposals (ms)", "backbone (ms)", "RoI head (ms)", "postprocess (ms)", "detect() (ms)"):
+    for column in ("proposals (ms)", "backbone (ms)", "RoI head (ms)", "postprocess (ms)", "predict_step() (ms)"):
         assert column in result["table"]
     measured = [r for r in result["rows"] if r["status"] == "ok"]
     assert [r["detector"] for r in measured] == ["faster_rcnn"]
@@ -95,10 +95,10 @@ def test_speedup_against_measured_rcnn_and_unavailable_timer(tmp_path, monkeypat
     broken = [r for r in result["rows"] if r["detector"] == "fast_rcnn" and r["status"] == "unavailable"]
     assert broken and broken[0]["note"] == "detect.models.rcnn is missing"
     assert "5.0x" in result["table"]
-    # With proposal time: R-CNN 12 s (detect() + selective search), Faster R-CNN 2 s (its RPN
-    # is inside detect()): 12 / 2 = 6x.
+    # With proposal time: R-CNN 12 s (predict_step() + selective search), Faster R-CNN 2 s (its RPN
+    # is inside predict_step()): 12 / 2 = 6x.
     assert "speed-up vs R-CNN with proposal time included: rcnn 12 s (1.0x), faster_rcnn 2 s (6.0x)" in result["table"]
-    assert measured["rcnn"]["note"] == "detect() with selective search 12 s"
+    assert measured["rcnn"]["note"] == "predict_step() with selective search 12 s"
     # Without a trained model folder AP is skipped with a note, not an error.
     assert f"AP of faster_rcnn skipped: no trained model folder at {tmp_path / 'no_model'}" in result["table"]
     assert measured["faster_rcnn"]["ap"] is None
@@ -207,11 +207,11 @@ def test_tiny_rcnn_fast_rcnn_faster_rcnn_on_the_same_images(tmp_path):
     assert batching["crops_per_image"] == proposals
     sweep = batching["seconds_per_crop"]
     assert batching["best_batch_size"] == min(sweep, key=sweep.get)
-    # Ratio = detect() per image / (crops per image x seconds per crop), both re-measured alternately.
+    # Ratio = predict_step() per image / (crops per image x seconds per crop), both re-measured alternately.
     assert batching["rounds"] == 2
     assert batching["ratio"] == pytest.approx(
         batching["detect_seconds"] / (proposals * batching["best_seconds_per_crop"]))
-    assert f"rcnn: crop batching ratio {batching['ratio']:.2f} = detect()" in result["table"]
+    assert f"rcnn: crop batching ratio {batching['ratio']:.2f} = predict_step()" in result["table"]
     assert "extrapolation" not in measured["rcnn"]
     with open(result["paths"]["csv"], newline="") as f:
         notes = {line["detector"]: line["note"] for line in csv.DictReader(f) if line["status"] == "ok"}
@@ -234,7 +234,7 @@ def test_rcnn_proposal_cap_extrapolates_linearly(tmp_path):
     assert row["detect_s"] == pytest.approx(extrapolation["measured_detect_seconds"] * proposals / 40)
     assert row["crop_batching"]["crops_per_image"] == 40
     assert f"network times from 40 of {proposals} proposals, extrapolated x" in _table_line(result["table"], "rcnn")
-    assert "rcnn: proposals capped at 40 per image: detect() measured" in result["table"]
+    assert "rcnn: proposals capped at 40 per image: predict_step() measured" in result["table"]
 
 
 def test_best_chunk_size_counts_the_padded_last_chunk():
@@ -254,7 +254,7 @@ def test_interleaved_ratio_alternates_detect_and_crop_passes():
         lambda x: calls.append(f"detect {x}"), [(1,), (2,)], lambda c: calls.append(f"crops {c.shape[0]}"),
         crops, crops_per_image=10, rounds=2,
     )
-    # Each round: detect() on every image, then one batch of 4 crops; no warm-up.
+    # Each round: predict_step() on every image, then one batch of 4 crops; no warm-up.
     assert calls == ["detect 1", "detect 2", "crops 4"] * 2
     assert ratio == pytest.approx(detect_seconds / (10 * per_crop))
 
