@@ -15,7 +15,7 @@ proposal layer for Faster R-CNN), backbone (R-CNN: the CNN over every warped cro
 head (RoI pooling + fc6/fc7 + predictor; R-CNN: SVM and regressor layers), postprocess
 (decode, per-class NMS, top-k, rescale).
 
-A detector's timing is a function in `TIMERS` (name -> timer, detect.benchmark.timers).
+A detector's timing is a function in `TIMERS` (name -> timer, detect.benchmark.timers and rcnn_timers).
 A timer takes a `BenchSetup` and returns a dict: `stages` {stage: seconds per image},
 `end_to_end` seconds, `flops` {stage: FLOPs per image or None}, `end_to_end_flops`,
 `flops_method`, `notes` (list of str). A timer raising ImportError or DetectError marks
@@ -29,9 +29,14 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from detect.benchmark.rcnn_timers import time_rcnn
 from detect.benchmark.report import STAGES, write_outputs
-from detect.benchmark.timers import TIMERS
+from detect.benchmark.timers import time_fast_rcnn, time_faster_rcnn, time_faster_rcnn_fpn
 from detect.errors import DetectError
+
+# Detector name -> timer (detect.benchmark.timers, rcnn_timers).
+TIMERS = {"rcnn": time_rcnn, "fast_rcnn": time_fast_rcnn, "faster_rcnn": time_faster_rcnn,
+          "faster_rcnn_fpn": time_faster_rcnn_fpn}
 
 # Published test times per image, VGG16 on an Nvidia K40 (seconds). Faster R-CNN paper
 # (Ren et al. 2015) Table 5 splits conv / proposal / region-wise time; its region-wise

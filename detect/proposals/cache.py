@@ -40,13 +40,13 @@ import numpy as np
 
 from detect.data.images import display_name, read_image
 from detect.errors import DetectError
+from detect.io import atomic_path, atomic_write
+# The file format and its reader live in proposal_file.py; re-exported for the callers here.
+from detect.proposals.proposal_file import FORMAT, METADATA_KEY, VERSION, ProposalFile, load_proposals  # noqa: F401
 from detect.proposals.selective_search import check_settings, selective_search
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "detect-proposals"
-VERSION = 1
-METADATA_KEY = "__metadata__"
 _SETTINGS_FILE = "settings.json"
 _TMP_PREFIX = ".tmp-"
 
@@ -123,7 +123,8 @@ def _claim_parts_dir(parts_dir, settings, has_parts):
     path = os.path.join(parts_dir, _SETTINGS_FILE)
     if not has_parts:
         # Nothing finished yet (or a run failed on its first image): any settings may start.
-        _write_atomic(path, json.dumps(settings).encode("utf-8"))
+        with atomic_write(path) as f:
+            json.dump(settings, f)
         return
     try:
         with open(path, encoding="utf-8") as f:
@@ -312,111 +313,14 @@ def write_proposals(path, dataset, boxes_by_image, settings, compress=False):
     path = os.fspath(path)
     info = {int(r.image_id): [r.file_name, int(r.width), int(r.height)] for r in dataset.records}
     images, largest = {}, 0
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f"{_TMP_PREFIX}{uuid.uuid4().hex}.npz")
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    try:
-        with zipfile.ZipFile(tmp, "x", compression=method, allowZip64=True) as out:
-            for image_id, boxes in boxes_by_image:
-                boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-                _write_member(out, str(int(image_id)), boxes)
-                images[str(int(image_id))] = info[int(image_id)]
-                largest = max(largest, len(boxes))
-            settings = {"max_proposals": largest, **settings}
-            metadata = {"format": FORMAT, "version": VERSION, "settings": settings, "images": images}
-            _write_member(out, METADATA_KEY, np.array(json.dumps(metadata)))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "x", compression=method, allowZip64=True) as out:
+        for image_id, boxes in boxes_by_image:
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            _write_member(out, str(int(image_id)), boxes)
+            images[str(int(image_id))] = info[int(image_id)]
+            largest = max(largest, len(boxes))
+        settings = {"max_proposals": largest, **settings}
+        metadata = {"format": FORMAT, "version": VERSION, "settings": settings, "images": images}
+        _write_member(out, METADATA_KEY, np.array(json.dumps(metadata)))
     return path
-
-
-def _write_atomic(path, data):
-    tmp = os.path.join(os.path.dirname(path), f"{_TMP_PREFIX}{uuid.uuid4().hex}")
-    with open(tmp, "xb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-class ProposalFile:
-    """Read access to a proposal file written by `compute_proposals`.
-
-    Arrays are read lazily, one image at a time. Use as a context manager or call close().
-
-    Attributes:
-        path: the file.
-        metadata: dict with "format", "version", "settings" and "images".
-        settings: {mode, max_side, max_proposals, min_size} the file was computed with.
-    """
-
-    def __init__(self, path):
-        self.path = os.fspath(path)
-        name = display_name(self.path)
-        try:
-            self._npz = np.load(self.path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DetectError(f"proposal file {name} does not exist") from None
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise DetectError(f"{name} is not a readable proposal file: {error}") from None
-        if not hasattr(self._npz, "files") or METADATA_KEY not in self._npz.files:
-            self.close()
-            raise DetectError(f"{name} is not a proposal file: no {METADATA_KEY} entry")
-        try:
-            self.metadata = json.loads(str(self._npz[METADATA_KEY]))
-        except (ValueError, zipfile.BadZipFile) as error:
-            self.close()
-            raise DetectError(f"{name}: unreadable {METADATA_KEY}: {error}") from None
-        if self.metadata.get("format") != FORMAT:
-            self.close()
-            raise DetectError(f"{name} is not a proposal file (format "
-                              f"{self.metadata.get('format')!r})")
-        self.settings = self.metadata["settings"]
-        self._images = self.metadata["images"]
-
-    @property
-    def image_ids(self):
-        """Image ids (ints) in file order."""
-        return [int(key) for key in self._images]
-
-    def get(self, image_id):
-        """(P, 4) float32 xyxy proposals of image_id; DetectError if the file lacks it."""
-        key = str(int(image_id))
-        if key not in self._images:
-            raise DetectError(
-                f"no proposals for image id {image_id} in {display_name(self.path)}: "
-                f"recompute proposals for this dataset"
-            )
-        return self._npz[key].astype(np.float32, copy=False).reshape(-1, 4)
-
-    def image_info(self, image_id):
-        """(file_name, width, height) of the image the proposals of image_id were made for."""
-        file_name, width, height = self._images[str(int(image_id))]
-        return file_name, int(width), int(height)
-
-    def __contains__(self, image_id):
-        try:
-            return str(int(image_id)) in self._images
-        except (TypeError, ValueError):
-            return False
-
-    def __len__(self):
-        return len(self._images)
-
-    def close(self):
-        """Close the underlying file."""
-        if hasattr(self._npz, "close"):
-            self._npz.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def load_proposals(path):
-    """Open a proposal file; returns a ProposalFile (get, in, len, image_ids, metadata)."""
-    return ProposalFile(path)

@@ -12,14 +12,8 @@ import tensorflow as tf
 
 from detect.benchmark import speed_table, timers
 from detect.benchmark.speed_table import STAGES, canvas_for_images, load_images, random_images, run_benchmark
-from detect.benchmark.timers import (
-    best_chunk_size,
-    canvas_proposals,
-    graph_flops,
-    interleaved_ratio,
-    median_seconds,
-    selective_search_proposals,
-)
+from detect.benchmark.rcnn_timers import best_chunk_size, interleaved_ratio
+from detect.benchmark.timers import canvas_proposals, graph_flops, median_seconds, selective_search_proposals
 from detect.errors import DetectError
 
 
