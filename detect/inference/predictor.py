@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from detect.data.images import read_image
 from detect.data.pipeline import prepare_image
+from detect.data.splits import pad_value
 from detect.data.transforms import pad_to_canvas, resize
 from detect.errors import DetectError
 from detect.models.loading import load_model_dir
@@ -27,6 +28,8 @@ class Predictor:
         self.config = config
         self.class_names = list(model.class_names)
         self.canvas_size = tuple(model.canvas_size)
+        # Padding as the training and evaluation pipelines pad: the backbone's mean colour.
+        self.pad_value = pad_value(config["backbone"]["name"])
         spec = {s.name: s for s in input_signature(model)}
         self._detect = tf.function(model.predict_step, input_signature=[spec])
         self._resize = tf.function(self._resize_graph, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
@@ -39,7 +42,7 @@ class Predictor:
         """prepare_image's resize and padding as one graph (eager op by op is ~5x slower)."""
         inp = self.config["input"]
         resized, _, scale = resize(image, tf.zeros([0, 4]), inp["min_size"], inp["max_size"], self.canvas_size)
-        return pad_to_canvas(resized, self.canvas_size), tf.shape(resized)[:2], scale
+        return pad_to_canvas(resized, self.canvas_size, self.pad_value), tf.shape(resized)[:2], scale
 
     def prepare(self, image):
         """Model inputs (batch of 1, NumPy) for one (H, W, 3) RGB image: images (1, Hc, Wc, 3)
@@ -52,7 +55,7 @@ class Predictor:
         else:
             inp = self.config["input"]
             prepared = prepare_image(image, min_size=inp["min_size"], max_size=inp["max_size"],
-                                     canvas_size=self.canvas_size)
+                                     canvas_size=self.canvas_size, pad_value=self.pad_value)
         if not self.model.use_rpn:
             prepared["proposals"] = self._proposals(image, prepared["scale"][0])
         return prepared

@@ -140,17 +140,23 @@ def test_batches_give_the_detections_of_one_frame_at_a_time(tmp_path, model_dir,
 
 def test_predictor_prepares_as_the_pipeline_and_traces_the_model_once(model_dir):
     from detect.data.pipeline import prepare_image
+    from detect.data.splits import pad_value
 
     predictor = detect.load(model_dir)
+    # The training / evaluation pipelines pad with the backbone's mean colour (tiny: 127.5).
+    mean = pad_value("tiny")
     rng = np.random.default_rng(1)
     sizes = [(64, 64), (48, 200), (300, 90), (7, 5)]  # square, landscape, portrait, tiny
     images = [rng.integers(0, 256, size + (3,), dtype=np.uint8) for size in sizes]
     for image in images:
-        expected = prepare_image(image, min_size=64, max_size=64, canvas_size=predictor.canvas_size)
+        expected = prepare_image(image, min_size=64, max_size=64, canvas_size=predictor.canvas_size, pad_value=mean)
         got = predictor.prepare(image)
         assert set(got) == set(expected)
         for key in expected:
             np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    # (48, 200) resized to 64 wide is 15 rows high: the rows below are padding.
+    padding = predictor.prepare(images[1])["images"][0, 20:]
+    np.testing.assert_array_equal(padding, np.broadcast_to(mean, (44, 64, 3)))
     predictor.predict_batch(images[:3])
     predictor.predict_batch(images[3:])  # a smaller last batch
     predictor.predict(images[0])
