@@ -4,6 +4,11 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from detect import runtime  # noqa: E402
+
+# Before TensorFlow is imported: it reads the oneDNN setting once (see detect/runtime.py).
+runtime.configure()
+
 __version__ = "0.1.0"
 
 

@@ -96,3 +96,17 @@ def op_determinism_enabled():
         return False
     getter = getattr(config, "is_op_determinism_enabled", None)
     return bool(getter()) if getter is not None else False
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN kernels in this process (None: cannot tell).
+
+    Why: TF decides at start-up from the CPU and TF_ENABLE_ONEDNN_OPTS and has no public
+    getter; IsMklEnabled in tensorflow.python.util._pywrap_util_port answers (checked with
+    TF 2.16-2.21). Speed reports need the real state, not the variable's default."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    getter = getattr(_pywrap_util_port, "IsMklEnabled", None)
+    return bool(getter()) if getter is not None else None

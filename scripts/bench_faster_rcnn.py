@@ -31,11 +31,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import detect  # noqa: E402,F401  (CPU settings made before TensorFlow starts: detect/runtime.py)
 import tensorflow as tf  # noqa: E402
 
 from detect.data.pipeline import prepare_image  # noqa: E402
 from detect.config import from_dict  # noqa: E402
 from detect.models.registry import build_model  # noqa: E402
+from detect.runtime import describe  # noqa: E402
 
 CLASS_NAMES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -148,6 +150,7 @@ def main():
     times = timed(step, args.warmup, args.runs)
     print(json.dumps({
         "ours": "detect", "tensorflow": tf.__version__, "mode": args.mode, "threads": os.cpu_count(),
+        "cpu": describe(),
         "image": [args.height, args.width], "canvas": list(canvas), "svd": args.svd,
         "trainable_all": args.trainable_all,
         "median_s": round(statistics.median(times), 4), "runs": [round(t, 4) for t in times],

@@ -15,6 +15,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import detect  # noqa: E402,F401  (CPU settings made before TensorFlow starts: detect/runtime.py)
 import tensorflow as tf  # noqa: E402
 
 from detect.config import load_config  # noqa: E402

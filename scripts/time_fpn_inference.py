@@ -31,6 +31,8 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
+
+    import detect  # noqa: F401  (CPU settings made before TensorFlow starts: detect/runtime.py)
     import tensorflow as tf
 
     from detect.config import load_config

@@ -259,8 +259,9 @@ def _average_precision(name, dataset_config, model_dirs, out_dir):
 
 
 def _environment():
-    onednn = "off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") == "0" else "on"
-    return f"CPU x{os.cpu_count()}, TF {tf.__version__}, oneDNN {onednn}"
+    from detect.runtime import describe
+
+    return describe()
 
 
 def _load_average():
