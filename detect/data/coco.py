@@ -43,22 +43,7 @@ def load_coco(annotations_path, images_dir=None):
         image_id, row = _annotation(ann, index, annotations_path, images, label_of)
         per_image[image_id].append(row)
 
-    records = []
-    for image_id, (file_name, path, width, height) in images.items():
-        rows = per_image[image_id]
-        records.append(
-            Record(
-                image_id=image_id,
-                file_name=file_name,
-                path=path,
-                width=width,
-                height=height,
-                boxes=[r[0] for r in rows],
-                labels=[r[1] for r in rows],
-                iscrowd=[r[2] for r in rows],
-                difficult=[r[3] for r in rows],
-            )
-        )
+    records = [Record.from_objects(image_id, *image, per_image[image_id]) for image_id, image in images.items()]
     return Dataset(
         classes=[categories[c] for c in category_ids],
         records=records,

@@ -59,6 +59,22 @@ class Record:
                 f"{len(self.iscrowd)} iscrowd, {len(self.difficult)} difficult flags"
             )
 
+    @classmethod
+    def from_objects(cls, image_id, file_name, path, width, height, objects):
+        """The Record of one image from its objects as a reader parses them: one
+        (box xyxy, label, iscrowd, difficult) tuple per object; none for a negative."""
+        return cls(
+            image_id=image_id,
+            file_name=file_name,
+            path=path,
+            width=width,
+            height=height,
+            boxes=[o[0] for o in objects],
+            labels=[o[1] for o in objects],
+            iscrowd=[o[2] for o in objects],
+            difficult=[o[3] for o in objects],
+        )
+
 
 def _as_array(values, dtype):
     if values is None:

@@ -53,18 +53,8 @@ def load_voc(root, split, images_dir=None, classes=None):
         for name, *_ in objects:
             if name not in label_of:
                 raise DetectError(f"{xml_path}: unknown class {name!r} (classes: {classes})")
-        records.append(
-            Record(
-                image_id=image_id,
-                file_name=file_name,
-                path=path,
-                width=width,
-                height=height,
-                boxes=[obj[1] for obj in objects],
-                labels=[label_of[obj[0]] for obj in objects],
-                difficult=[obj[2] for obj in objects],
-            )
-        )
+        rows = [(box, label_of[name], False, difficult) for name, box, difficult in objects]
+        records.append(Record.from_objects(image_id, file_name, path, width, height, rows))
     source = os.path.join(root, "ImageSets", "Main", f"{split}.txt") if split else root
     return Dataset(classes=classes, records=records, source=source)
 

@@ -18,10 +18,12 @@ retrains, and evicts cached negatives the new SVM scores below `evict_threshold`
 
 `train_svm` mines one class; `train_class_svms` mines all K classes with the same result
 but one read of the store per round: each chunk is scored by all K SVMs at once (a
-(chunk, D) @ (D, K) product) instead of the store being read once per class.
+(chunk, D) @ (D, K) product) instead of the store being read once per class. Both run the
+one mining loop `_mine` and differ only in how a round finds the kept and hard rows.
 """
 
 import dataclasses
+import functools
 import time
 
 import numpy as np
@@ -146,68 +148,44 @@ def _read(features, rows, scale):
     return np.asarray(features[np.sort(rows)], np.float32) * scale if len(rows) else None
 
 
-def train_svm(
-    positives,
-    features,
-    candidates,
-    *,
-    scale=1.0,
-    rounds=2,
-    initial_negatives=5000,
-    max_negatives=100000,
-    hard_threshold=-1.0,
-    evict_threshold=-1.2,
-    chunk_rows=16384,
-    seed=0,
-    **fit_kwargs,
-):
-    """One class's SVM with hard-negative mining.
+def train_svm(positives, features, candidates, *, seed=0, **options):
+    """One class's SVM with hard-negative mining: the plain per-class reference that
+    train_class_svms must match.
+
+    Each round scores the class's candidate rows by index (features[candidates], in chunks)
+    and picks the hard ones among them; train_class_svms instead reads the whole store once
+    a round for every class. The rest of the mining is the same code (_mine).
 
     Args:
       positives: (Np, D) features of the class's ground-truth boxes.
       features: (R, D) feature store (np.memmap) holding the negatives.
       candidates: (C,) int rows of `features` that may serve as negatives (IoU < 0.3
         with every box of the class).
-      scale: features (positives too) are multiplied by it before training.
-      rounds: mining rounds after the initial training (0 = random negatives only).
-      initial_negatives: size of the random start.
-      max_negatives: cache limit; beyond it the highest-scoring negatives are kept.
-      fit_kwargs: passed to fit_linear_svm (solver, C, pos_weight, bias_scale, epochs).
+      seed: seed of the random start set and of the solver.
+      options: the mining options (scale, rounds, initial_negatives, max_negatives,
+        hard_threshold, evict_threshold, chunk_rows) and fit_linear_svm's; see _mine.
     Returns:
       LinearSVM on unscaled features, with one MiningRound per training.
     """
     candidates = np.sort(np.asarray(candidates, np.int64))
-    pos = np.asarray(positives, np.float32) * scale
-    rng = np.random.default_rng(seed)
-    start = min(int(initial_negatives), len(candidates))
-    cache = np.sort(rng.choice(candidates, size=start, replace=False)) if start else np.zeros(0, np.int64)
-    began = time.perf_counter()
-    weights, bias = _train_round(pos, features, cache, scale, fit_kwargs, seed)
-    first = _mean_hinge(features, cache, scale, weights, bias, chunk_rows)
-    history = [MiningRound(0, cache.copy(), len(cache), None, first, time.perf_counter() - began, weights * scale, bias)]
-    for index in range(1, int(rounds) + 1):
-        began = time.perf_counter()
-        margins = _score_candidates(features, candidates, weights, bias, scale, chunk_rows)
-        hard = candidates[(margins > hard_threshold) & ~np.isin(candidates, cache)]
-        if len(hard) == 0:
-            break
-        before = _mean_hinge(features, hard, scale, weights, bias, chunk_rows)
-        cache = np.union1d(cache, hard)
-        if len(cache) > max_negatives:
-            cache = _hardest(features, cache, scale, weights, bias, max_negatives, chunk_rows)
-        training_negatives = len(cache)
-        weights, bias = _train_round(pos, features, cache, scale, fit_kwargs, seed)
-        after = _mean_hinge(features, hard, scale, weights, bias, chunk_rows)
-        cache_margins = _score_candidates(features, cache, weights, bias, scale, chunk_rows)
-        cache = cache[cache_margins >= evict_threshold]
-        seconds = time.perf_counter() - began
-        history.append(MiningRound(index, hard, training_negatives, before, after, seconds, weights * scale, bias))
-    return LinearSVM(weights * scale, bias, history)
+    select = functools.partial(_select_rows, features, candidates)
+    return _mine([positives], features, lambda k: candidates, [seed], select, **options)[0]
 
 
-def _hardest(features, rows, scale, weights, bias, limit, chunk_rows):
-    margins = _score_candidates(features, rows, weights, bias, scale, chunk_rows)
-    return np.sort(rows[np.argsort(-margins, kind="stable")[:limit]])
+def _select_rows(features, candidates, classes, states, scale, hard_threshold, evict_threshold, chunk_rows):
+    """train_svm's round for its one class (states[0]): every candidate row scored by the
+    current SVM. Returns [(kept cache rows, their margins, hard rows, their margins)] as
+    _mining_pass does: cached rows with margin >= evict_threshold (all cached rows when it
+    is None), and candidate rows not kept that score above hard_threshold."""
+    state = states[0]
+    margins = _score_candidates(features, candidates, state.weights, state.bias, scale, chunk_rows)
+    # The cache only ever holds candidate rows: their margins are among those just scored.
+    kept, kept_margins = state.cache, margins[np.searchsorted(candidates, state.cache)]
+    if evict_threshold is not None:
+        keep = kept_margins >= evict_threshold
+        kept, kept_margins = kept[keep], kept_margins[keep]
+    hard = (margins > hard_threshold) & ~np.isin(candidates, kept)
+    return [(kept, kept_margins, candidates[hard], margins[hard])]
 
 
 def _mean_hinge(features, rows, scale, weights, bias, chunk_rows=16384):
@@ -242,22 +220,7 @@ class _ClassMining:
     active: bool = True
 
 
-def train_class_svms(
-    positives,
-    features,
-    overlaps,
-    *,
-    neg_iou=0.3,
-    scale=1.0,
-    rounds=2,
-    initial_negatives=5000,
-    max_negatives=100000,
-    hard_threshold=-1.0,
-    evict_threshold=-1.2,
-    chunk_rows=16384,
-    seeds=None,
-    **fit_kwargs,
-):
+def train_class_svms(positives, features, overlaps, *, neg_iou=0.3, seeds=None, **options):
     """The SVMs of all K classes with hard-negative mining, one pass over the store a round.
 
     Gives what `train_svm` gives for each class k with candidates = rows whose
@@ -268,7 +231,10 @@ def train_class_svms(
       features: (R, D) feature store (float16 or float32 np.memmap), read in contiguous
         chunks of `chunk_rows` rows.
       overlaps: (R, K) array-like, the best IoU of each row with a gt box of each class.
-      seeds: K seeds (default 0..K-1); other arguments as in train_svm.
+      neg_iou: a row is a candidate negative of class k when overlaps[row, k] < neg_iou.
+      seeds: K seeds (default 0..K-1).
+      options: the mining options (scale, rounds, initial_negatives, max_negatives,
+        hard_threshold, evict_threshold, chunk_rows) and fit_linear_svm's; see _mine.
     Returns:
       K LinearSVMs (unscaled features), each with its MiningRounds.
     RAM: while scoring, one chunk (chunk_rows x D float32) and its (chunk_rows, K)
@@ -276,18 +242,51 @@ def train_class_svms(
     copy); otherwise only row indices.
     """
     seeds = list(range(len(positives))) if seeds is None else [int(s) for s in seeds]
-    states = [
-        _start_class(k, positives[k], features, overlaps, neg_iou, scale, initial_negatives, seeds[k], chunk_rows, fit_kwargs)
-        for k in range(len(positives))
-    ]
+
+    def candidates_of(k):
+        # Made for class k's start set only: K such (R,) arrays at once might not fit.
+        return np.flatnonzero(np.asarray(overlaps[:, k], np.float32) < neg_iou)
+
+    select = functools.partial(_mining_pass, features, overlaps, neg_iou)
+    return _mine(positives, features, candidates_of, seeds, select, **options)
+
+
+def _mine(positives, features, candidates_of, seeds, select, *, scale=1.0, rounds=2, initial_negatives=5000,
+          max_negatives=100000, hard_threshold=-1.0, evict_threshold=-1.2, chunk_rows=16384, **fit_kwargs):
+    """Hard-negative mining of K classes: the one loop of train_svm and train_class_svms.
+
+    Args:
+      positives: K arrays (Np_k, D), the features of each class's ground-truth boxes.
+      features: (R, D) feature store holding the negatives.
+      candidates_of: k -> sorted int rows of `features` that may serve as class k's negatives.
+      seeds: K seeds, of each class's random start set and solver.
+      select: once a round, (active classes, their states, scale, hard_threshold,
+        evict_threshold or None, chunk_rows) -> per active class (kept cache rows, their
+        margins, hard rows, their margins) under its current SVM (see _mining_pass).
+      scale: features (positives too) are multiplied by it before training.
+      rounds: mining rounds after the initial training (0 = random negatives only).
+      initial_negatives: size of the random start.
+      max_negatives: cache limit; beyond it the highest-scoring negatives are kept.
+      hard_threshold: candidates not cached scoring above it join the cache.
+      evict_threshold: cached negatives the newest SVM scores below it leave the cache
+        (checked when the next round scores them; the start set is kept for round 1).
+      chunk_rows: rows scored at a time.
+      fit_kwargs: passed to fit_linear_svm (solver, C, pos_weight, bias_scale, epochs).
+    Returns:
+      K LinearSVMs on unscaled features, each with one MiningRound per training.
+    """
+    states = []
+    for k in range(len(positives)):
+        # Class k's candidate rows are freed once its start set is drawn, before any training.
+        cache = _start_set(candidates_of(k), initial_negatives, seeds[k])
+        states.append(_start_class(positives[k], features, cache, scale, seeds[k], chunk_rows, fit_kwargs))
     for index in range(1, int(rounds) + 1):
         active = [k for k, state in enumerate(states) if state.active]
         if not active:
             break
         began = time.perf_counter()
         evict = evict_threshold if index > 1 else None  # round 0's start set is not evicted
-        found = _mining_pass(features, overlaps, active, [states[k] for k in active], neg_iou, scale,
-                             hard_threshold, evict, chunk_rows)
+        found = select(active, [states[k] for k in active], scale, hard_threshold, evict, chunk_rows)
         share = (time.perf_counter() - began) / len(active)
         for k, (kept, kept_margins, hard, hard_margins) in zip(active, found):
             _next_round(states[k], index, kept, kept_margins, hard, hard_margins, features, scale,
@@ -295,22 +294,24 @@ def train_class_svms(
     return [LinearSVM(state.weights * scale, state.bias, state.rounds) for state in states]
 
 
-def _start_class(k, positives, features, overlaps, neg_iou, scale, initial_negatives, seed, chunk_rows, fit_kwargs):
-    """Round 0 of class k: a random start set of its candidates and the first SVM."""
-    began = time.perf_counter()
-    candidates = np.flatnonzero(np.asarray(overlaps[:, k], np.float32) < neg_iou)
-    pos = np.asarray(positives, np.float32) * scale
+def _start_set(candidates, size, seed):
+    """Round 0's negatives: `size` random rows of the candidates (all when fewer), sorted."""
+    start = min(int(size), len(candidates))
     rng = np.random.default_rng(seed)
-    start = min(int(initial_negatives), len(candidates))
-    cache = np.sort(rng.choice(candidates, size=start, replace=False)) if start else np.zeros(0, np.int64)
-    del candidates
+    return np.sort(rng.choice(candidates, size=start, replace=False)) if start else np.zeros(0, np.int64)
+
+
+def _start_class(positives, features, cache, scale, seed, chunk_rows, fit_kwargs):
+    """Round 0 of one class: the first SVM, trained on the start set `cache`."""
+    began = time.perf_counter()
+    pos = np.asarray(positives, np.float32) * scale
     weights, bias = _train_round(pos, features, cache, scale, fit_kwargs, seed)
     first = _mean_hinge(features, cache, scale, weights, bias, chunk_rows)
     history = [MiningRound(0, cache.copy(), len(cache), None, first, time.perf_counter() - began, weights * scale, bias)]
     return _ClassMining(pos, cache, weights, bias, seed, history)
 
 
-def _mining_pass(features, overlaps, classes, states, neg_iou, scale, hard_threshold, evict_threshold, chunk_rows):
+def _mining_pass(features, overlaps, neg_iou, classes, states, scale, hard_threshold, evict_threshold, chunk_rows):
     """Score every row once with the SVMs of `classes` (indices into overlaps' columns).
 
     Returns per class (kept cache rows, their margins, hard rows, their margins): cached
@@ -341,7 +342,7 @@ def _mining_pass(features, overlaps, classes, states, neg_iou, scale, hard_thres
 
 def _next_round(state, index, kept, kept_margins, hard, hard_margins, features, scale, max_negatives,
                 chunk_rows, fit_kwargs, seconds):
-    """Round `index` of one class from its pass results (see train_svm for the rules)."""
+    """Round `index` of one class from its `select` results (see _mine for the rules)."""
     began = time.perf_counter()
     hard = hard.astype(np.int64)
     if len(hard) == 0:

@@ -98,7 +98,18 @@ def test_chunked_scoring_and_scale_do_not_change_the_result(tmp_path):
 def test_cache_limit_keeps_the_hardest(tmp_path):
     pos, store, _ = toy_store(tmp_path)
     svm = train_svm(pos, store, np.arange(len(store)), rounds=1, initial_negatives=20, max_negatives=25, **FIT)
-    assert svm.rounds[1].training_negatives == 25
+    first, second = svm.rounds
+    assert second.training_negatives == 25
+    # By hand: of the start set and the rows added, the 25 the round-0 SVM scores highest
+    # are what round 1 trains on.
+    union = np.union1d(first.added, second.added)
+    assert len(union) > 25
+    margins = np.asarray(store[union]) @ first.weights + first.bias
+    hardest = np.sort(union[np.argsort(-margins, kind="stable")[:25]])
+    x = np.concatenate([pos, np.asarray(store[hardest])])
+    weights, bias = fit_linear_svm(x, np.concatenate([np.ones(len(pos)), -np.ones(25)]), **FIT)
+    np.testing.assert_allclose(second.weights, weights, rtol=1e-5, atol=1e-6)
+    assert second.bias == pytest.approx(bias, rel=1e-5, abs=1e-6)
 
 
 def test_missing_positives_or_negatives_give_a_constant_margin(tmp_path):
