@@ -54,9 +54,13 @@ DESCRIPTION_FILE = "export.json"
 _ARTIFACTS = {"saved_model": ".", "onnx": "model.onnx", "litert": "model.tflite"}
 
 
-def input_signature(model):
-    """Named tf.TensorSpecs of the serving inputs, in argument order (batch size free)."""
-    height, width = model.canvas_size
+def input_signature(model, canvas_size=None):
+    """Named tf.TensorSpecs of the serving inputs, in argument order (batch size free).
+
+    canvas_size: (Hc, Wc) of the images; None is the model's (landscape) canvas, the one
+    exported models take. The Predictor also asks for the portrait canvas (its transpose).
+    """
+    height, width = canvas_size or model.canvas_size
     specs = [
         tf.TensorSpec((None, height, width, 3), tf.float32, name="images"),
         tf.TensorSpec((None, 2), tf.int32, name="image_shape"),

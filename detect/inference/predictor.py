@@ -1,4 +1,11 @@
-"""Load a trained model folder and run it on images: `detect.load(model_dir).predict(image)`."""
+"""Load a trained model folder and run it on images: `detect.load(model_dir).predict(image)`.
+
+Images are prepared as the training and evaluation pipelines prepare them (pipeline.py):
+resized by the rule alone (shorter side min_size, longer side at most max_size) and padded
+onto the canvas of the resized image's orientation, the config's landscape canvas for
+width >= height and its transpose for portrait images (transforms.canvases). So a portrait
+photo is seen at the scale `detect evaluate` sees it, and detections match evaluate's.
+"""
 
 import os
 
@@ -6,19 +13,35 @@ import numpy as np
 import tensorflow as tf
 
 from detect.data.images import read_image
-from detect.data.pipeline import prepare_image
 from detect.data.splits import pad_value
-from detect.data.transforms import pad_to_canvas, resize
-from detect.errors import DetectError
+from detect.data.transforms import canvases, is_portrait, pad_to_canvas, resize
 from detect.models.loading import load_model_dir
+
+
+def canvas_of(prepared):
+    """(Hc, Wc) canvas of prepared model inputs (a dict with images (N, Hc, Wc, 3))."""
+    return tuple(int(s) for s in prepared["images"].shape[1:3])
+
+
+def stack_inputs(prepared):
+    """One batch of model inputs from a list of prepared inputs of one canvas each.
+
+    Raises ValueError when they lie on different canvases (a batch holds one orientation).
+    """
+    found = {canvas_of(p) for p in prepared}
+    if len(found) > 1:
+        raise ValueError(f"a batch holds images of one canvas, got canvases {sorted(found)}: "
+                         "group the images by orientation (Predictor.predict_batch does)")
+    return {k: np.concatenate([p[k] for p in prepared]) for k in prepared[0]}
 
 
 class Predictor:
     """Runs a detector on uint8 RGB images of any size; boxes come back in image pixels.
 
-    The model and the resize run as traced graphs: the model once for every batch size
-    (batch dimension None), the resize once per image dtype and rank, so neither retraces
-    when the last batch is smaller or image sizes change.
+    The model and the resize run as traced graphs: the model once for every canvas (the
+    landscape one and, for non-square canvases, the portrait one) with the batch dimension
+    free, the resize once per image dtype, so nothing retraces when the last batch is
+    smaller or image sizes change.
     """
 
     def __init__(self, model, config):
@@ -27,47 +50,70 @@ class Predictor:
         self.model = model
         self.config = config
         self.class_names = list(model.class_names)
-        self.canvas_size = tuple(model.canvas_size)
+        inp = config["input"]
+        # (landscape, portrait) canvases (height, width) of the training and evaluation pipelines.
+        self.canvases = canvases(inp["min_size"], inp["max_size"], inp.get("canvas"))
+        self.canvas_size = self.canvases[0]
         # Padding as the training and evaluation pipelines pad: the backbone's mean colour.
         self.pad_value = pad_value(config["backbone"]["name"])
-        spec = {s.name: s for s in input_signature(model)}
-        self._detect = tf.function(model.predict_step, input_signature=[spec])
-        self._resize = tf.function(self._resize_graph, input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+        self._detect = {}
+        for canvas in dict.fromkeys(self.canvases):
+            spec = {s.name: s for s in input_signature(model, canvas)}
+            self._detect[canvas] = tf.function(model.predict_step, input_signature=[spec])
+        self._resizers = {}
 
     @classmethod
     def from_dir(cls, model_dir):
         return cls(*load_model_dir(model_dir))
 
     def _resize_graph(self, image):
-        """prepare_image's resize and padding as one graph (eager op by op is ~5x slower)."""
+        """The pipeline's resize and padding as one graph (eager op by op is ~5x slower):
+        (canvas image, content (height, width), scale (sy, sx))."""
         inp = self.config["input"]
-        resized, _, scale = resize(image, tf.zeros([0, 4]), inp["min_size"], inp["max_size"], self.canvas_size)
-        return pad_to_canvas(resized, self.canvas_size, self.pad_value), tf.shape(resized)[:2], scale
+        resized, _, scale = resize(image, tf.zeros([0, 4]), inp["min_size"], inp["max_size"])
+        content = tf.shape(resized)[:2]
+        landscape, portrait = self.canvases
+        if landscape == portrait:
+            padded = pad_to_canvas(resized, landscape, self.pad_value)
+        else:
+            padded = tf.cond(
+                is_portrait(content[0], content[1]),
+                lambda: pad_to_canvas(resized, portrait, self.pad_value),
+                lambda: pad_to_canvas(resized, landscape, self.pad_value),
+            )
+        return padded, content, scale
+
+    def _resizer(self, dtype):
+        """The traced resize for (H, W, 3) images of one dtype."""
+        if dtype not in self._resizers:
+            spec = tf.TensorSpec([None, None, 3], tf.as_dtype(dtype))
+            self._resizers[dtype] = tf.function(self._resize_graph, input_signature=[spec])
+        return self._resizers[dtype]
 
     def prepare(self, image):
         """Model inputs (batch of 1, NumPy) for one (H, W, 3) RGB image: images (1, Hc, Wc, 3)
-        float32, image_shape (1, 2) int32, scale (1, 2) float32 (+ proposals (1, P, 4))."""
+        float32 on the canvas of its orientation (`canvas_of` tells which), image_shape
+        (1, 2) int32, scale (1, 2) float32 (+ proposals (1, P, 4) canvas pixels)."""
         image = np.asarray(image)
-        if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-            images, content, scale = self._resize(image)
-            prepared = {"images": images.numpy()[None], "image_shape": content.numpy()[None],
-                        "scale": scale.numpy()[None]}
-        else:
-            inp = self.config["input"]
-            prepared = prepare_image(image, min_size=inp["min_size"], max_size=inp["max_size"],
-                                     canvas_size=self.canvas_size, pad_value=self.pad_value)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got an array of shape {image.shape}")
+        images, content, scale = self._resizer(image.dtype)(image)
+        prepared = {"images": images.numpy()[None], "image_shape": content.numpy()[None],
+                    "scale": scale.numpy()[None]}
         if not self.model.use_rpn:
             prepared["proposals"] = self._proposals(image, prepared["scale"][0])
         return prepared
 
     def prepare_batch(self, images):
-        """Model inputs for a list of images or image paths, concatenated along the batch."""
-        arrays = [read_image(im) if isinstance(im, (str, bytes, os.PathLike)) else im for im in images]
-        prepared = [self.prepare(a) for a in arrays]
-        return {k: np.concatenate([p[k] for p in prepared]) for k in prepared[0]}
+        """Model inputs for a list of images or image paths of one canvas orientation,
+        concatenated along the batch (ValueError when orientations are mixed)."""
+        return stack_inputs([self.prepare(_array(im)) for im in images])
 
     def _proposals(self, image, scale):
-        """Selective search on the fly for models without an RPN: (1, P, 4) canvas pixels."""
+        """Selective search on the fly for models without an RPN: (1, P, 4) canvas pixels.
+
+        scale: (sy, sx) of this image's resize; the same on either canvas, since the
+        content sits at the canvas' top-left."""
         from detect.proposals.selective_search import selective_search
 
         p = self.config["proposals"]
@@ -78,19 +124,37 @@ class Predictor:
         return out
 
     def predict_batch(self, images, score_threshold=0.0, prepared=None):
-        """Detections for a list of uint8 (H, W, 3) RGB images (or paths).
+        """Detections for a list of uint8 (H, W, 3) RGB images (or paths), in list order.
 
-        prepared: the images' model inputs from `prepare_batch` when the caller made them
-        already (`detect predict` does it in a reader thread), else None.
+        Images of both orientations may be mixed: each canvas runs as its own batch.
+        prepared: the images' model inputs from `prepare_batch` (one canvas) when the caller
+        made them already (`detect predict` does it in a reader thread), else None.
 
         Returns one dict per image: boxes (D, 4) xyxy in that image's pixels, scores (D,),
         labels (D,) in 1..K, class_names (D,) list.
         """
-        if prepared is None:
-            prepared = self.prepare_batch(images)
-        raw = {k: v.numpy() for k, v in self._detect(prepared).items()}
+        if prepared is not None:
+            return self._run(prepared, score_threshold)
+        inputs = [self.prepare(_array(im)) for im in images]
+        groups = {}  # canvas -> positions of its images in the list
+        for i, p in enumerate(inputs):
+            groups.setdefault(canvas_of(p), []).append(i)
+        out = [None] * len(inputs)
+        for positions in groups.values():
+            results = self._run(stack_inputs([inputs[i] for i in positions]), score_threshold)
+            for i, result in zip(positions, results):
+                out[i] = result
+        return out
+
+    def _run(self, prepared, score_threshold):
+        """The traced model of the inputs' canvas on one batch; one dict per image."""
+        detect = self._detect.get(canvas_of(prepared))
+        if detect is None:
+            raise ValueError(f"images on canvas {canvas_of(prepared)}: this model's canvases are "
+                             f"{' and '.join(map(str, self._detect))}")
+        raw = {k: v.numpy() for k, v in detect(prepared).items()}
         out = []
-        for i in range(len(images)):
+        for i in range(len(raw["num_detections"])):
             n = int(raw["num_detections"][i])
             keep = raw["scores"][i, :n] >= score_threshold
             labels = raw["labels"][i, :n][keep]
@@ -107,3 +171,8 @@ class Predictor:
     def predict(self, image, score_threshold=0.0):
         """Detections for one uint8 (H, W, 3) RGB image or image path (see predict_batch)."""
         return self.predict_batch([image], score_threshold)[0]
+
+
+def _array(image):
+    """An image array, read from disk when given a path."""
+    return read_image(image) if isinstance(image, (str, bytes, os.PathLike)) else image

@@ -13,16 +13,23 @@ from tqdm import tqdm
 
 from detect.errors import DetectError
 from detect.inference.draw import draw_detections
-from detect.inference.predictor import Predictor
+from detect.inference.predictor import Predictor, canvas_of, stack_inputs
 from detect.inference.overlap import Worker, read_ahead
 from detect.inference.sources import classify, count_frames, has_display, iter_frames
 from detect.inference.video import VideoReader, VideoWriter
 
 
-def _batches(frames, size):
-    batch = []
-    for frame in frames:
-        batch.append(frame)
+def _batches(items, size, key):
+    """Lists of at most `size` consecutive items with equal `key(item)`, in order: a batch
+    ends when it is full (at once, so live frames are not held back) or the key changes."""
+    batch, current = [], None
+    for item in items:
+        value = key(item)
+        if batch and value != current:
+            yield batch
+            batch = []
+        batch.append(item)
+        current = value
         if len(batch) == size:
             yield batch
             batch = []
@@ -132,9 +139,13 @@ DEFAULT_BATCH_SIZE = 8
 
 
 def _prepared_batches(predictor, sources, skipped, batch_size):
-    """(frames, model inputs) per batch: decoding and resizing, for the reader thread."""
-    for batch in _batches(iter_frames(sources, skipped), batch_size):
-        yield batch, predictor.prepare_batch([frame.image for frame in batch])
+    """(frames, model inputs) per batch: decoding and resizing, for the reader thread.
+
+    A batch holds frames of one canvas (orientation): consecutive frames are grouped, so
+    outputs keep the order of the sources (a video's frames share one orientation)."""
+    prepared = ((frame, predictor.prepare(frame.image)) for frame in iter_frames(sources, skipped))
+    for pairs in _batches(prepared, batch_size, key=lambda pair: canvas_of(pair[1])):
+        yield [frame for frame, _ in pairs], stack_inputs([inputs for _, inputs in pairs])
 
 
 def _keep_classes(detections, classes):
@@ -153,9 +164,9 @@ def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=Non
     """Run a model folder over SOURCEs; returns counts and speed. See the module docstring.
 
     Three stages overlap: a reader thread decodes and resizes the next batches, this thread
-    runs the model on batches of `batch_size` frames (None: 8, or 1 when a source is a
-    webcam, so live frames are not held back), and a writer thread draws, encodes and
-    writes the finished ones (in this thread with `show`: windows belong to it).
+    runs the model on batches of up to `batch_size` consecutive frames of one orientation
+    (None: 8, or 1 with a webcam source, so live frames are not held back), and a writer
+    thread draws, encodes and writes the finished ones (in this thread with `show`).
     """
     if show and not has_display():
         raise DetectError("--show needs a display (none found: DISPLAY is unset or OpenCV has no GUI)")
