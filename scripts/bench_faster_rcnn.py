@@ -10,7 +10,8 @@ canvas (torchvision pads to a multiple of 32), float32, random weights.
   infer: one image through `prepare_image` (resize + pad) and `model.predict_step` in one
          tf.function, as the peer's `model(image)` includes its transform.
   train: one SGD step (lr 1e-4, momentum 0.9) at batch 1 with the peer's three boxes,
-         through `model.train_on_batch` (Keras' compiled train function).
+         through `model.train_on_batch` (Keras' compiled train function) with the
+         trainers' optimizer (detect.training.optimizers, no weight decay).
 
 Usage:
   .venv/bin/python scripts/bench_faster_rcnn.py [--mode infer|train] [--runs 5]
@@ -118,9 +119,11 @@ def train_step(model, image, canvas):
         "gt_boxes": boxes[None],
         "gt_labels": np.array([GT_LABELS], np.int32),
     }
-    import keras
+    from detect.training.optimizers import build_optimizer
 
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9), jit_compile=False)
+    # The trainers' optimizer (Caffe SGD; no weight decay here, as the peer's step has none).
+    optimizer = build_optimizer({"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "weight_decay": 0.0})
+    model.compile(optimizer=optimizer, jit_compile=False)
     return lambda: model.train_on_batch(batch)
 
 

@@ -17,6 +17,7 @@ decays biases too. With wd = 0 the two are the same update.
 import keras
 from keras import ops
 
+from detect.compat import fused_keras_momentum
 from detect.errors import DetectError
 
 # Variable names (the last part of `variable.path`) that decay.
@@ -39,6 +40,9 @@ def decays(variable):
 class CaffeSGD(keras.optimizers.SGD):
     """SGD with momentum and Caffe's L2 weight decay (`l2`) on kernels only; see module doc.
 
+    The momentum update runs as one fused TF kernel where it can (detect.compat
+    fused_keras_momentum: half the time of Keras' five element-wise passes on VGG16's fc6).
+
     Args:
       l2: decay coefficient wd added as wd * w to the gradients of kernels.
       other arguments: those of keras.optimizers.SGD (its own `weight_decay` must be unset).
@@ -54,6 +58,10 @@ class CaffeSGD(keras.optimizers.SGD):
         # Called after gradient clipping, so, as in Caffe, decay is not clipped.
         if self.l2 and decays(variable):
             gradient = ops.add(ops.cast(gradient, variable.dtype), ops.multiply(ops.cast(self.l2, variable.dtype), variable))
+        if self.momentum:
+            accumulator = self.momentums[self._get_variable_index(variable)]
+            if fused_keras_momentum(variable, accumulator, learning_rate, gradient, self.momentum, self.nesterov):
+                return
         super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):

@@ -82,3 +82,54 @@ def test_adamw_does_not_decay_biases():
 def test_caffe_sgd_refuses_keras_weight_decay():
     with pytest.raises(ValueError, match="leave SGD's decoupled"):
         CaffeSGD(l2=0.1, weight_decay=0.1)
+
+
+def _random_steps(optimizer, steps=3, in_function=False):
+    """Variables (a 3x4 kernel, a bias) after `steps` updates with fixed random gradients."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    kernel = keras.Variable(rng.normal(size=(3, 4)).astype("float32"), name="kernel")
+    bias = keras.Variable(rng.normal(size=(4,)).astype("float32"), name="bias")
+    grads = [[rng.normal(size=v.shape).astype("float32") for v in (kernel, bias)] for _ in range(steps)]
+    optimizer.build([kernel, bias])
+
+    def step(g):
+        optimizer.apply_gradients(zip(g, [kernel, bias]))
+
+    run = tf.function(step) if in_function else step
+    for g in grads:
+        run([tf.constant(x) for x in g])
+    return [kernel.numpy(), bias.numpy()]
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("in_function", [False, True])
+def test_fused_momentum_update_equals_keras_sgd(monkeypatch, nesterov, in_function):
+    import detect.training.optimizers as optimizers
+
+    taken = []
+
+    def spy(*args, **kwargs):
+        taken.append(optimizers_fused(*args, **kwargs))
+        return taken[-1]
+
+    optimizers_fused = optimizers.fused_keras_momentum
+    monkeypatch.setattr(optimizers, "fused_keras_momentum", spy)
+    ours = _random_steps(CaffeSGD(learning_rate=0.1, momentum=0.9, nesterov=nesterov), in_function=in_function)
+    assert taken and all(taken)  # the fused kernel did the updates
+    reference = _random_steps(keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=nesterov),
+                              in_function=in_function)
+    for a, b in zip(ours, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_momentum_is_skipped_for_sparse_gradients():
+    import tensorflow as tf
+
+    from detect.compat import fused_keras_momentum
+
+    variable, accumulator = tf.Variable(tf.ones([4, 2])), tf.Variable(tf.zeros([4, 2]))
+    sparse = tf.IndexedSlices(tf.ones([1, 2]), tf.constant([1]), tf.constant([4, 2]))
+    assert fused_keras_momentum(variable, accumulator, 0.1, sparse, 0.9) is False
+    np.testing.assert_array_equal(variable.numpy(), np.ones([4, 2]))  # untouched: Keras' update applies
