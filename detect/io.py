@@ -79,3 +79,17 @@ def write_json(path, data, indent=1):
     with atomic_write(path) as f:
         json.dump(data, f, indent=indent, default=json_default)
         f.write("\n")
+
+
+def read_text(path):
+    """The text of a UTF-8 file (a leading byte-order mark dropped, as Windows tools write
+    one). Raises DetectError naming the file and the byte when it is not UTF-8; OSError
+    (missing, unreadable) is left to the caller."""
+    from detect.errors import DetectError
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DetectError(f"{path}: not a UTF-8 text file (byte {error.start}: {data[error.start:error.start + 1]!r})") from None

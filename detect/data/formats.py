@@ -9,6 +9,7 @@ import os
 
 from detect.data.validate import validate
 from detect.errors import DetectError
+from detect.io import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,6 @@ def class_names(classes):
     if classes is None or isinstance(classes, (list, tuple)):
         return classes
     try:
-        with open(classes, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
+        return [line.strip() for line in read_text(classes).splitlines() if line.strip()]
     except OSError as error:
         raise DetectError(f"cannot read class list {classes}: {error.strerror}") from None

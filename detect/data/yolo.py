@@ -25,6 +25,7 @@ import yaml
 from detect.data.images import image_size
 from detect.data.records import Dataset, Record
 from detect.errors import DetectError
+from detect.io import read_text
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 POLYGONS = "polygons reduced to their bounding box"
@@ -95,8 +96,7 @@ def _read_data_yaml(path, split):
     if not os.path.isfile(path):
         raise DetectError(f"YOLO data.yaml not found: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as error:
         raise DetectError(f"{path}: invalid YAML: {error}") from None
     if not isinstance(data, dict):
@@ -152,8 +152,7 @@ def _image_paths(source):
     if not os.path.isfile(source):
         raise DetectError(f"YOLO image folder or list not found: {source}")
     base = os.path.dirname(os.path.abspath(source))
-    with open(source, encoding="utf-8") as f:
-        lines = [line.strip() for line in f if line.strip()]
+    lines = [line.strip() for line in read_text(source).splitlines() if line.strip()]
     # Relative entries (also `./images/x.jpg`) are relative to the list file's folder.
     return [os.path.normpath(os.path.join(base, line)) for line in lines]
 
@@ -163,26 +162,25 @@ def _read_labels(path, width, height, num_classes):
     if path is None:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), 0
     boxes, labels, polygons = [], [], 0
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"{path}:{line_number}"
-            index, coords = _parse_line(fields, where)
-            if not 0 <= index < num_classes:
-                raise DetectError(
-                    f"{where}: class index {index} is outside 0..{num_classes - 1} ({num_classes} names)"
-                )
-            if len(coords) == 4:
-                cx, cy, w, h = coords
-                box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
-            else:
-                xs, ys = coords[0::2], coords[1::2]
-                box = [min(xs), min(ys), max(xs), max(ys)]
-                polygons += 1
-            boxes.append(np.array(box, np.float64) * [width, height, width, height])
-            labels.append(index + 1)
+    for line_number, line in enumerate(read_text(path).splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{line_number}"
+        index, coords = _parse_line(fields, where)
+        if not 0 <= index < num_classes:
+            raise DetectError(
+                f"{where}: class index {index} is outside 0..{num_classes - 1} ({num_classes} names)"
+            )
+        if len(coords) == 4:
+            cx, cy, w, h = coords
+            box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+        else:
+            xs, ys = coords[0::2], coords[1::2]
+            box = [min(xs), min(ys), max(xs), max(ys)]
+            polygons += 1
+        boxes.append(np.array(box, np.float64) * [width, height, width, height])
+        labels.append(index + 1)
     return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32), polygons
 
 
@@ -250,8 +248,7 @@ def _existing_yaml(path, classes):
     names = {index: name for index, name in enumerate(classes)}
     if not os.path.isfile(path):
         return {"names": names}
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    data = yaml.safe_load(read_text(path)) or {}
     if _names(data.get("names"), path) != list(classes):
         raise DetectError(f"{path} exists with other class names than {list(classes)}")
     data["names"] = names

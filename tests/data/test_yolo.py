@@ -155,3 +155,27 @@ def test_writer_refuses_a_data_yaml_with_other_names(tmp_path):
     (tmp_path / "data.yaml").write_text("names: [x]\ntrain: images/train\n")
     with pytest.raises(DetectError, match="other class names"):
         write_yolo(dataset, str(tmp_path))
+
+
+def test_files_not_in_utf8_name_the_file_and_byte(tmp_path):
+    # A Latin-1 "é" (0xe9) in the names: one line naming data.yaml and byte 23
+    # ("train: images\n" is 14 bytes, "names: [a" 9 more).
+    path = _one_image_dataset(tmp_path, "0 0.5 0.5 0.1 0.1\n")
+    (tmp_path / "data.yaml").write_bytes(b"train: images\nnames: [a\xe9]\n")
+    with pytest.raises(DetectError, match=r"data.yaml: not a UTF-8 text file \(byte 23"):
+        load_yolo(path, split="train")
+    (tmp_path / "data.yaml").write_text("train: images\nnames: [a, b]\n")
+    (tmp_path / "labels" / "x.txt").write_bytes(b"0 0.5 0.5 0.1 0.1 \xff\n")
+    with pytest.raises(DetectError, match=r"x.txt: not a UTF-8 text file"):
+        load_yolo(path, split="train")
+
+
+def test_a_byte_order_mark_is_read_as_windows_tools_write_it(tmp_path):
+    # The BOM (EF BB BF) before "0 0.5 ..." and before "train:" is dropped, not parsed as a class.
+    path = _one_image_dataset(tmp_path, "")
+    (tmp_path / "labels" / "x.txt").write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.2 0.4\n")
+    (tmp_path / "data.yaml").write_bytes(b"\xef\xbb\xbftrain: images\nnames: [a, b]\n")
+    record = load_yolo(path, split="train").records[0]
+    # 10x10 image: centre (5, 5), 2 x 4 pixels -> xyxy (4, 3, 6, 7).
+    np.testing.assert_allclose(record.boxes, [[4, 3, 6, 7]], atol=1e-5)
+    np.testing.assert_array_equal(record.labels, [1])
