@@ -40,3 +40,19 @@ def test_missing_id_with_a_space_is_named_whole(tmp_path):
     _voc(tmp_path, [], ["coffee cup"])
     result = cli("data", "inspect", "--format", "voc", "--annotations", tmp_path, "--split", "train")
     assert_one_line_error(result, "coffee cup.xml", "train.txt")
+
+
+def test_split_file_not_in_utf8_is_one_line_naming_it(tmp_path):
+    # "caf\xe9" in Latin-1 (a Windows-written ImageSets file): byte 3 is not UTF-8.
+    _voc(tmp_path, ["cafe"], ["cafe"])
+    (tmp_path / "ImageSets/Main/train.txt").write_bytes(b"caf\xe9\n")
+    result = cli("data", "inspect", "--format", "voc", "--annotations", tmp_path, "--split", "train")
+    assert_one_line_error(result, "train.txt", "not a UTF-8 text file (byte 3")
+
+
+def test_split_file_with_a_byte_order_mark_and_crlf(tmp_path):
+    from detect.data.voc import load_voc
+
+    _voc(tmp_path, ["a", "b"], [])
+    (tmp_path / "ImageSets/Main/train.txt").write_bytes(b"\xef\xbb\xbfa\r\nb\r\n")
+    assert [r.file_name for r in load_voc(str(tmp_path), "train").records] == ["a.jpg", "b.jpg"]

@@ -16,6 +16,7 @@ import numpy as np
 from detect.data.images import image_size
 from detect.data.records import Dataset, Record
 from detect.errors import DetectError
+from detect.io import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,7 @@ def _xml_files(root, split):
     split_file = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
     if not os.path.isfile(split_file):
         raise DetectError(f"VOC split file not found: {split_file}")
-    with open(split_file, encoding="utf-8-sig") as f:
-        ids = [_split_id(line, annotations) for line in f if line.strip()]
+    ids = [_split_id(line, annotations) for line in read_text(split_file).splitlines() if line.strip()]
     files = [os.path.join(annotations, f"{image_id}.xml") for image_id in ids]
     for path in files:
         if not os.path.isfile(path):
