@@ -242,17 +242,18 @@ def _finalize(ds):
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def prepare_image(image, *, min_size, max_size, canvas_size=None, pad_value=0.0):
+def prepare_image(image, *, min_size, max_size, canvas_size=None, pad_value=0.0, canvas=None):
     """One uint8 (H, W, 3) image -> model inputs with a batch dimension of 1 (NumPy).
 
     canvas_size None: resize by the rule and pad to the canvas of the image's orientation
-    (as make_dataset does). An explicit (Hc, Wc) canvas also limits the resize so the image
+    (as make_dataset does), the config's `input.canvas` given as `canvas` or min x max
+    rounded up to 32. An explicit (Hc, Wc) canvas_size also limits the resize so the image
     fits it (for models built on one fixed canvas).
     """
     image = tf.convert_to_tensor(image)
     if canvas_size is None:
         resized, _, scale = resize(image, tf.zeros([0, 4]), min_size, max_size)
-        landscape, portrait = canvases(min_size, max_size)
+        landscape, portrait = canvases(min_size, max_size, canvas)
         canvas = portrait if resized.shape[0] > resized.shape[1] else landscape
     else:
         resized, _, scale = resize(image, tf.zeros([0, 4]), min_size, max_size, canvas_size)

@@ -48,18 +48,28 @@ def _xyxy(xywh):
     return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
 
 
-def draw_error_image(image, gt_anns, detections, errors, names, score_threshold=0.3, min_side=320):
+def gallery_scale(height, width, min_side=320, max_side=1024):
+    """The factor a gallery picture is drawn at: small images enlarged to `min_side` on
+    their shorter side (tags stay legible), large photos shrunk to `max_side` on their
+    longer side (a report of 48 twelve-megapixel JPEGs would weigh 100+ MB)."""
+    if max(height, width) > max_side:
+        return max_side / max(height, width)
+    return max(1.0, min_side / max(1, min(height, width)))
+
+
+def draw_error_image(image, gt_anns, detections, errors, names, score_threshold=0.3, min_side=320,
+                     max_side=1024):
     """The picture of one gallery entry.
 
     image: (H, W, 3) uint8 RGB; gt_anns: COCO annotations of the image; detections: COCO
     results of the image; errors: the error records shown highlighted; names: {category
-    id: name}. Small images are enlarged (nearest neighbour) to `min_side` pixels on their
-    shorter side so the tags stay legible. Returns (H', W', 3) uint8 RGB.
+    id: name}. Drawn at `gallery_scale` (boxes and tags after resizing, so their lines
+    keep their width). Returns (H', W', 3) uint8 RGB.
     """
-    scale = max(1.0, min_side / max(1, min(image.shape[:2])))
-    if scale > 1:
-        size = (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_NEAREST)
+    scale = gallery_scale(*image.shape[:2], min_side=min_side, max_side=max_side)
+    if scale != 1:
+        size = (max(1, int(round(image.shape[1] * scale))), max(1, int(round(image.shape[0] * scale))))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA)
     shown = [d for d in detections if d["score"] >= score_threshold]
     layers = (  # drawn in this order, so the error boxes end on top
         ([a["bbox"] for a in gt_anns], [f"gt {names[a['category_id']]}" for a in gt_anns], GT_COLOR, 2),

@@ -354,6 +354,10 @@ def test_prepare_image_pads_to_the_canvas_of_its_orientation():
     out = prepare_image(image.transpose(1, 0, 2), min_size=600, max_size=1000)
     assert out["images"].shape == (1, 608, 1024, 3)
     np.testing.assert_array_equal(out["image_shape"], [[600, 800]])
+    # The config's canvas [608, 1008] (input.canvas) and its transpose, as make_dataset pads.
+    out = prepare_image(image, min_size=600, max_size=1000, canvas=[608, 1008])
+    assert out["images"].shape == (1, 1008, 608, 3)
+    np.testing.assert_array_equal(out["image_shape"], [[800, 600]])
 
 
 def test_prepare_image_shapes_and_scale():

@@ -141,6 +141,21 @@ def test_gallery_picture_draws_gt_detections_and_the_error_in_their_colours():
     np.testing.assert_array_equal(highlighted[160, 120], ERROR_COLOR)  # x 60*2, row 80*2
 
 
+def test_large_photos_are_shrunk_in_galleries_small_images_enlarged():
+    from detect.evaluation.galleries import gallery_scale
+
+    assert gallery_scale(3000, 4000) == 1024 / 4000  # 12 MP photo: longer side 1024
+    assert gallery_scale(100, 50) == 320 / 50  # shorter side 320
+    assert gallery_scale(600, 800) == 1.0
+    image = np.zeros((1500, 3000, 3), np.uint8)
+    gt = [{"category_id": 1, "bbox": [1000, 500, 1000, 600]}]
+    picture = draw_error_image(image, gt, [], [], {1: "a"})
+    # scale 1024 / 3000: 1500 x 3000 -> 512 x 1024; the box's left edge x 1000 -> 341.3,
+    # its bottom y 1100 -> 375.5: column 341, row 370 is on the edge.
+    assert picture.shape == (512, 1024, 3)
+    np.testing.assert_array_equal(picture[370, 341], GT_COLOR)
+
+
 def test_evaluate_model_dir_writes_errors_json_and_a_report_with_the_model(tmp_path, make_model_dir):
     import yaml
 
