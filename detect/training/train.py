@@ -125,7 +125,11 @@ def train(config, out_dir, resume=False, strategy="auto", overwrite=False):
         outputs["loss_curve"] = plot_history(history, os.path.join(out_dir, "loss_curve.png"))
     rate = meter.images_per_second
     outputs.update(epochs=meter.epochs, images_per_second=None if rate is None else round(rate, 2))
-    write_json(os.path.join(out_dir, "train_summary.json"), {**outputs, "skipped_images": skipped.count})
+    from detect.runtime import describe
+
+    # The speed figure is only comparable with the machine named beside it.
+    write_json(os.path.join(out_dir, "train_summary.json"),
+               {**outputs, "skipped_images": skipped.count, "machine": describe()})
     if not is_chief:
         shutil.rmtree(out_dir, ignore_errors=True)
         outputs["model"] = os.path.join(chief_dir, "model.keras")

@@ -65,6 +65,9 @@ def test_training_loss_drops_and_writes_model_folder(tmp_path, shapes):
     summary = json.load(open(os.path.join(out, "train_summary.json")))
     assert summary["epochs"] == result["epochs"] == 4
     assert summary["images_per_second"] > 0
+    from detect.runtime import cpu_model
+
+    assert summary["machine"].startswith(cpu_model()) and "oneDNN" in summary["machine"]
 
 
 def test_map_callback_drives_early_stopping_and_lr(tmp_path, shapes):
