@@ -20,21 +20,20 @@ from detect.inference.video import VideoReader, VideoWriter
 
 
 def _batches(items, size, key):
-    """Lists of at most `size` consecutive items with equal `key(item)`, in order: a batch
-    ends when it is full (at once, so live frames are not held back) or the key changes."""
-    batch, current = [], None
-    for item in items:
-        value = key(item)
-        if batch and value != current:
-            yield batch
-            batch = []
-        batch.append(item)
-        current = value
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    """Batches of at most `size` items with equal `key(item)`, as (positions, items).
+
+    Items are kept per key: a batch is yielded as soon as its key has `size` items (so a
+    folder mixing orientations still runs full batches), the rest at the end, in order of
+    their first item. Within a key the order is kept (a video's frames share one key); at
+    most size - 1 items of each key wait. `positions` index the items in input order."""
+    pending = {}  # key -> (positions, items)
+    for position, item in enumerate(items):
+        positions, group = pending.setdefault(key(item), ([], []))
+        positions.append(position)
+        group.append(item)
+        if len(group) == size:
+            yield pending.pop(key(item))
+    yield from sorted(pending.values(), key=lambda entry: entry[0][0])
 
 
 class _Outputs:
@@ -44,6 +43,7 @@ class _Outputs:
         self.out_dir = out_dir
         self.class_names = class_names
         self.image_results = []
+        self.image_positions = []  # input-order position of each entry of image_results
         self.videos = {}  # source name -> (writer, jsonl file)
         self.written = set()
         self.created = not os.path.isdir(out_dir)  # removed again if a failed run leaves it empty
@@ -73,7 +73,9 @@ class _Outputs:
             self.videos[key] = (writer, lines)
         return self.videos[key]
 
-    def add(self, frame, detections):
+    def add(self, frame, detections, position=None):
+        """Draw and write one frame's detections; `position` (the frame's place in the
+        input order) orders detections.json when batches came out of order."""
         annotated = draw_detections(
             frame.image, detections["boxes"], detections["labels"], self.class_names, detections["scores"]
         )
@@ -88,6 +90,7 @@ class _Outputs:
             with open(path, "wb") as f:
                 f.write(encoded.tobytes())
             self.image_results.append({"file": frame.name, "annotated": path, "detections": items})
+            self.image_positions.append(len(self.image_positions) if position is None else position)
         else:
             writer, lines = self._video(frame)
             writer.write(annotated)
@@ -100,6 +103,8 @@ class _Outputs:
             writer.close()
             lines.close()
         if self.image_results:
+            order = sorted(range(len(self.image_results)), key=self.image_positions.__getitem__)
+            self.image_results = [self.image_results[i] for i in order]
             self._write_json("detections.json", self.image_results)
             self._write_json("detections_coco.json", self._coco_results())
 
@@ -139,13 +144,12 @@ DEFAULT_BATCH_SIZE = 8
 
 
 def _prepared_batches(predictor, sources, skipped, batch_size):
-    """(frames, model inputs) per batch: decoding and resizing, for the reader thread.
-
-    A batch holds frames of one canvas (orientation): consecutive frames are grouped, so
-    outputs keep the order of the sources (a video's frames share one orientation)."""
+    """(positions, frames, model inputs) per batch: decoding and resizing, for the reader
+    thread. A batch holds frames of one canvas (orientation), see `_batches`; positions
+    give each frame's place in the input order, which the outputs restore."""
     prepared = ((frame, predictor.prepare(frame.image)) for frame in iter_frames(sources, skipped))
-    for pairs in _batches(prepared, batch_size, key=lambda pair: canvas_of(pair[1])):
-        yield [frame for frame, _ in pairs], stack_inputs([inputs for _, inputs in pairs])
+    for positions, pairs in _batches(prepared, batch_size, key=lambda pair: canvas_of(pair[1])):
+        yield positions, [frame for frame, _ in pairs], stack_inputs([inputs for _, inputs in pairs])
 
 
 def _keep_classes(detections, classes):
@@ -164,9 +168,10 @@ def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=Non
     """Run a model folder over SOURCEs; returns counts and speed. See the module docstring.
 
     Three stages overlap: a reader thread decodes and resizes the next batches, this thread
-    runs the model on batches of up to `batch_size` consecutive frames of one orientation
-    (None: 8, or 1 with a webcam source, so live frames are not held back), and a writer
-    thread draws, encodes and writes the finished ones (in this thread with `show`).
+    runs the model on batches of up to `batch_size` frames of one orientation (None: 8, or
+    1 with a webcam source, so live frames are not held back), and a writer thread draws,
+    encodes and writes the finished ones (in this thread with `show`); detections.json
+    lists the images in input order.
     """
     if show and not has_display():
         raise DetectError("--show needs a display (none found: DISPLAY is unset or OpenCV has no GUI)")
@@ -186,15 +191,15 @@ def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=Non
     writer = None if show else Worker(lambda item: outputs.add(*item), depth=2 * batch_size)
     failed = True
     try:
-        for batch, inputs in batches:
+        for positions, batch, inputs in batches:
             started = time.monotonic()
             results = predictor.predict_batch([f.image for f in batch], score_threshold, prepared=inputs)
             model_seconds += time.monotonic() - started
-            for frame, det in zip(batch, results):
+            for position, frame, det in zip(positions, batch, results):
                 if writer is not None:
-                    writer.submit((frame, _keep_classes(det, classes)))
+                    writer.submit((frame, _keep_classes(det, classes), position))
                     continue
-                annotated = outputs.add(frame, _keep_classes(det, classes))
+                annotated = outputs.add(frame, _keep_classes(det, classes), position)
                 cv2.imshow("detect", cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
                 cv2.waitKey(1)
             frames += len(batch)

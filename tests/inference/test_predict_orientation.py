@@ -161,9 +161,16 @@ def test_fast_rcnn_proposals_scale_with_the_portrait_resize(tmp_path, monkeypatc
     assert_same_detections(mixed[1], expected)
 
 
-def test_batches_group_consecutive_items_by_key():
-    # Full batches end at once; a change of key ends a batch early; order is kept.
-    assert list(_batches([1, 1, 1, 2, 2, 1], 2, key=lambda x: x)) == [[1, 1], [1], [2, 2], [1]]
+def test_batches_group_items_by_key_and_say_where_they_came_from():
+    # Keys 1 1 2 1 2 2 1 at positions 0..6, batches of 2: key 1 fills at position 1 ->
+    # ([0, 1]); key 2 fills at 4 -> ([2, 4]); key 1 again at 6 -> ([3, 6]); key 2's
+    # position 5 waits to the end.
+    items = [1, 1, 2, 1, 2, 2, 1]
+    assert list(_batches(items, 2, key=lambda x: x)) == [
+        ([0, 1], [1, 1]), ([2, 4], [2, 2]), ([3, 6], [1, 1]), ([5], [2])]
+    # Leftovers come out in order of their first item; one key is plain batching.
+    assert list(_batches([1, 2, 3], 8, key=lambda x: x)) == [([0], [1]), ([1], [2]), ([2], [3])]
+    assert list(_batches("abcde", 2, key=lambda x: 0)) == [([0, 1], ["a", "b"]), ([2, 3], ["c", "d"]), ([4], ["e"])]
     assert list(_batches([], 8, key=lambda x: x)) == []
 
 
@@ -174,12 +181,14 @@ def test_cli_predict_writes_landscape_and_portrait_outputs_in_order(tmp_path, mo
 
     folder = tmp_path / "images"
     folder.mkdir()
-    sizes = {"a_landscape": (30, 75), "b_portrait": (120, 50), "c_landscape": (40, 60)}
+    # Alternating orientations with --batch-size 2: the landscape images run together
+    # (a, c), then the portraits (b, d); detections.json keeps the folder's order.
+    sizes = {"a_landscape": (30, 75), "b_portrait": (120, 50), "c_landscape": (40, 60), "d_portrait": (90, 40)}
     for i, (name, size) in enumerate(sizes.items()):
         Image.fromarray(picture(*size, 10 + i)).save(folder / f"{name}.png")
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["predict", model_dir, str(folder), "--out", str(out),
-                                       "--score-threshold", "0"])
+                                       "--score-threshold", "0", "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     entries = json.loads((out / "detections.json").read_text())
     assert [os.path.basename(e["file"]) for e in entries] == [f"{name}.png" for name in sizes]
