@@ -27,7 +27,6 @@ import dataclasses
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from detect.benchmark.rcnn_timers import time_rcnn
 from detect.benchmark.report import STAGES, write_outputs

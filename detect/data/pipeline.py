@@ -23,7 +23,6 @@ batches.
 import logging
 import threading
 
-import numpy as np
 import tensorflow as tf
 
 from detect.data.example_reader import ExampleReader

@@ -5,7 +5,6 @@ display) and written atomically (temp file + os.replace). Class order is ascendi
 category id, as in `coco_eval.category_names`.
 """
 
-import os
 
 import numpy as np
 from matplotlib.figure import Figure

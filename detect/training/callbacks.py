@@ -244,11 +244,6 @@ def _remove_quietly(path):
         os.remove(path)
 
 
-def _remove_quietly(path):
-    with contextlib.suppress(OSError):
-        os.remove(path)
-
-
 class Throughput(keras.callbacks.Callback):
     """Training images per second, validation excluded: the time between each epoch's
     begin and end minus the time its validation took, over `batch_size` x steps run.
