@@ -26,7 +26,9 @@ import threading
 import tensorflow as tf
 
 from detect.data.example_reader import ExampleReader
-from detect.data.transforms import canvases, horizontal_flip, pad_boxes, pad_to_canvas, resize
+from detect.data.transforms import (
+    canvases, horizontal_flip, pad_boxes, pad_to_canvas, pad_to_orientation_canvas, resize,
+)
 from detect.errors import DetectError
 
 log = logging.getLogger(__name__)
@@ -119,8 +121,6 @@ def _flip(image, gt, props, coin):
 
 def _finisher(max_boxes, landscape, portrait, pad_value):
     """example (+ coin) -> the padded model inputs on the canvas of its orientation."""
-    square = landscape == portrait
-
     def finish(example, coin=None):
         image, gt, props = example["images"], example["gt_boxes"], example.get("proposals")
         if coin is not None:
@@ -129,16 +129,8 @@ def _finisher(max_boxes, landscape, portrait, pad_value):
         gt_boxes, gt_labels = pad_boxes(gt, example["gt_labels"], max_boxes)
         # Padding rows of the input arrays keep box 0 and label -1 after resizing.
         gt_boxes = tf.where((gt_labels >= 0)[:, None], gt_boxes, 0.0)
-        if square:
-            images = tf.ensure_shape(pad_to_canvas(image, landscape, pad_value), [*landscape, 3])
-        else:
-            images = tf.cond(
-                content[0] > content[1],
-                lambda: pad_to_canvas(image, portrait, pad_value),
-                lambda: pad_to_canvas(image, landscape, pad_value),
-            )
         out = {
-            "images": images,
+            "images": pad_to_orientation_canvas(image, landscape, portrait, pad_value),
             "image_shape": tf.cast(content, tf.int32),
             "scale": example["scale"],
             "image_id": example["image_id"],
@@ -252,14 +244,13 @@ def prepare_image(image, *, min_size, max_size, canvas_size=None, pad_value=0.0,
     image = tf.convert_to_tensor(image)
     if canvas_size is None:
         resized, _, scale = resize(image, tf.zeros([0, 4]), min_size, max_size)
-        landscape, portrait = canvases(min_size, max_size, canvas)
-        canvas = portrait if resized.shape[0] > resized.shape[1] else landscape
+        padded = pad_to_orientation_canvas(resized, *canvases(min_size, max_size, canvas), pad_value)
     else:
         resized, _, scale = resize(image, tf.zeros([0, 4]), min_size, max_size, canvas_size)
-        canvas = canvas_size
+        padded = pad_to_canvas(resized, canvas_size, pad_value)
     content = tf.shape(resized)[:2]
     return {
-        "images": pad_to_canvas(resized, canvas, pad_value)[None].numpy(),
+        "images": padded[None].numpy(),
         "image_shape": tf.cast(content, tf.int32)[None].numpy(),
         "scale": scale[None].numpy(),
     }

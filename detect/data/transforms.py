@@ -88,6 +88,19 @@ def pad_to_canvas(image, canvas_size, pad_value=0.0):
     return padded + value
 
 
+def pad_to_orientation_canvas(image, landscape, portrait, pad_value=0.0):
+    """`pad_to_canvas` onto the canvas of the (H, W, C) image's orientation: `portrait`
+    where it is portrait (`is_portrait`), else `landscape`; one canvas when they are equal."""
+    if landscape == portrait:
+        return tf.ensure_shape(pad_to_canvas(image, landscape, pad_value), [*landscape, image.shape[-1]])
+    content = tf.shape(image)[:2]
+    return tf.cond(
+        is_portrait(content[0], content[1]),
+        lambda: pad_to_canvas(image, portrait, pad_value),
+        lambda: pad_to_canvas(image, landscape, pad_value),
+    )
+
+
 def pad_boxes(boxes, labels, max_boxes):
     """Pad (or truncate) boxes/labels to max_boxes rows; padding rows: box 0, label -1."""
     boxes = boxes[:max_boxes]

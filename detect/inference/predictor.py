@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from detect.data.images import read_image
 from detect.data.splits import pad_value
-from detect.data.transforms import canvases, is_portrait, pad_to_canvas, resize
+from detect.data.transforms import canvases, pad_to_orientation_canvas, resize
 from detect.models.loading import load_model_dir
 
 
@@ -71,17 +71,8 @@ class Predictor:
         (canvas image, content (height, width), scale (sy, sx))."""
         inp = self.config["input"]
         resized, _, scale = resize(image, tf.zeros([0, 4]), inp["min_size"], inp["max_size"])
-        content = tf.shape(resized)[:2]
-        landscape, portrait = self.canvases
-        if landscape == portrait:
-            padded = pad_to_canvas(resized, landscape, self.pad_value)
-        else:
-            padded = tf.cond(
-                is_portrait(content[0], content[1]),
-                lambda: pad_to_canvas(resized, portrait, self.pad_value),
-                lambda: pad_to_canvas(resized, landscape, self.pad_value),
-            )
-        return padded, content, scale
+        padded = pad_to_orientation_canvas(resized, *self.canvases, self.pad_value)
+        return padded, tf.shape(resized)[:2], scale
 
     def _resizer(self, dtype):
         """The traced resize for (H, W, 3) images of one dtype."""
