@@ -11,6 +11,8 @@ import uuid
 
 import numpy as np
 
+from detect.errors import DetectError
+
 
 def temp_path_beside(path):
     """A unique temporary name in `path`'s folder (os.replace is atomic within a file system)."""
@@ -85,8 +87,6 @@ def read_text(path):
     """The text of a UTF-8 file (a leading byte-order mark dropped, as Windows tools write
     one). Raises DetectError naming the file and the byte when it is not UTF-8; OSError
     (missing, unreadable) is left to the caller."""
-    from detect.errors import DetectError
-
     with open(path, "rb") as f:
         data = f.read()
     try:

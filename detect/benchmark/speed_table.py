@@ -32,6 +32,7 @@ from detect.benchmark.rcnn_timers import time_rcnn
 from detect.benchmark.report import STAGES, write_outputs
 from detect.benchmark.timers import time_fast_rcnn, time_faster_rcnn, time_faster_rcnn_fpn
 from detect.errors import DetectError
+from detect.runtime import describe
 
 # Detector name -> timer (detect.benchmark.timers, rcnn_timers).
 TIMERS = {"rcnn": time_rcnn, "fast_rcnn": time_fast_rcnn, "faster_rcnn": time_faster_rcnn,
@@ -257,12 +258,6 @@ def _average_precision(name, dataset_config, model_dirs, out_dir):
 # --------------------------------------------------------------------------- outputs
 
 
-def _environment():
-    from detect.runtime import describe
-
-    return describe()
-
-
 def _load_average():
     """1-minute load average ("n/a" where the OS has none): other processes share the CPU."""
     try:
@@ -353,7 +348,7 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
     source = f"{len(setup.images)} images from {images}" if images else (
         f"{len(setup.images)} random {image_size[0]}x{image_size[1]} images")
     notes = _setup_notes(setup, detectors, source)
-    environment = _environment()
+    environment = describe()
     load = _load_average()
     rows = []
     for name in detectors:

@@ -20,6 +20,7 @@ from detect.data.splits import load_split, pipeline
 from detect.errors import DetectError
 from detect.io import write_json
 from detect.models.registry import build_model
+from detect.runtime import describe
 from detect.training import callbacks as cbs
 from detect.training.alternating import train_alternating
 from detect.training.loop import (
@@ -125,8 +126,6 @@ def train(config, out_dir, resume=False, strategy="auto", overwrite=False):
         outputs["loss_curve"] = plot_history(history, os.path.join(out_dir, "loss_curve.png"))
     rate = meter.images_per_second
     outputs.update(epochs=meter.epochs, images_per_second=None if rate is None else round(rate, 2))
-    from detect.runtime import describe
-
     # The speed figure is only comparable with the machine named beside it.
     write_json(os.path.join(out_dir, "train_summary.json"),
                {**outputs, "skipped_images": skipped.count, "machine": describe()})
