@@ -12,6 +12,7 @@ import cv2
 from tqdm import tqdm
 
 from detect.errors import DetectError
+from detect.io import write_json
 from detect.inference.draw import draw_detections
 from detect.inference.predictor import Predictor, canvas_of, stack_inputs
 from detect.inference.overlap import Worker, read_ahead
@@ -128,16 +129,8 @@ class _Outputs:
         return results
 
     def _write_json(self, name, data):
-        path = os.path.join(self.out_dir, name)
-        try:
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
-            os.replace(path + ".tmp", path)
-        except BaseException:
-            # The previous file stays whole; no half-written file is left.
-            with contextlib.suppress(OSError):
-                os.remove(path + ".tmp")
-            raise
+        # Atomic: the previous file stays whole; no half-written file is left.
+        write_json(os.path.join(self.out_dir, name), data)
 
 
 DEFAULT_BATCH_SIZE = 8
