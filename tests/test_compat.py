@@ -54,7 +54,7 @@ def test_graph_float_ops_counts_a_matmul():
 def test_tf2onnx_patch_is_found_or_reported():
     import pytest
 
-    pytest.importorskip("onnx")  # the patch is applied only on the ONNX export path
+    pytest.importorskip("onnx", reason="needs the export extra (onnx, tf2onnx): make install-test")  # ONNX path only
     assert compat.patch_tf2onnx() in (True, False)
 
 

@@ -98,7 +98,7 @@ def _tidecv_errors(tidecv, gt_path, det_path):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_errors_json_equals_tidecv_on_the_same_files(tmp_path, seed):
     tidecv = pytest.importorskip(
-        "tidecv", reason="tidecv is a test-only dependency: pip install --no-deps tidecv appdirs seaborn")
+        "tidecv", reason="needs tidecv, a test-only dependency (installed with --no-deps): make install-test")
     import cv2
 
     assert hasattr(cv2, "ximgproc"), "tidecv pulled in opencv-python, which shadows opencv-contrib"

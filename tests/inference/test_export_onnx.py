@@ -18,8 +18,8 @@ from detect.inference.export import export_detector, export_model
 from detect.models.registry import build_model
 from detect.ops.nms import multiclass_nms
 
-ort = pytest.importorskip("onnxruntime", reason="ONNX tests need the export extra: pip install -e '.[export]'")
-pytest.importorskip("tf2onnx", reason="ONNX tests need the export extra: pip install -e '.[export]'")
+ort = pytest.importorskip("onnxruntime", reason="ONNX tests need the export extra (onnxruntime, tf2onnx): make install-test")
+pytest.importorskip("tf2onnx", reason="ONNX tests need the export extra (onnxruntime, tf2onnx): make install-test")
 
 CLASSES = ["circle", "rectangle", "triangle"]
 
