@@ -90,7 +90,7 @@ def _chromium(*args, tmp_path):
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="renders report.html in Chromium at /usr/bin/chromium: sudo apt-get install chromium")
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"renders report.html in {CHROMIUM}: sudo apt-get install chromium")
 def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     out = evaluated[0]
     shot = tmp_path / "shot.png"

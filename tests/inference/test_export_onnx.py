@@ -18,8 +18,9 @@ from detect.inference.export import export_detector, export_model
 from detect.models.registry import build_model
 from detect.ops.nms import multiclass_nms
 
-ort = pytest.importorskip("onnxruntime", reason="ONNX tests need the export extra (onnxruntime, tf2onnx): make install-test")
-pytest.importorskip("tf2onnx", reason="ONNX tests need the export extra (onnxruntime, tf2onnx): make install-test")
+NEEDS_EXPORT = "ONNX tests need the export extra (onnxruntime, tf2onnx): make install-test"
+ort = pytest.importorskip("onnxruntime", reason=NEEDS_EXPORT)
+pytest.importorskip("tf2onnx", reason=NEEDS_EXPORT)
 
 CLASSES = ["circle", "rectangle", "triangle"]
 
