@@ -5,6 +5,7 @@ whole new one, never a partial file, even after a crash, a full disk or a SIGKIL
 """
 
 import contextlib
+import errno
 import json
 import os
 import uuid
@@ -12,6 +13,22 @@ import uuid
 import numpy as np
 
 from detect.errors import DetectError
+
+
+def _refuse_folder(path):
+    """Raise IsADirectoryError naming `path` when it is an existing folder: the rename
+    onto it would fail only after the whole file was written, naming the temporary file."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", os.fspath(path))
+
+
+def _named_for_user(error, path, tmp):
+    """`error` (an OSError) naming the user's `path` where it named the temporary file or
+    no file at all (a full disk during write or fsync); other errors unchanged."""
+    if error.errno is None or error.filename not in (None, tmp):
+        return error
+    renamed = type(error)(error.errno, error.strerror or os.strerror(error.errno), os.fspath(path))
+    return renamed.with_traceback(error.__traceback__)
 
 
 def temp_path_beside(path):
@@ -31,6 +48,7 @@ def atomic_write(path, mode="w", encoding="utf-8", fsync=True):
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    _refuse_folder(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = temp_path_beside(path)
     kwargs = {"encoding": encoding} if mode == "w" else {}
@@ -41,6 +59,10 @@ def atomic_write(path, mode="w", encoding="utf-8", fsync=True):
             if fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise _named_for_user(error, path, tmp) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -55,12 +77,17 @@ def atomic_path(path):
     Keeps the suffix of `path` (Keras and NumPy choose the format from it; Keras wants
     `.weights.h5` whole).
     """
+    _refuse_folder(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     suffix = ".weights.h5" if str(path).endswith(".weights.h5") else os.path.splitext(path)[1]
     tmp = temp_path_beside(path) + suffix
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise _named_for_user(error, path, tmp) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 
@@ -52,3 +53,35 @@ def test_write_json_numpy_values(tmp_path):
     path = tmp_path / "m.json"
     write_json(path, {"a": np.float32(0.5), "b": np.arange(2)})
     assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1]}
+
+
+def test_atomic_write_onto_a_folder_names_the_users_path(tmp_path):
+    target = tmp_path / "out.json"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        with atomic_write(target) as f:
+            f.write("x")
+    assert raised.value.filename == str(target)
+    assert os.listdir(tmp_path) == ["out.json"]  # no temporary file left beside it
+
+
+def test_atomic_path_onto_a_folder_names_the_users_path(tmp_path):
+    target = tmp_path / "model.keras"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        with atomic_path(target):
+            pass
+    assert raised.value.filename == str(target)
+
+
+def test_atomic_write_full_disk_names_the_users_path(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as raised:
+        write_json(target, {"a": 1})
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert not target.exists() and os.listdir(tmp_path) == []

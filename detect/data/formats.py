@@ -29,8 +29,9 @@ def load_dataset(format, annotations, images=None, split=None, classes=None,
             | folder of LabelMe JSON files (or one file) | CVAT for images 1.1 XML file.
         images: folder image names are relative to (COCO: default the json's folder, then
             <json dir>/../images; VOC: default root/JPEGImages; CSV: default the CSV's
-            folder; CVAT: default the XML's folder, then <xml dir>/images). Not used for
-            YOLO and LabelMe, whose files locate their images themselves.
+            folder; CVAT: default the XML's folder, then <xml dir>/images; LabelMe:
+            searched first for each imagePath, then the JSON's folder, see labelme.py).
+            Not used for YOLO, whose files locate their images themselves.
         split: VOC: ImageSets/Main/<split>.txt (None: every xml in Annotations/);
             YOLO data.yaml: the key to read (train, val, test).
         classes: VOC, LabelMe, CVAT, YOLO darknet layout: a list of class names or a text
@@ -78,7 +79,7 @@ def _read(format, annotations, images, split, classes):
     if format == "labelme":
         from detect.data.labelme import load_labelme
 
-        return load_labelme(annotations, classes=class_names(classes))
+        return load_labelme(annotations, classes=class_names(classes), images=images)
     from detect.data.cvat import load_cvat
 
     return load_cvat(annotations, images, classes=class_names(classes))

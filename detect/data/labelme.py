@@ -1,12 +1,19 @@
 """LabelMe JSON (one file an image) -> Dataset.
 
 A LabelMe file holds `shapes` (each with `label`, `points` [[x, y], ...] in absolute
-pixels, `shape_type`), `imagePath` (relative to the JSON file's folder), `imageWidth`,
+pixels, `shape_type`), `imagePath` (LabelMe writes it relative to the JSON file's folder;
+exporters such as globox write a bare file name), `imageWidth`,
 `imageHeight` and `imageData` (the image itself, base64; ignored here: the image is read
 from imagePath). A `rectangle` has two opposite corners in any order; a `polygon` is
 reduced to its bounding box and counted; other shape types (circle, line, point,
 linestrip, mask) are not boxes and are skipped with a count. A file with no rectangles or
 polygons is a negative image. A shape without `shape_type` is a polygon (LabelMe's default).
+
+Image paths: with an image folder (`--images`, `dataset.<split>.images`) the image of
+`<annotations>/<sub>/x.json` is looked for at `<images>/<imagePath>`, then
+`<images>/<sub>/<imagePath>`, then `<images>/<basename of imagePath>`, and only then
+beside the JSON file (`<json folder>/<imagePath>`), the first that exists; file names are
+then relative to the image folder. Without one, imagePath is relative to the JSON's folder.
 """
 
 import json
@@ -22,20 +29,26 @@ POLYGONS = "polygons reduced to their bounding box"
 SKIPPED = "shapes skipped (circle, line, point, linestrip, mask)"
 
 
-def load_labelme(annotations, classes=None):
+def load_labelme(annotations, classes=None, images=None):
     """Read a folder of LabelMe JSON files (recursive) or one file into a Dataset.
 
     Args:
         annotations: a folder (every *.json under it, sorted) or one .json file.
         classes: class names fixing the label order (names no shape uses are kept);
             None: the sorted unique labels.
+        images: image folder searched first for each imagePath (module docstring), or None.
 
     Returns:
         unvalidated Dataset, one Record a JSON file, image ids 1.., file_names relative to
-        the annotations folder.
+        the image folder when given, else to the annotations folder.
     """
     files, root = _json_files(annotations)
-    parsed = [_parse(path) for path in files]
+    if images is not None:
+        if not os.path.isdir(images):
+            raise DetectError(f"image folder not found: {images}")
+        images = os.path.abspath(images)
+    parsed = [_parse(path, images, root) for path in files]
+    root = images or root
     found = sorted({shape[0] for *_, shapes, _ in parsed for shape in shapes})
     classes = list(classes) if classes is not None else found
     label_of = {name: label for label, name in enumerate(classes, start=1)}
@@ -70,7 +83,7 @@ def _json_files(annotations):
     return files, annotations
 
 
-def _parse(path):
+def _parse(path, images, root):
     """(json path, image path, width, height, [(label, box xyxy, is polygon, index)], skipped)."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -84,8 +97,7 @@ def _parse(path):
     image_path = data.get("imagePath")
     if not isinstance(image_path, str) or not image_path:
         raise DetectError(f"{path}: no imagePath")
-    # Files saved on Windows use backslashes.
-    image_path = os.path.normpath(os.path.join(os.path.dirname(path), image_path.replace("\\", "/")))
+    image_path = _resolve_image(path, image_path, images, root)
     width, height = _size(data, image_path, path)
     shapes, skipped = [], 0
     for index, shape in enumerate(data["shapes"]):
@@ -95,6 +107,21 @@ def _parse(path):
         else:
             shapes.append(parsed)
     return path, image_path, width, height, shapes, skipped
+
+
+def _resolve_image(path, image_path, images, root):
+    """The image of the JSON file at `path` (order in the module docstring); the first
+    candidate when none exists, so the error names the image folder's path."""
+    # Files saved on Windows use backslashes.
+    image_path = image_path.replace("\\", "/")
+    beside = os.path.normpath(os.path.join(os.path.dirname(path), image_path))
+    if images is None:
+        return beside
+    sub = os.path.relpath(os.path.dirname(path), root)
+    candidates = [os.path.join(images, image_path), os.path.join(images, sub, image_path),
+                  os.path.join(images, os.path.basename(image_path)), beside]
+    candidates = [os.path.normpath(candidate) for candidate in candidates]
+    return next((candidate for candidate in candidates if os.path.isfile(candidate)), candidates[0])
 
 
 def _size(data, image_path, path):

@@ -10,9 +10,10 @@ Layouts:
     ultralytics: a data.yaml with `names` (a list, or a dict {index: name}), an optional
         `path` (the dataset root; relative to the yaml's folder) and `train` / `val` /
         `test`, each a folder of images, an image-list .txt, or a list of those, relative
-        to the root (a yaml without them: the images/ folder beside it). The label of
-        .../images/.../x.jpg is .../labels/.../x.txt (the last `images` folder of the
-        path swapped for `labels`).
+        to the root (a yaml without them: the images/ folder beside it). The folder that
+        holds data.yaml is accepted in its place; a yaml with one split needs no `split`.
+        The label of .../images/.../x.jpg is .../labels/.../x.txt (the last `images`
+        folder of the path swapped for `labels`).
     darknet: labels beside the images (x.jpg + x.txt); the annotations are an image folder
         or an image-list .txt, and the class names come from a names file (`--classes`).
 """
@@ -48,6 +49,7 @@ def load_yolo(annotations, split=None, classes=None):
     """
     if not os.path.exists(annotations):
         raise DetectError(f"YOLO data.yaml, image folder or image list not found: {annotations}")
+    annotations = _data_yaml_in(annotations) or annotations
     if annotations.lower().endswith((".yaml", ".yml")):
         root, sources, names = _read_data_yaml(annotations, split)
         if classes is not None and list(classes) != names:
@@ -71,6 +73,17 @@ def load_yolo(annotations, split=None, classes=None):
         records.append(Record(image_id, file_name, path, width, height, boxes, labels))
     return Dataset(classes=list(classes), records=records, source=os.path.abspath(annotations),
                    notes={POLYGONS: polygons})
+
+
+def _data_yaml_in(folder):
+    """The data.yaml (or data.yml) directly inside `folder`, else None (a darknet image
+    folder, or not a folder): a dataset folder is accepted wherever its data.yaml is."""
+    if not os.path.isdir(folder):
+        return None
+    for name in ("data.yaml", "data.yml"):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
 
 
 def label_path(image_path):
@@ -109,6 +122,8 @@ def _read_data_yaml(path, split):
     if not splits and split is None and os.path.isdir(os.path.join(root, "images")):
         # No split keys (supervision's as_yolo writes names only): images/ beside the yaml.
         return os.path.normpath(root), [os.path.normpath(os.path.join(root, "images"))], names
+    if split is None and len(splits) == 1:
+        split = splits[0]
     if split is None or split not in splits:
         given = "no split given" if split is None else f"no {split!r} entry"
         raise DetectError(f"{path}: {given}; choose one of {splits} (--split / dataset.<split>.split)")

@@ -118,7 +118,7 @@ def test_malformed_lines_name_file_and_line(tmp_path, line, message):
 
 
 @pytest.mark.parametrize("names, split, message", [
-    ("names: [a, b]", None, "no split given"),
+    ("names: [a, b]\nval: images", None, "no split given"),
     ("names: [a, b]", "val", "no 'val' entry"),
     ("names: {0: a, 2: b}", "train", "keys must be 0..1"),
     ("names: [a, a]", "train", "duplicate class names"),
