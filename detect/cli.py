@@ -17,17 +17,34 @@ from detect.cli_support import handle_errors, quiet_tensorflow, setup_logging  #
 from detect.errors import DetectError  # noqa: E402
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A group that lists its commands in the order they were added (the order of a run:
+    data, proposals, train, evaluate, predict, benchmark, export), not alphabetically."""
+
+    def list_commands(self, ctx):
+        return list(self.commands)
+
+
+@click.group(
+    cls=_Commands, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Your own images: README.md, \"Train on your own images\". A command's options: detect COMMAND --help.",
+)
 @click.version_option(__version__, prog_name="detect")
-def main():
+@click.pass_context
+def main(ctx):
     """detect: R-CNN, Fast R-CNN and Faster R-CNN in Keras 3 - data, train, evaluate, predict."""
+    if ctx.invoked_subcommand is None:  # `detect` alone: the commands, one line each; exit 0
+        click.echo(ctx.get_help())
+        ctx.exit(0)
     setup_logging()
 
 
+# `detect` alone and `detect --help` list each command with its one-line short_help.
+data.short_help = "Make, inspect, convert and verify datasets; fit anchors."
 main.add_command(data)
 
 
-@main.group(invoke_without_command=True)
+@main.group(invoke_without_command=True, short_help="Selective-search proposals (Fast R-CNN, R-CNN); recall.")
 @click.option(
     "--config", "config_path", type=click.Path(), help="Detector config (dataset paths); required without a subcommand."
 )
@@ -93,7 +110,7 @@ def proposals_recall(config_path, model_dir, split, proposal_file, out):
 
 
 # --------------------------------------------------------------------------- train
-@main.command()
+@main.command(short_help="Train a detector from a YAML config; a rerun resumes.")
 @click.argument("config_path", metavar="CONFIG", type=click.Path())
 @click.option("--set", "overrides", multiple=True, help="Override a config key: a.b=value (repeatable).")
 @click.option(
@@ -128,7 +145,7 @@ def train(config_path, overrides, out, resume, overwrite, strategy):
 
 
 # --------------------------------------------------------------------------- evaluate
-@main.command()
+@main.command(short_help="COCO and VOC metrics, error breakdown, galleries, report.html.")
 @click.argument("model_dir", required=False, type=click.Path())
 @click.option("--config", "config_path", type=click.Path(), default=None, help="Config (default: the model's).")
 @click.option(
@@ -177,7 +194,7 @@ def evaluate(model_dir, config_path, split, detections, annotations, images, out
 
 
 # --------------------------------------------------------------------------- predict
-@main.command()
+@main.command(short_help="Detect objects in images, folders, videos or a webcam.")
 @click.argument("model_dir", type=click.Path())
 @click.argument("sources", nargs=-1, required=True)
 @click.option(
@@ -209,7 +226,7 @@ def predict(model_dir, sources, out, score_threshold, batch_size, classes, show)
 
 
 # --------------------------------------------------------------------------- benchmark
-@main.command()
+@main.command(short_help="Per-stage speed table of R-CNN, Fast and Faster R-CNN.")
 @click.option("--detectors", default="faster_rcnn", show_default=True,
               help="Comma list: rcnn,fast_rcnn,faster_rcnn,faster_rcnn_fpn (FPN: tiny, resnet50, resnet101).")
 @click.option("--backbone", default="vgg16", show_default=True, help="Backbone (vgg16 = paper config, tiny).")
@@ -241,7 +258,7 @@ def benchmark(detectors, backbone, images, dataset_config, runs, out):
 
 
 # --------------------------------------------------------------------------- export
-@main.command()
+@main.command(short_help="Export a model as SavedModel, ONNX or LiteRT.")
 @click.argument("model_dir", type=click.Path())
 @click.option(
     "--format", "fmt", required=True, type=click.Choice(["saved_model", "onnx", "litert"]), help="Export format."

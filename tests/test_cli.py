@@ -35,10 +35,15 @@ def assert_user_error(result, *fragments):
     return lines[0]
 
 
+def command_rows(help_text):
+    """The lines of the Commands: section of a --help text (it ends at the first blank line)."""
+    return help_text.split("Commands:\n")[1].split("\n\n")[0].splitlines()
+
+
 def test_help_lists_every_command():
     result = run("--help")
     assert result.exit_code == 0
-    listed = [line.split()[0] for line in result.output.split("Commands:")[1].strip().splitlines()]
+    listed = [line.split()[0] for line in command_rows(result.output)]
     assert sorted(listed) == sorted(COMMANDS)
 
 
@@ -62,6 +67,25 @@ def test_version():
     result = run("--version")
     assert result.exit_code == 0
     assert result.output.strip() == f"detect, version {__version__}"
+
+
+def test_bare_detect_lists_every_command_on_one_line_each():
+    result = run()
+    assert result.exit_code == 0, result.output
+    assert result.output == run("--help").output
+    rows = [line.split(None, 1) for line in command_rows(result.output)]
+    # Listed in the order of a run, each with its whole one-line description (not cut with "...").
+    assert [name for name, _ in rows] == COMMANDS
+    for name, description in rows:
+        assert description and not description.endswith("..."), (name, description)
+    assert all(len(line) <= 80 for line in result.output.splitlines()), result.output
+
+
+def test_console_script_version_and_bare_command(tmp_path):
+    version = detect_process("--version", cwd=tmp_path)
+    assert (version.returncode, version.stdout.strip()) == (0, f"detect, version {__version__}")
+    bare = detect_process(cwd=tmp_path)
+    assert bare.returncode == 0 and "Commands:" in bare.stdout and not bare.stderr
 
 
 def test_train_missing_config(tmp_path):
