@@ -15,7 +15,7 @@ import numpy as np
 from detect.errors import DetectError
 
 
-def _refuse_folder(path):
+def refuse_folder(path):
     """Raise IsADirectoryError naming `path` when it is an existing folder: the rename
     onto it would fail only after the whole file was written, naming the temporary file."""
     if os.path.isdir(path):
@@ -48,7 +48,7 @@ def atomic_write(path, mode="w", encoding="utf-8", fsync=True):
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-    _refuse_folder(path)
+    refuse_folder(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = temp_path_beside(path)
     kwargs = {"encoding": encoding} if mode == "w" else {}
@@ -77,7 +77,7 @@ def atomic_path(path):
     Keeps the suffix of `path` (Keras and NumPy choose the format from it; Keras wants
     `.weights.h5` whole).
     """
-    _refuse_folder(path)
+    refuse_folder(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     suffix = ".weights.h5" if str(path).endswith(".weights.h5") else os.path.splitext(path)[1]
     tmp = temp_path_beside(path) + suffix

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from detect.errors import DetectError
+from detect.io import refuse_folder
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,7 @@ class VideoWriter:
 
     def __init__(self, path, fps, width, height):
         self.path = os.fsdecode(path)
+        refuse_folder(self.path)
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be > 0, got {fps} for {self.path}")
         if int(width) <= 0 or int(height) <= 0:

@@ -40,7 +40,7 @@ import numpy as np
 
 from detect.data.images import display_name, read_image
 from detect.errors import DetectError
-from detect.io import atomic_path, atomic_write
+from detect.io import atomic_path, atomic_write, refuse_folder
 # The file format and its reader live in proposal_file.py; re-exported for the callers here.
 from detect.proposals.proposal_file import FORMAT, METADATA_KEY, VERSION, ProposalFile, load_proposals  # noqa: F401
 from detect.proposals.selective_search import check_settings, selective_search
@@ -70,9 +70,10 @@ def compute_proposals(dataset, out_path, mode="fast", max_side=500, max_proposal
             settings or for other images under the same id; an image cannot be read or
             its size differs from the record's.
     """
+    out_path = os.fspath(out_path)
+    refuse_folder(out_path)
     settings = _settings(mode, max_side, max_proposals, min_size)
     records = _unique_records(dataset)
-    out_path = os.fspath(out_path)
     parts_dir = out_path + ".parts"
     previous = _previous_images(out_path, settings)
     os.makedirs(parts_dir, exist_ok=True)

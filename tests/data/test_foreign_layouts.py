@@ -122,3 +122,17 @@ def test_yolo_folder_with_two_splits_asks_for_one(tmp_path):
     result = _run("data", "convert", "--from", "yolo", yolo, tmp_path / "back.json")
     assert result.exit_code == 2 and "no split given; choose one of ['train', 'val']" in result.output
     assert _run("data", "convert", "--from", "yolo", "--split", "val", yolo, tmp_path / "back.json").exit_code == 0
+
+
+def test_proposal_and_video_outputs_that_are_folders_are_refused_before_any_work(tmp_path):
+    from detect.inference.video import VideoWriter
+    from detect.proposals.cache import compute_proposals
+
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        compute_proposals(None, folder)  # refused before the dataset is touched
+    assert raised.value.filename == str(folder)
+    with pytest.raises(IsADirectoryError) as raised:
+        VideoWriter(folder, 25, 64, 48)
+    assert raised.value.filename == str(folder) and os.listdir(folder) == []
