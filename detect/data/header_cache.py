@@ -4,7 +4,7 @@ Checking a dataset reads every image header (118k files for COCO train2017). The
 found are stored per dataset source in a small JSON file under the user's cache folder:
 
     <cache>/image-headers/<sha1 of the source path>[:16].json
-    {"version": 1, "source": SOURCE, "images": {PATH: [file size, mtime_ns, width, height]}}
+    {"version": 2, "source": SOURCE, "images": {PATH: [file size, mtime_ns, width, height]}}
 
 An entry counts only while the file's size and modification time (nanoseconds) are the
 ones recorded, so a replaced or edited image is read again. The cache folder is
@@ -23,7 +23,9 @@ from detect.io import atomic_write
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+# 2: sizes follow images.image_size's orientation rule for TIFF and trailing PNG eXIf
+# chunks (version 1 files may hold those images' stored, unrotated sizes).
+VERSION = 2
 
 
 def user_cache_dir(*parts):

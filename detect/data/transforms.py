@@ -41,7 +41,10 @@ def resize(image, boxes, min_size, max_size, canvas_size=None):
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     new_h, new_w = resized_shape(height, width, min_size, max_size, canvas_size)
-    resized = tf.image.resize(tf.cast(image, tf.float32), [new_h, new_w], method="bilinear", antialias=True)
+    # The resize kernel reads uint8 itself (the same float32 result as casting first), so a
+    # large photo is never held as a float32 copy (4 bytes a channel) before shrinking.
+    resized = tf.image.resize(image, [new_h, new_w], method="bilinear", antialias=True)
+    resized = tf.cast(resized, tf.float32)
     sy = tf.cast(new_h, tf.float32) / tf.cast(height, tf.float32)
     sx = tf.cast(new_w, tf.float32) / tf.cast(width, tf.float32)
     boxes = boxes * tf.stack([sx, sy, sx, sy])

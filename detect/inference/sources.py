@@ -12,7 +12,8 @@ A SOURCE is one of (checked in this order by `classify`):
   folder (absolute paths kept); blank lines and lines starting with # are skipped. Lines
   with a video extension are played as videos, every other line is read as an image.
 - "glob": a pattern with * ? or [ (`**` matches folders recursively); the matching image
-  and video files, sorted.
+  and video files, sorted. A literal extension at the end of the pattern matches in any
+  case: `photos/*.jpg` also finds the `IMG_0001.JPG` a camera writes.
 
 Extensions are case-insensitive. Sources are checked and expanded to file lists when
 `iter_frames` or `count_frames` is called; pixels are decoded only as frames are consumed.
@@ -202,7 +203,8 @@ def _expand(source):
             raise DetectError(f"no images ({_names(IMAGE_EXTENSIONS)}) in folder {name}")
         return items
     if kind == "glob":
-        items = [(_file_kind(path), path) for path in sorted(glob.glob(source, recursive=True))
+        matches = glob.glob(_any_case_extension(source), recursive=True)
+        items = [(_file_kind(path), path) for path in sorted(set(matches))
                  if os.path.isfile(path) and _file_kind(path) is not None]
         if not items:
             raise DetectError(f"no image or video files match {name}")
@@ -211,6 +213,15 @@ def _expand(source):
     if not items:
         raise DetectError(f"no paths listed in {name}")
     return items
+
+
+def _any_case_extension(pattern):
+    """The glob pattern with its literal final extension in any case: "a/*.jpg" ->
+    "a/*.[jJ][pP][gG]". Patterns whose extension holds wildcards are kept as they are."""
+    head, dot, extension = pattern.rpartition(".")
+    if not dot or not extension or set(extension) & (_GLOB_CHARACTERS | {"]", "/", os.sep}):
+        return pattern
+    return head + "." + "".join(f"[{c.lower()}{c.upper()}]" if c.isascii() and c.isalpha() else c for c in extension)
 
 
 def _file_kind(path):
