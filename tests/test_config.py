@@ -239,3 +239,38 @@ def test_dump_then_load_round_trip(tmp_path, base_and_variant):
 def test_shipped_faster_rcnn_configs_load(name):
     config = load_config(os.path.join(CONFIGS, "faster_rcnn", name))
     assert config["detector"] == "faster_rcnn"
+
+
+def test_readme_train_line_reads_a_photo_folder_with_its_annotation_file(tmp_path, monkeypatch):
+    """README "Train on your own images": the photos config with the README's --set values
+    reads my_photos/annotations.json with the images beside it, and has no val split."""
+    import json
+    import shlex
+
+    from PIL import Image
+
+    from detect.data.splits import load_split
+
+    readme = open(os.path.join(os.path.dirname(CONFIGS), "README.md"), encoding="utf-8").read()
+    section = readme.split("## Train on your own images", 1)[1].split("\n## ", 1)[0]
+    line = next(line for line in section.splitlines() if line.startswith("detect train "))
+    words = shlex.split(line)
+    overrides = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
+    photos = tmp_path / "my_photos"
+    photos.mkdir()
+    for name in ("IMG_0001.jpg", "IMG_0002.jpg"):
+        Image.new("RGB", (64, 48), "gray").save(photos / name)
+    (photos / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "IMG_0001.jpg", "width": 64, "height": 48},
+                   {"id": 2, "file_name": "IMG_0002.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [4, 4, 20, 16], "area": 320,
+                         "iscrowd": 0}],
+        "categories": [{"id": 7, "name": "cat"}],
+    }))
+    monkeypatch.chdir(tmp_path)
+    config = load_config(os.path.join(os.path.dirname(CONFIGS), words[2]), overrides)
+    assert config["backbone"]["name"] == "resnet50"
+    train = load_split(config, "train")
+    assert [r.path for r in train.records] == [str(photos / "IMG_0001.jpg"), str(photos / "IMG_0002.jpg")]
+    assert list(train.classes) == ["cat"]
+    assert load_split(config, "val") is None
