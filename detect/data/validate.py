@@ -116,9 +116,13 @@ def _check_record(record, num_classes, headers, source):
     except (FileNotFoundError, NotADirectoryError):
         raise DetectError(f"image file not found: {record.path} (listed in {source})") from None
     if (width, height) != (record.width, record.height):
+        hint = ""
+        if (height, width) == (record.width, record.height):
+            hint = (" (width and height swapped: sizes and boxes are expected in the displayed "
+                    "orientation, the image's EXIF orientation tag applied, as labelling tools show it)")
         raise DetectError(
             f"{record.path}: annotations say {record.width}x{record.height} (WxH) "
-            f"but the image is {width}x{height}"
+            f"but the image is {width}x{height}{hint}"
         )
 
 
