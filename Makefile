@@ -7,6 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# The PyTorch build for the torch case of tests/ops/test_dispatch.py: 2.13.0 is the CPU
+# build pip finds on the project's machines; `make test TEST_TORCH=` skips torch (that case
+# then skips, naming this target).
+TEST_TORCH ?= torch==2.13.0
 DEMO_MODEL := models/faster_rcnn_tiny_shapes
 DEMO_CONFIG := configs/faster_rcnn/tiny_shapes.yaml
 
@@ -22,12 +26,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 install-test: $(TEST_STAMP)
 
-# The test extra (setup.cfg: the ONNX export packages, tidecv's imports), then tidecv itself
+# The test extra (setup.cfg: the ONNX export packages, tidecv's imports, JAX for the
+# cross-backend op tests), then PyTorch (TEST_TORCH), then tidecv itself
 # with --no-deps: it declares opencv-python, whose cv2 would shadow opencv-contrib's (and its
 # cv2.ximgproc, which selective search needs). The last line proves the contrib cv2 still wins.
 $(TEST_STAMP): $(STAMP) setup.cfg
 	$(BIN)/python -m pip install --quiet -e '.[dev,test]'
 	$(BIN)/python -m pip install --quiet --no-deps tidecv==1.0.1
+	$(if $(TEST_TORCH),$(BIN)/python -m pip install --quiet '$(TEST_TORCH)')
 	$(BIN)/python -c "import cv2, tidecv; assert hasattr(cv2, 'ximgproc'), 'opencv-python shadows opencv-contrib'"
 	touch $(TEST_STAMP)
 

@@ -5,11 +5,11 @@ width = s / sqrt(r), height = s * sqrt(r). Anchors are xyxy float32 in image pix
 are not rounded.
 """
 
-import tensorflow as tf
+from keras import ops
 
 
 def _as_vector(values, name):
-    values = tf.reshape(tf.cast(tf.convert_to_tensor(values), tf.float32), [-1])
+    values = ops.reshape(ops.cast(ops.convert_to_tensor(values), "float32"), [-1])
     if values.shape[0] == 0:
         raise ValueError(f"anchor {name} must not be empty")
     return values
@@ -26,10 +26,10 @@ def cell_anchors(sizes, ratios):
     """
     sizes = _as_vector(sizes, "sizes")
     ratios = _as_vector(ratios, "ratios")
-    sqrt_ratios = tf.sqrt(ratios)
-    widths = tf.reshape(sizes[:, None] / sqrt_ratios[None, :], [-1])
-    heights = tf.reshape(sizes[:, None] * sqrt_ratios[None, :], [-1])
-    return tf.stack([-0.5 * widths, -0.5 * heights, 0.5 * widths, 0.5 * heights], axis=-1)
+    sqrt_ratios = ops.sqrt(ratios)
+    widths = ops.reshape(sizes[:, None] / sqrt_ratios[None, :], [-1])
+    heights = ops.reshape(sizes[:, None] * sqrt_ratios[None, :], [-1])
+    return ops.stack([-0.5 * widths, -0.5 * heights, 0.5 * widths, 0.5 * heights], axis=-1)
 
 
 def grid_anchors(feature_height, feature_width, stride, sizes, ratios):
@@ -45,12 +45,12 @@ def grid_anchors(feature_height, feature_width, stride, sizes, ratios):
         stride: pixels per feature cell (e.g. 16).
         sizes, ratios: as in `cell_anchors`.
     """
-    stride = tf.cast(stride, tf.float32)
-    centres_y = (tf.cast(tf.range(feature_height), tf.float32) + 0.5) * stride
-    centres_x = (tf.cast(tf.range(feature_width), tf.float32) + 0.5) * stride
-    grid_y, grid_x = tf.meshgrid(centres_y, centres_x, indexing="ij")
-    grid_x = tf.reshape(grid_x, [-1])
-    grid_y = tf.reshape(grid_y, [-1])
-    shifts = tf.stack([grid_x, grid_y, grid_x, grid_y], axis=-1)
+    stride = ops.cast(stride, "float32")
+    centres_y = (ops.cast(ops.arange(feature_height), "float32") + 0.5) * stride
+    centres_x = (ops.cast(ops.arange(feature_width), "float32") + 0.5) * stride
+    grid_y, grid_x = ops.meshgrid(centres_y, centres_x, indexing="ij")
+    grid_x = ops.reshape(grid_x, [-1])
+    grid_y = ops.reshape(grid_y, [-1])
+    shifts = ops.stack([grid_x, grid_y, grid_x, grid_y], axis=-1)
     anchors = shifts[:, None, :] + cell_anchors(sizes, ratios)[None, :, :]
-    return tf.reshape(anchors, [-1, 4])
+    return ops.reshape(anchors, [-1, 4])

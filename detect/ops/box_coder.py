@@ -10,7 +10,7 @@ with width = x2 - x1 and centre = x1 + 0.5 * width (continuous pixels, no +1).
 
 import math
 
-import tensorflow as tf
+from keras import ops
 
 from detect.ops.boxes import as_boxes
 
@@ -54,14 +54,14 @@ class BoxCoder:
         wx, wy, ww, wh = self.weights
         gcx, gcy, gw, gh = _centres_sizes(boxes)
         acx, acy, aw, ah = _centres_sizes(anchors)
-        gw, gh = tf.maximum(gw, _MIN_SIZE), tf.maximum(gh, _MIN_SIZE)
-        aw, ah = tf.maximum(aw, _MIN_SIZE), tf.maximum(ah, _MIN_SIZE)
-        return tf.stack(
+        gw, gh = ops.maximum(gw, _MIN_SIZE), ops.maximum(gh, _MIN_SIZE)
+        aw, ah = ops.maximum(aw, _MIN_SIZE), ops.maximum(ah, _MIN_SIZE)
+        return ops.stack(
             [
                 wx * (gcx - acx) / aw,
                 wy * (gcy - acy) / ah,
-                ww * tf.math.log(gw / aw),
-                wh * tf.math.log(gh / ah),
+                ww * ops.log(gw / aw),
+                wh * ops.log(gh / ah),
             ],
             axis=-1,
         )
@@ -79,10 +79,10 @@ class BoxCoder:
         acx, acy, aw, ah = _centres_sizes(anchors)
         dx = deltas[..., 0] / wx
         dy = deltas[..., 1] / wy
-        dw = tf.minimum(deltas[..., 2] / ww, self.scale_clamp)
-        dh = tf.minimum(deltas[..., 3] / wh, self.scale_clamp)
+        dw = ops.minimum(deltas[..., 2] / ww, self.scale_clamp)
+        dh = ops.minimum(deltas[..., 3] / wh, self.scale_clamp)
         cx = dx * aw + acx
         cy = dy * ah + acy
-        half_w = 0.5 * tf.exp(dw) * aw
-        half_h = 0.5 * tf.exp(dh) * ah
-        return tf.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
+        half_w = 0.5 * ops.exp(dw) * aw
+        half_h = 0.5 * ops.exp(dh) * ah
+        return ops.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)

@@ -2,9 +2,10 @@
 
 Internal format: `(..., 4)` float32 `[x1, y1, x2, y2]` in absolute pixels of the image,
 continuous coordinates (a box over pixel columns 3..7 inclusive has x1=3, x2=8).
-The TF functions take tensors or arrays, return tensors, and are usable
-inside `tf.function` and `tf.data` with static or dynamic leading dimensions; the `_np`
-forms at the end do the same on NumPy arrays (torchvision's ops/boxes.py is the model).
+The tensor functions take tensors or arrays and return tensors of the Keras backend
+(`keras.ops` only: TensorFlow, JAX and PyTorch), usable inside compiled functions with
+static or dynamic leading dimensions; the `_np` forms at the end do the same on NumPy
+arrays (torchvision's ops/boxes.py is the model).
 """
 
 import importlib
@@ -14,8 +15,8 @@ import numpy as np
 
 class _Lazy:
     """A module imported on first use. Why: the NumPy forms below serve evaluation and
-    proposal recall, which start without TensorFlow (seconds of import and its start-up
-    log lines); the TF forms import it when first called."""
+    proposal recall, which start without Keras and its backend (seconds of import and its
+    start-up log lines); the tensor forms import it when first called."""
 
     def __init__(self, name):
         self._name = name
@@ -24,28 +25,26 @@ class _Lazy:
         return getattr(importlib.import_module(self._name), attribute)
 
 
-tf = _Lazy("tensorflow")
 keras = _Lazy("keras")
+ops = _Lazy("keras.ops")
 
 
 def as_boxes(boxes):
     """Converts `boxes` (..., 4) of any numeric dtype to a float32 tensor."""
-    boxes = tf.convert_to_tensor(boxes)
-    if boxes.dtype != tf.float32:
-        boxes = tf.cast(boxes, tf.float32)
-    return boxes
+    boxes = ops.convert_to_tensor(boxes)
+    return boxes if ops.dtype(boxes) == "float32" else ops.cast(boxes, "float32")
 
 
 def _as_float(value):
-    value = tf.convert_to_tensor(value)
-    return value if value.dtype == tf.float32 else tf.cast(value, tf.float32)
+    value = ops.convert_to_tensor(value)
+    return value if ops.dtype(value) == "float32" else ops.cast(value, "float32")
 
 
 def widths_heights(boxes):
     """Returns (widths, heights), each (...,), of `boxes` (..., 4) xyxy; negative -> 0."""
     boxes = as_boxes(boxes)
-    widths = tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
-    heights = tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
+    widths = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
+    heights = ops.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
     return widths, heights
 
 
@@ -57,18 +56,18 @@ def area(boxes):
 
 def _broadcast_iou(boxes1, boxes2):
     """IoU of `boxes1` (..., N, 1, 4) against `boxes2` (..., 1, M, 4) -> (..., N, M)."""
-    inter_w = tf.maximum(
-        tf.minimum(boxes1[..., 2], boxes2[..., 2]) - tf.maximum(boxes1[..., 0], boxes2[..., 0]),
+    inter_w = ops.maximum(
+        ops.minimum(boxes1[..., 2], boxes2[..., 2]) - ops.maximum(boxes1[..., 0], boxes2[..., 0]),
         0.0,
     )
-    inter_h = tf.maximum(
-        tf.minimum(boxes1[..., 3], boxes2[..., 3]) - tf.maximum(boxes1[..., 1], boxes2[..., 1]),
+    inter_h = ops.maximum(
+        ops.minimum(boxes1[..., 3], boxes2[..., 3]) - ops.maximum(boxes1[..., 1], boxes2[..., 1]),
         0.0,
     )
     intersection = inter_w * inter_h
     union = area(boxes1) + area(boxes2) - intersection
     # Zero-area pairs have union 0; their IoU is defined as 0 rather than NaN.
-    return tf.math.divide_no_nan(intersection, union)
+    return ops.divide_no_nan(intersection, union)
 
 
 def pairwise_iou(boxes1, boxes2):
@@ -99,9 +98,9 @@ def clip_boxes(boxes, height, width):
     width = _as_float(width)
 
     def clip(values, upper):
-        return tf.minimum(tf.maximum(values, 0.0), upper)
+        return ops.minimum(ops.maximum(values, 0.0), upper)
 
-    return tf.stack(
+    return ops.stack(
         [
             clip(boxes[..., 0], width),
             clip(boxes[..., 1], height),
@@ -116,13 +115,12 @@ def small_box_mask(boxes, min_size):
     """Bool (...,): True where width >= `min_size` and height >= `min_size` (pixels)."""
     widths, heights = widths_heights(boxes)
     min_size = _as_float(min_size)
-    return tf.logical_and(widths >= min_size, heights >= min_size)
+    return ops.logical_and(widths >= min_size, heights >= min_size)
 
 
 def _convert(boxes, source, target):
-    return keras.utils.bounding_boxes.convert_format(
-        as_boxes(boxes), source=source, target=target
-    )
+    # Keras' own converter (backend-agnostic); tests pin its conventions.
+    return keras.utils.bounding_boxes.convert_format(as_boxes(boxes), source=source, target=target)
 
 
 def xyxy_to_xywh(boxes):
@@ -153,7 +151,7 @@ def to_normalized_yxyx(boxes, height, width):
     boxes = as_boxes(boxes)
     height = _as_float(height)
     width = _as_float(width)
-    return tf.stack(
+    return ops.stack(
         [
             boxes[..., 1] / height,
             boxes[..., 0] / width,
@@ -167,7 +165,7 @@ def to_normalized_yxyx(boxes, height, width):
 def valid_mask(boxes):
     """Bool (...,): True where x2 > x1 and y2 > y1 (zero padding rows are invalid)."""
     boxes = as_boxes(boxes)
-    return (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    return ops.logical_and(boxes[..., 2] > boxes[..., 0], boxes[..., 3] > boxes[..., 1])
 
 
 def scale_boxes(boxes, sx, sy):
@@ -178,7 +176,7 @@ def scale_boxes(boxes, sx, sy):
     boxes = as_boxes(boxes)
     sx = _as_float(sx)[..., None]
     sy = _as_float(sy)[..., None]
-    return boxes * tf.concat([sx, sy, sx, sy], axis=-1)
+    return boxes * ops.concatenate([sx, sy, sx, sy], axis=-1)
 
 
 # ----------------------------------------------------------------------------- NumPy forms

@@ -4,8 +4,10 @@ Shapes: G ground-truth boxes (rows), M predictions (columns).
 Match labels: 1 foreground, 0 background, -1 ignored.
 """
 
+import math
+
 import keras
-import tensorflow as tf
+from keras import ops
 
 from detect.errors import DetectError
 
@@ -47,55 +49,46 @@ class Matcher:
                 (0 when there is no valid ground truth).
             match_labels: (M,) int32 in {1, 0, -1}; all 0 when G == 0 or no row is valid.
         """
-        iou = tf.convert_to_tensor(iou)
-        iou = tf.cast(iou, tf.float32)
-        num_predictions = tf.shape(iou)[1]
+        iou = ops.cast(ops.convert_to_tensor(iou), "float32")
         # An extra row of -1 makes the max / argmax defined when G == 0; it never wins
         # over a real row since argmax returns the first of tied maxima.
-        padded = tf.concat([iou, -tf.ones([1, num_predictions], tf.float32)], axis=0)
-        best_iou = tf.reduce_max(padded, axis=0)
-        matched = tf.argmax(padded, axis=0, output_type=tf.int32)
-        matched = tf.where(matched == tf.shape(iou)[0], 0, matched)
+        padded = ops.concatenate([iou, -ops.ones_like(ops.sum(iou, axis=0, keepdims=True))], axis=0)
+        best_iou = ops.max(padded, axis=0, initial=-1.0)
+        matched = ops.cast(ops.argmax(padded, axis=0), "int32")
+        matched = ops.where(matched == ops.shape(iou)[0], 0, matched)
 
-        labels = tf.fill([num_predictions], IGNORE)
-        labels = tf.where(best_iou >= self.high_threshold, FOREGROUND, labels)
-        labels = tf.where(best_iou < self.low_threshold, BACKGROUND, labels)
+        labels = ops.full_like(matched, IGNORE)
+        labels = ops.where(best_iou >= self.high_threshold, FOREGROUND, labels)
+        labels = ops.where(best_iou < self.low_threshold, BACKGROUND, labels)
         if self.allow_low_quality_matches:
-            labels = tf.where(_best_for_some_gt(iou), FOREGROUND, labels)
+            labels = ops.where(_best_for_some_gt(iou), FOREGROUND, labels)
         return matched, labels
 
 
 def _best_for_some_gt(iou):
     """(M,) bool: True where a prediction has the highest IoU (ties included) of a valid gt."""
-    best_per_gt = tf.reduce_max(iou, axis=1, keepdims=True)
-    is_best = tf.logical_and(tf.equal(iou, best_per_gt), best_per_gt > 0.0)
-    return tf.reduce_any(is_best, axis=0)
+    # The -1 row keeps the max defined when G == 0 (it is never > 0).
+    best_per_gt = ops.max(iou, axis=1, keepdims=True, initial=-1.0)
+    is_best = ops.logical_and(ops.equal(iou, best_per_gt), best_per_gt > 0.0)
+    return ops.any(is_best, axis=0)
 
 
-def _random_uniform(num, seed):
-    """(num,) uniform [0, 1) floats.
+def _random_uniform(like, seed):
+    """Uniform [0, 1) floats of the shape of `like`.
 
-    seed None: TF's global stateful generator; an int or shape-(2,) int tensor:
-    stateless (the same seed gives the same draw); a keras.random.SeedGenerator:
-    advances the generator on every call.
+    seed None: Keras' global seed generator; an int: the same draw for the same seed; a
+    keras.random.SeedGenerator: advances the generator on every call (what a layer
+    passes, so a compiled step draws new keys each step on every backend).
     """
-    shape = tf.reshape(num, [1])
-    if seed is None:
-        return tf.random.uniform(shape)
-    if isinstance(seed, keras.random.SeedGenerator):
-        return tf.convert_to_tensor(keras.random.uniform(shape, seed=seed))
-    seed = tf.convert_to_tensor(seed)
-    if seed.shape.rank == 0:
-        seed = tf.stack([seed, tf.zeros_like(seed)])
-    return tf.random.stateless_uniform(shape, seed=tf.cast(seed, tf.int64))
+    return keras.random.uniform(ops.shape(like), seed=seed)
 
 
 def _take_random(mask, count, keys):
     """(M,) bool: `count` entries of `mask` chosen by the largest `keys` in [0, 1)."""
-    scores = tf.where(mask, keys, -1.0)
-    order = tf.argsort(scores, direction="DESCENDING")
-    rank = tf.math.invert_permutation(order)
-    return tf.logical_and(mask, rank < count)
+    scores = ops.where(mask, keys, -1.0)
+    order = ops.argsort(-scores)
+    rank = ops.argsort(order)  # the inverse permutation: rank of each entry
+    return ops.logical_and(mask, rank < count)
 
 
 def sample_balanced(match_labels, num_samples, positive_fraction, seed=None):
@@ -106,28 +99,24 @@ def sample_balanced(match_labels, num_samples, positive_fraction, seed=None):
 
     Args:
         match_labels: (M,) int labels in {1, 0, -1}.
-        num_samples: total number of samples (Python int or scalar tensor).
+        num_samples: total number of samples (Python int: shapes stay static).
         positive_fraction: largest share of foreground among the samples.
-        seed: None, an int or shape-(2,) int tensor (stateless), or a
+        seed: None, an int (the same draw for the same seed) or a
             keras.random.SeedGenerator.
 
     Returns:
         (M,) int32: the label for sampled entries, -1 for the others.
     """
-    match_labels = tf.cast(tf.convert_to_tensor(match_labels), tf.int32)
-    positive = tf.equal(match_labels, FOREGROUND)
-    negative = tf.equal(match_labels, BACKGROUND)
-    num_samples = tf.cast(num_samples, tf.int32)
-    # float64 so that e.g. 10 * 0.7 floors to 7 as in Python, not to 6 as in float32.
-    max_positive = tf.cast(
-        tf.floor(tf.cast(num_samples, tf.float64) * float(positive_fraction)), tf.int32
-    )
-    num_positive = tf.minimum(tf.reduce_sum(tf.cast(positive, tf.int32)), max_positive)
-    num_negative = tf.minimum(
-        tf.reduce_sum(tf.cast(negative, tf.int32)), num_samples - num_positive
-    )
-    keys = _random_uniform(tf.size(match_labels), seed)
-    keep = tf.logical_or(
+    match_labels = ops.cast(ops.convert_to_tensor(match_labels), "int32")
+    positive = ops.equal(match_labels, FOREGROUND)
+    negative = ops.equal(match_labels, BACKGROUND)
+    # In Python (float64), so that e.g. 10 * 0.7 floors to 7, not to 6 as in float32.
+    num_samples = int(num_samples)
+    max_positive = math.floor(num_samples * float(positive_fraction))
+    num_positive = ops.minimum(ops.sum(ops.cast(positive, "int32")), max_positive)
+    num_negative = ops.minimum(ops.sum(ops.cast(negative, "int32")), num_samples - num_positive)
+    keys = _random_uniform(match_labels, seed)
+    keep = ops.logical_or(
         _take_random(positive, num_positive, keys), _take_random(negative, num_negative, keys)
     )
-    return tf.where(keep, match_labels, IGNORE)
+    return ops.where(keep, match_labels, IGNORE)

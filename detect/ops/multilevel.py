@@ -12,8 +12,9 @@ size, C channels (equal on every level). RoIs are (B, R, 4) xyxy image pixels.
 import math
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from detect.ops import dispatch
 from detect.ops.roi_pool import roi_align_flat
 
 
@@ -22,12 +23,12 @@ def assign_levels(boxes, min_level, max_level, canonical_size=224.0, canonical_l
 
     A degenerate box (zero area) goes to min_level, as log2(0) = -inf does after clamping.
     """
-    boxes = tf.cast(boxes, tf.float32)
-    area = tf.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * tf.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
-    scale = tf.sqrt(area)
+    boxes = ops.cast(boxes, "float32")
+    area = ops.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * ops.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
+    scale = ops.sqrt(area)
     # 1e-8 keeps log2 finite; detectron2 adds the same epsilon (assign_boxes_to_levels).
-    level = tf.floor(canonical_level + tf.math.log(scale / float(canonical_size) + 1e-8) / math.log(2.0))
-    return tf.cast(tf.clip_by_value(level, float(min_level), float(max_level)), tf.int32)
+    level = ops.floor(canonical_level + ops.log(scale / float(canonical_size) + 1e-8) / math.log(2.0))
+    return ops.cast(ops.clip(level, float(min_level), float(max_level)), "int32")
 
 
 @keras.saving.register_keras_serializable(package="detect")
@@ -61,25 +62,38 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         self.max_level = self.min_level + len(self.strides) - 1
 
     def call(self, features, rois):
-        features = [tf.convert_to_tensor(f) for f in features[: len(self.strides)]]
-        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
-        batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
-        flat = tf.reshape(rois, [-1, 4])
-        image_index = tf.repeat(tf.range(batch), num_rois)
+        features = [ops.convert_to_tensor(f) for f in features[: len(self.strides)]]
+        rois = ops.stop_gradient(ops.cast(rois, "float32"))
+        batch, num_rois = ops.shape(rois)[0], ops.shape(rois)[1]
+        flat = ops.reshape(rois, (-1, 4))
+        image_index = ops.repeat(ops.arange(batch, dtype="int32"), num_rois)
         levels = assign_levels(flat, self.min_level, self.max_level, self.canonical_size, self.canonical_level)
-        positions, pooled = [], []
-        for offset, (level_features, stride) in enumerate(zip(features, self.strides)):
-            chosen = tf.cast(tf.where(levels == self.min_level + offset)[:, 0], tf.int32)
-            positions.append(chosen)
-            pooled.append(roi_align_flat(
-                level_features, tf.gather(flat, chosen), tf.gather(image_index, chosen),
-                self.output_size, 1.0 / stride, self.sampling_ratio,
-            ))
-        # Each RoI is in exactly one level: stitching puts the rows back in RoI order.
-        merged = tf.dynamic_stitch(positions, pooled)
+        if dispatch.native_available():
+            merged = self._pool_by_level(features, flat, image_index, levels)
+        else:
+            merged = self._pool_every_level(features, flat, image_index, levels)
         size = self.output_size
-        channels = features[0].shape[-1] if features[0].shape[-1] is not None else tf.shape(features[0])[-1]
-        return tf.reshape(merged, [batch, num_rois, size, size, channels])
+        return ops.reshape(merged, (batch, num_rois, size, size, ops.shape(features[0])[-1]))
+
+    def _pool_by_level(self, features, flat, image_index, levels):
+        """Each level pools only its own RoIs (dynamic sizes), stitched back in RoI order."""
+        positions = dispatch.level_positions(levels, self.min_level, len(self.strides))
+        pooled = [
+            roi_align_flat(level_features, ops.take(flat, chosen, axis=0), ops.take(image_index, chosen, axis=0),
+                           self.output_size, 1.0 / stride, self.sampling_ratio)
+            for chosen, level_features, stride in zip(positions, features, self.strides)
+        ]
+        return dispatch.stitch(positions, pooled)
+
+    def _pool_every_level(self, features, flat, image_index, levels):
+        """Static shapes: every level pools every RoI and each RoI keeps its own level's."""
+        merged = None
+        for offset, (level_features, stride) in enumerate(zip(features, self.strides)):
+            pooled = roi_align_flat(level_features, flat, image_index, self.output_size, 1.0 / stride,
+                                    self.sampling_ratio)
+            chosen = (levels == self.min_level + offset)[:, None, None, None]
+            merged = pooled if merged is None else ops.where(chosen, pooled, merged)
+        return merged
 
     def compute_output_shape(self, features_shape, rois_shape):
         return (rois_shape[0], rois_shape[1], self.output_size, self.output_size, features_shape[0][-1])

@@ -6,9 +6,46 @@ descending score; a box is dropped when its IoU with an already kept box is
 > iou_threshold, and boxes with score <= score_threshold are never kept.
 """
 
-import tensorflow as tf
+from keras import ops
 
-from detect.ops.boxes import as_boxes
+from detect.ops import dispatch
+from detect.ops.boxes import as_boxes, batched_pairwise_iou
+
+
+def greedy_nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=float("-inf")):
+    """`nms_padded` in keras.ops with static shapes (any backend, jit-compilable).
+
+    One loop step per output slot: the best remaining box is kept and every box
+    overlapping it by IoU > iou_threshold (itself included) is removed, so the cost is
+    O(max_output x N) with O(N) memory per image.
+    """
+    boxes = as_boxes(boxes)
+    scores = ops.cast(ops.convert_to_tensor(scores), "float32")
+    max_output = int(max_output)
+    neg_inf = float("-inf")
+    # Boxes at or below the threshold are never kept (tf.image semantics).
+    scores = ops.where(scores > score_threshold, scores, neg_inf)
+    slots = ops.arange(max_output, dtype="int32")[None, :]
+    batch = ops.shape(scores)[0]
+    indices = ops.full((batch, max_output), -1, dtype="int32")
+    count = ops.zeros((batch,), dtype="int32")
+    if ops.shape(scores)[1] == 0:
+        return indices, count
+
+    def step(slot, state):
+        remaining, indices, count = state
+        best = ops.cast(ops.argmax(remaining, axis=1), "int32")  # ties: lower index first
+        alive = ops.take_along_axis(remaining, best[:, None], axis=1)[:, 0] > neg_inf
+        best_box = ops.take_along_axis(boxes, best[:, None, None] * ops.ones((1, 1, 4), "int32"), axis=1)
+        overlap = batched_pairwise_iou(best_box, boxes)[:, 0, :]  # (B, N)
+        is_best = ops.arange(ops.shape(remaining)[1], dtype="int32")[None, :] == best[:, None]
+        removed = ops.logical_and(alive[:, None], ops.logical_or(overlap > iou_threshold, is_best))
+        remaining = ops.where(removed, neg_inf, remaining)
+        indices = ops.where(ops.logical_and(slots == slot, alive[:, None]), best[:, None], indices)
+        return remaining, indices, count + ops.cast(alive, "int32")
+
+    _, indices, count = ops.fori_loop(0, max_output, step, (scores, indices, count))
+    return indices, count
 
 
 def nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=float("-inf")):
@@ -17,7 +54,8 @@ def nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=float("
     Args:
         boxes: (B, N, 4) xyxy.
         scores: (B, N) float.
-        max_output: largest number of boxes kept per image (Python int or scalar tensor).
+        max_output: largest number of boxes kept per image (Python int: the static
+            output size).
         iou_threshold: boxes overlapping a kept box with IoU above this are dropped.
         score_threshold: boxes scoring at or below this are dropped.
 
@@ -26,34 +64,9 @@ def nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=float("
         valid: (B,) int32 number of kept boxes per image.
     """
     boxes = as_boxes(boxes)
-    scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
-    static_max_output = tf.get_static_value(max_output)
-    if static_max_output is not None:
-        static_max_output = int(static_max_output)
-    max_output = tf.convert_to_tensor(max_output, tf.int32)
-    iou_threshold = tf.convert_to_tensor(iou_threshold, tf.float32)
-    score_threshold = tf.convert_to_tensor(score_threshold, tf.float32)
-
-    # On CPU a loop of the exact single-image kernel is 1.2-5x faster than the batched
-    # tiled tf.image.non_max_suppression_padded for max_output <= 1000 (B 1..8, N 2k..12k)
-    # and at most ~2x slower at 2000; the tiled one also drops boxes whose coordinates
-    # are all <= 0 and fails when N == 0.
-    def one_image(inputs):
-        image_boxes, image_scores = inputs
-        kept = tf.image.non_max_suppression(
-            image_boxes, image_scores, max_output, iou_threshold, score_threshold
-        )
-        valid = tf.size(kept)
-        return tf.pad(kept, [[0, max_output - valid]], constant_values=-1), valid
-
-    return tf.map_fn(
-        one_image,
-        (boxes, scores),
-        fn_output_signature=(
-            tf.TensorSpec([static_max_output], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ),
-    )
+    scores = ops.cast(ops.convert_to_tensor(scores), "float32")
+    return dispatch.nms_padded(boxes, scores, int(max_output), float(iou_threshold), float(score_threshold),
+                               portable=greedy_nms_padded)
 
 
 def batched_nms(boxes, scores, classes, max_output, iou_threshold, score_threshold=float("-inf")):
@@ -77,14 +90,13 @@ def batched_nms(boxes, scores, classes, max_output, iou_threshold, score_thresho
         first), padded with -1; valid: (B,) int32 number of kept boxes per image.
     """
     boxes = as_boxes(boxes)
-    # reduce_max/min of an empty tensor is -inf/+inf: a span of 0 keeps offsets finite.
-    has_boxes = tf.size(boxes) > 0
-    span = tf.where(has_boxes, tf.reduce_max(boxes) - tf.reduce_min(boxes), 0.0) + 1.0
-    classes = tf.convert_to_tensor(classes)
-    offsets = tf.cast(classes, tf.float32) * span
-    scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
+    # The max / min of an empty tensor are undefined: a span of 0 keeps offsets finite.
+    span = ops.max(boxes, initial=0.0) - ops.min(boxes, initial=0.0) + 1.0
+    classes = ops.convert_to_tensor(classes)
+    offsets = ops.cast(classes, "float32") * span
+    scores = ops.cast(ops.convert_to_tensor(scores), "float32")
     # -inf is never above any score threshold: padding rows cannot be kept.
-    scores = tf.where(classes < 0, float("-inf"), scores)
+    scores = ops.where(classes < 0, float("-inf"), scores)
     return nms_padded(boxes + offsets[..., None], scores, max_output, iou_threshold, score_threshold)
 
 
@@ -113,22 +125,22 @@ def multiclass_nms(boxes, scores, max_detections, iou_threshold, score_threshold
         (equal scores: lower prediction index n first, then lower class).
     """
     boxes = as_boxes(boxes)
-    scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
-    batch, num_classes = tf.shape(scores)[0], tf.shape(scores)[2]
-    flat_boxes = tf.reshape(boxes, [batch, -1, 4])  # (B, N*K, 4): pair n*K + k
-    flat_scores = tf.reshape(scores, [batch, -1])
-    flat_classes = tf.tile(tf.range(num_classes)[None, :], [batch, tf.shape(scores)[1]])
+    scores = ops.cast(ops.convert_to_tensor(scores), "float32")
+    batch, num_predictions, num_classes = ops.shape(scores)
+    flat_boxes = ops.reshape(boxes, (batch, -1, 4))  # (B, N*K, 4): pair n*K + k
+    flat_scores = ops.reshape(scores, (batch, -1))
+    flat_classes = ops.tile(ops.arange(num_classes, dtype="int32")[None, :], (batch, num_predictions))
     indices, valid = batched_nms(
         flat_boxes, flat_scores, flat_classes, max_detections, iou_threshold, score_threshold
     )
     # Padding rows gather an appended zero row (N*K may be 0: nothing else to gather).
     padding = indices < 0
-    indices = tf.where(padding, tf.shape(flat_scores)[1], indices)
-    flat_boxes = tf.concat([flat_boxes, tf.zeros([batch, 1, 4])], axis=1)
-    flat_scores = tf.concat([flat_scores, tf.zeros([batch, 1])], axis=1)
+    indices = ops.where(padding, ops.shape(flat_scores)[1], indices)
+    flat_boxes = ops.concatenate([flat_boxes, ops.zeros((batch, 1, 4))], axis=1)
+    flat_scores = ops.concatenate([flat_scores, ops.zeros((batch, 1))], axis=1)
     return {
-        "boxes": tf.gather(flat_boxes, indices, batch_dims=1),
-        "scores": tf.gather(flat_scores, indices, batch_dims=1),
-        "classes": tf.where(padding, -1, indices % num_classes),
+        "boxes": ops.take_along_axis(flat_boxes, indices[..., None], axis=1),
+        "scores": ops.take_along_axis(flat_scores, indices, axis=1),
+        "classes": ops.where(padding, -1, indices % num_classes),
         "valid": valid,
     }

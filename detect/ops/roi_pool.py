@@ -8,8 +8,11 @@ RoIs are (B, R, 4) xyxy in image pixels; feature cell k covers image pixels
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from detect import compat
+from detect.ops import dispatch
+from detect.ops.bilinear import bilinear_crops
 
 
 def _check_size(name, value):
@@ -18,66 +21,22 @@ def _check_size(name, value):
     return value
 
 
-def _channels(features):
-    channels = features.shape[-1]
-    return channels if channels is not None else tf.shape(features)[-1]
-
-
-def bilinear_gather(images, boxes, box_indices, size):
-    """tf.image.crop_and_resize(images, boxes, box_indices, [size, size], extrapolation 0)
-    computed with gathers and a weighted sum.
-
-    Why: TF has no deterministic GPU kernel for CropAndResize's gradient with respect to
-    the image, so with op determinism on, training fails on a GPU; gather's gradient does
-    have one. tests/ops/test_roi_pool.py pins both to the same values and gradients.
-
-    Args:
-      images: (B, H, W, C); boxes: (X, 4) normalized [y1, x1, y2, x2] (sample i of `size`
-        at y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (size - 1)); box_indices: (X,).
-    Returns:
-      (X, size, size, C) float32.
-    """
-    images = tf.cast(images, tf.float32)
-    shape = tf.shape(images)
-    height, width = shape[1], shape[2]
-    h1, w1 = tf.cast(height - 1, tf.float32), tf.cast(width - 1, tf.float32)
-    steps = tf.range(size, dtype=tf.float32) / float(max(size - 1, 1))
-    if size == 1:
-        steps = tf.constant([0.5])
-    ys = (boxes[:, 0:1] + steps[None, :] * (boxes[:, 2:3] - boxes[:, 0:1])) * h1  # (X, size)
-    xs = (boxes[:, 1:2] + steps[None, :] * (boxes[:, 3:4] - boxes[:, 1:2])) * w1
-    inside = ((ys >= 0) & (ys <= h1))[:, :, None] & ((xs >= 0) & (xs <= w1))[:, None, :]
-    y0 = tf.clip_by_value(tf.floor(ys), 0.0, h1)
-    x0 = tf.clip_by_value(tf.floor(xs), 0.0, w1)
-    dy, dx = (ys - y0)[:, :, None, None], (xs - x0)[:, None, :, None]
-    y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
-    y1, x1 = tf.minimum(y0 + 1, height - 1), tf.minimum(x0 + 1, width - 1)
-    flat = tf.reshape(images, [-1, shape[3]])
-    base = (tf.cast(box_indices, tf.int32) * height * width)[:, None, None]
-
-    def corner(y, x):
-        return tf.gather(flat, base + y[:, :, None] * width + x[:, None, :])
-
-    top = corner(y0, x0) * (1 - dx) + corner(y0, x1) * dx
-    bottom = corner(y1, x0) * (1 - dx) + corner(y1, x1) * dx
-    return tf.where(inside[..., None], top * (1 - dy) + bottom * dy, 0.0)
-
-
 def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sampling_ratio, method=None):
     """Aligned RoIAlign of X boxes given as a flat list (the arithmetic of `RoIAlign`).
 
     Args:
       features: (B, Hf, Wf, C); boxes: (X, 4) xyxy image pixels; box_indices: (X,) int32
         image of each box; spatial_scale: 1 / stride of `features`.
-      method: "crop_and_resize" (fastest on CPU), "gather" (deterministic gradients on GPU)
-        or None: "gather" when TF op determinism is on, else "crop_and_resize".
+      method: "crop_and_resize" (the backend's kernel where it has one: the fastest on
+        CPU), "gather" (keras.ops gathers: deterministic gradients on GPU) or None:
+        "gather" when TensorFlow's op determinism is on, else "crop_and_resize".
     Returns:
       (X, S, S, C) in the dtype of `features`.
     """
-    boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
+    boxes = ops.stop_gradient(ops.cast(boxes, "float32"))
     size, ratio = int(output_size), int(sampling_ratio)
     samples = size * ratio
-    height, width = tf.unstack(tf.shape(features)[1:3])
+    height, width = ops.shape(features)[1], ops.shape(features)[2]
 
     # Feature coordinates in which cell k's centre is at k (hence the -0.5).
     scaled = boxes * float(spatial_scale) - 0.5
@@ -85,13 +44,13 @@ def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sam
     step_y = (scaled[:, 3] - scaled[:, 1]) / samples
     # Replicating the border once reproduces detectron2's clamping for samples in
     # [-1, 0) and (H - 1, H]; crop_and_resize extrapolates 0 beyond that.
-    padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    padded = ops.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="symmetric")
     # crop_and_resize samples the normalized box [y1, y2] at y1 * (Hp - 1) ...
     # y2 * (Hp - 1) inclusive, so the box spans the first to the last sample centre;
     # in the padded map cell k sits at k + 1 and the last row at Hp - 1 = Hf + 1.
-    last_y = tf.cast(height + 1, tf.float32)
-    last_x = tf.cast(width + 1, tf.float32)
-    normalized = tf.stack(
+    last_y = ops.cast(height + 1, "float32")
+    last_x = ops.cast(width + 1, "float32")
+    normalized = ops.stack(
         [
             (scaled[:, 1] + 0.5 * step_y + 1.0) / last_y,
             (scaled[:, 0] + 0.5 * step_x + 1.0) / last_x,
@@ -103,15 +62,13 @@ def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sam
     if method is None:
         method = "gather" if compat.op_determinism_enabled() else "crop_and_resize"
     if method == "gather":
-        crops = bilinear_gather(padded, normalized, box_indices, samples)
+        crops = bilinear_crops(padded, normalized, box_indices, samples)
     else:
-        crops = tf.image.crop_and_resize(
-            padded, normalized, tf.cast(box_indices, tf.int32), [samples, samples], extrapolation_value=0.0
-        )
-    # Average of each bin's ratio x ratio samples; avg_pool2d is the same arithmetic as
-    # a reduce_mean over a reshaped tensor, and several times faster on CPU.
-    pooled = tf.nn.avg_pool2d(crops, ratio, ratio, "VALID")
-    return tf.cast(pooled, features.dtype)
+        crops = dispatch.crop_and_resize(padded, normalized, box_indices, samples, portable=bilinear_crops)
+    # Average of each bin's ratio x ratio samples; average pooling is the same arithmetic
+    # as a mean over a reshaped tensor, and several times faster on CPU.
+    pooled = ops.average_pool(crops, ratio, ratio, "valid")
+    return ops.cast(pooled, features.dtype)
 
 
 class _RoILayer(keras.layers.Layer):
@@ -149,16 +106,16 @@ class RoIAlign(_RoILayer):
         self.sampling_ratio = _check_size("sampling_ratio", sampling_ratio)
 
     def call(self, features, rois):
-        features = tf.convert_to_tensor(features)
-        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
-        batch = tf.shape(features)[0]
-        num_rois = tf.shape(rois)[1]
+        features = ops.convert_to_tensor(features)
+        rois = ops.stop_gradient(ops.cast(rois, "float32"))
+        batch, num_rois = ops.shape(rois)[0], ops.shape(rois)[1]
+        image_index = ops.repeat(ops.arange(batch, dtype="int32"), num_rois)
         pooled = roi_align_flat(
-            features, tf.reshape(rois, [-1, 4]), tf.repeat(tf.range(batch), num_rois),
+            features, ops.reshape(rois, (-1, 4)), image_index,
             self.output_size, self.spatial_scale, self.sampling_ratio,
         )
         size = self.output_size
-        return tf.reshape(pooled, [batch, num_rois, size, size, _channels(features)])
+        return ops.reshape(pooled, (batch, num_rois, size, size, ops.shape(features)[-1]))
 
     def get_config(self):
         config = super().get_config()

@@ -88,7 +88,9 @@ def test_fine_tuning_step_samples_regions_of_the_gt_classes():
     assert np.isfinite(history.history["cls_loss"][0])
     labels = model(inputs(with_gt=True), training=True)["roi_labels"].numpy()
     assert labels.shape == (2, 8)
-    assert set(labels[0][labels[0] > 0]) == {1, 3}
+    # Image 0 has gt of classes 1 and 3, with more positive regions than the quota of 2:
+    # which two are drawn depends on the random keys, their classes do not.
+    assert set(labels[0][labels[0] > 0]) <= {1, 3} and (labels[0] > 0).sum() == 2
     assert set(labels[1][labels[1] > 0]) == {2}
     assert ((labels > 0).sum(axis=1) <= 2).all()  # 25% of 8 regions
 

@@ -291,7 +291,7 @@ def test_rejects_bad_sizes(bad):
 def test_gather_sampling_equals_crop_and_resize_values_and_gradients():
     # The deterministic-on-GPU path (gathers) against TF's kernel, boxes partly outside
     # the image included (crop_and_resize extrapolates 0 there).
-    from detect.ops.roi_pool import bilinear_gather
+    from detect.ops.bilinear import bilinear_crops as bilinear_gather
 
     rng = np.random.default_rng(0)
     images = tf.constant(rng.normal(size=(2, 9, 11, 3)).astype("float32"))
