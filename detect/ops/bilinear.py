@@ -1,4 +1,4 @@
-"""Bilinear crops by gathers: `tf.image.crop_and_resize` arithmetic in keras.ops.
+"""Bilinear crops by gathers: TensorFlow's `crop_and_resize` arithmetic in keras.ops.
 
 The portable form behind RoIAlign (ops/dispatch.py picks TensorFlow's own kernel where it
 runs). Also the deterministic form on TensorFlow: CropAndResize has no deterministic GPU
@@ -11,7 +11,7 @@ from keras import ops
 
 
 def bilinear_crops(images, boxes, box_indices, size):
-    """tf.image.crop_and_resize(images, boxes, box_indices, [size, size], extrapolation 0)
+    """TensorFlow's crop_and_resize(images, boxes, box_indices, [size, size], extrapolation 0)
     computed with gathers and a weighted sum.
 
     Args:

@@ -1,7 +1,7 @@
 """Greedy non-maximum suppression on padded, batched tensors.
 
 Shapes: B images, N boxes per image, K classes. Boxes are xyxy in absolute pixels.
-Semantics (those of tf.image's kernels, pinned by tests): boxes are visited by
+Semantics (those of TensorFlow's NonMaxSuppression kernel, pinned by tests): boxes are visited by
 descending score; a box is dropped when its IoU with an already kept box is
 > iou_threshold, and boxes with score <= score_threshold are never kept.
 """
@@ -23,7 +23,7 @@ def greedy_nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=
     scores = ops.cast(ops.convert_to_tensor(scores), "float32")
     max_output = int(max_output)
     neg_inf = float("-inf")
-    # Boxes at or below the threshold are never kept (tf.image semantics).
+    # Boxes at or below the threshold are never kept (TensorFlow's kernel does the same).
     scores = ops.where(scores > score_threshold, scores, neg_inf)
     slots = ops.arange(max_output, dtype="int32")[None, :]
     batch = ops.shape(scores)[0]
@@ -103,7 +103,7 @@ def batched_nms(boxes, scores, classes, max_output, iou_threshold, score_thresho
 def multiclass_nms(boxes, scores, max_detections, iou_threshold, score_threshold=float("-inf")):
     """Per-class NMS, then the best `max_detections` over all classes per image.
 
-    Gives the detections of `tf.image.combined_non_max_suppression` with
+    Gives the detections of TensorFlow's `combined_non_max_suppression` with
     max_output_size_per_class = max_total_size = max_detections (pinned by tests), as one
     class-offset NMS (`batched_nms`) over the N x K (box, class) pairs, which exports to
     ONNX. Equal because greedy NMS of one class does not depend on other classes' boxes,
