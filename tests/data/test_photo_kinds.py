@@ -73,12 +73,13 @@ def test_header_and_pixels_show_the_rectangle_at_the_box(tmp_path, kind):
     assert inside > pf.BRIGHT - 10 and outside < pf.DARK + 10
 
 
-@pytest.mark.parametrize("kind", pf.LOSSLESS)
+# OpenCV 5.1 cannot read an orientation-8 TIFF ('original_ptr' assertion): that kind is
+# checked against Pillow's exif_transpose in test_strips_match_pil_exif_transpose_for_every_orientation.
+@pytest.mark.parametrize("kind", [kind for kind in pf.LOSSLESS if kind != "tiff_o8"])
 def test_pixels_agree_with_opencv_imread(tmp_path, kind):
     path = pf.write(tmp_path, kind)
     theirs = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if theirs is None:  # OpenCV 5.1 cannot read an orientation-8 TIFF ('original_ptr' assertion)
-        pytest.skip(f"cv2.imread cannot read {path.name}")
+    assert theirs is not None, f"cv2.imread cannot read {path.name}"
     np.testing.assert_array_equal(read_image(path), theirs[..., ::-1])
 
 
