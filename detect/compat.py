@@ -5,14 +5,36 @@ against, and has a test (tests/test_compat.py). When a guard fails, the code tak
 public fallback (or fails with a clear message) instead of silently misbehaving.
 """
 
+import importlib
 import logging
 
 import keras
-import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
 KERAS_VERSION = tuple(int(p) for p in keras.__version__.split(".")[:2])
+
+
+class _LazyTensorFlow:
+    """TensorFlow imported on first use: on the JAX and PyTorch backends the model code
+    imports this module on machines without TensorFlow, and none of its TF paths run."""
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module("tensorflow"), attribute)
+
+
+tf = _LazyTensorFlow()
+
+
+def on_tensorflow():
+    """True when Keras runs on TensorFlow (the backend is fixed when Keras is imported)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def num_replicas():
+    """Replicas that each compute a share of the batch: tf.distribute's count on
+    TensorFlow, 1 elsewhere (JAX and PyTorch run one replica per process here)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync if on_tensorflow() else 1
 
 
 def constructor_kwargs(config):
@@ -41,13 +63,28 @@ class BuiltInInit:
                 self.optimizer.build(self.trainable_variables)
 
 
+if on_tensorflow():
+    class PerWorkerLogs:
+        """Mixin: train/test steps whose logs MultiWorkerMirroredStrategy can reduce
+        (see per_worker_logs). Only TensorFlow's trainer has one-argument steps."""
+
+        def train_step(self, data):
+            return per_worker_logs(self, super().train_step(data))
+
+        def test_step(self, data):
+            return per_worker_logs(self, super().test_step(data))
+else:
+    class PerWorkerLogs:
+        """Nothing to do off TensorFlow: tf.distribute's multi-worker strategy is TF's."""
+
+
 def per_worker_logs(model, logs):
     """Logs with one axis under MultiWorkerMirroredStrategy.
 
     Why: Keras averages the logs across workers with strategy.reduce(axis=0), which needs
     an axis to reduce (public behaviour, but a Keras bug for scalar logs).
     """
-    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if on_tensorflow() and isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return {name: tf.reshape(value, [1]) for name, value in logs.items()}
     return logs
 
@@ -112,7 +149,7 @@ def onednn_enabled():
     return bool(getter()) if getter is not None else None
 
 
-_FUSED_DTYPES = (tf.float16, tf.float32, tf.float64)
+_FUSED_DTYPES = ("float16", "float32", "float64")
 
 
 def fused_keras_momentum(variable, accumulator, learning_rate, gradient, momentum, nesterov=False):
@@ -136,7 +173,7 @@ def fused_keras_momentum(variable, accumulator, learning_rate, gradient, momentu
     for v in (variable, accumulator):
         v = v.value if isinstance(v, keras.Variable) else v
         handle = getattr(v, "handle", None)
-        if handle is None or v.dtype not in _FUSED_DTYPES:
+        if handle is None or v.dtype.name not in _FUSED_DTYPES:
             return False
         handles.append(handle)
     dtype = (variable.value if isinstance(variable, keras.Variable) else variable).dtype

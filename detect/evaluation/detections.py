@@ -3,20 +3,16 @@
 import time
 
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
+
+from detect.inference.predict_function import predict_function
 
 _INPUT_KEYS = ("images", "image_shape", "scale", "proposals")
 
 
 def detect_function(model):
-    """A traced model.predict_step (one trace per input shape)."""
-
-    @tf.function(reduce_retracing=True)
-    def run(inputs):
-        return model.predict_step(inputs)
-
-    return run
+    """model.predict_step compiled once per input shape: inputs -> NumPy detections."""
+    return predict_function(model)
 
 
 def to_coco_results(detections, image_ids, label_to_category_id):
@@ -51,7 +47,7 @@ def collect_detections(model, tf_dataset, label_to_category_id, total=None, max_
     for batch in tf_dataset:
         inputs = {k: batch[k] for k in _INPUT_KEYS if k in batch}
         start = time.perf_counter()
-        detections = {k: v.numpy() for k, v in run(inputs).items()}
+        detections = run(inputs)
         seconds += time.perf_counter() - start
         ids = np.asarray(batch["image_id"])
         results.extend(to_coco_results(detections, ids, label_to_category_id))

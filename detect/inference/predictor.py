@@ -16,6 +16,7 @@ from detect.data.images import read_image
 from detect.data.splits import pad_value
 from detect.data.transforms import canvases, pad_to_orientation_canvas, resize
 from detect.models.loading import load_model_dir
+from detect.inference.predict_function import predict_function
 
 
 def canvas_of(prepared):
@@ -59,7 +60,7 @@ class Predictor:
         self._detect = {}
         for canvas in dict.fromkeys(self.canvases):
             spec = {s.name: s for s in input_signature(model, canvas)}
-            self._detect[canvas] = tf.function(model.predict_step, input_signature=[spec])
+            self._detect[canvas] = predict_function(model, spec)
         self._resizers = {}
 
     @classmethod
@@ -143,7 +144,7 @@ class Predictor:
         if detect is None:
             raise ValueError(f"images on canvas {canvas_of(prepared)}: this model's canvases are "
                              f"{' and '.join(map(str, self._detect))}")
-        raw = {k: v.numpy() for k, v in detect(prepared).items()}
+        raw = detect(prepared)
         out = []
         for i in range(len(raw["num_detections"])):
             n = int(raw["num_detections"][i])

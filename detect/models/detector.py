@@ -17,7 +17,7 @@ Inputs (one dict):
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from detect import compat
 from detect.models.backbones import freeze_fixed_layers
@@ -46,7 +46,7 @@ class PredictsDetections:
 
 
 @keras.saving.register_keras_serializable(package="detect")
-class TwoStageDetector(compat.BuiltInInit, PredictsDetections, keras.Model):
+class TwoStageDetector(compat.BuiltInInit, compat.PerWorkerLogs, PredictsDetections, keras.Model):
     """backbone + rpn (or None) + roi_heads.
 
     Args:
@@ -107,7 +107,7 @@ class TwoStageDetector(compat.BuiltInInit, PredictsDetections, keras.Model):
     def features(self, images, training=False):
         """(N, Hf, Wf, C) backbone features of raw-pixel images; with a neck, its outputs
         (FPN: the list [P2..P6] of (N, Hl, Wl, C) maps, finest first)."""
-        features = self.backbone(tf.cast(images, tf.float32), training=training)
+        features = self.backbone(ops.cast(images, "float32"), training=training)
         if self.neck is None:
             return features
         return self.neck(list(features), training=training)
@@ -116,7 +116,7 @@ class TwoStageDetector(compat.BuiltInInit, PredictsDetections, keras.Model):
         """Proposals (N, P, 4) and their validity (N, P), plus the RPN outputs (a dict, or
         None when the proposals come from the inputs)."""
         if self.rpn is None or "proposals" in inputs:
-            proposals = tf.cast(inputs["proposals"], tf.float32)
+            proposals = ops.cast(inputs["proposals"], "float32")
             return proposals, valid_mask(proposals), None
         rpn_outputs = self.rpn(features, inputs["image_shape"], training=training)
         return rpn_outputs["proposals"], rpn_outputs["proposal_valid"], rpn_outputs
@@ -166,15 +166,9 @@ class TwoStageDetector(compat.BuiltInInit, PredictsDetections, keras.Model):
         self.roi_heads.trainable = heads
         freeze_fixed_layers(self.roi_heads.box_head)
 
-    def train_step(self, data):
-        return compat.per_worker_logs(self, super().train_step(data))
-
-    def test_step(self, data):
-        return compat.per_worker_logs(self, super().test_step(data))
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Sum of the losses the current `stage` trains; components go to the trackers."""
-        zero = tf.constant(0.0)
+        zero = ops.convert_to_tensor(0.0)
         values = {"rpn_cls_loss": zero, "rpn_box_loss": zero, "roi_cls_loss": zero, "roi_box_loss": zero}
         total = zero
         if "rpn" in y_pred and self.stage in ("joint", "rpn"):
@@ -190,7 +184,7 @@ class TwoStageDetector(compat.BuiltInInit, PredictsDetections, keras.Model):
         for tracker in self.loss_trackers:
             tracker.update_state(values[tracker.name])
         # Keras sums replica gradients: each replica contributes its share of the mean.
-        return total / tf.distribute.get_strategy().num_replicas_in_sync
+        return total / compat.num_replicas()
 
     # ----------------------------------------------------------------- saving
     def get_config(self):

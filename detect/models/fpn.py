@@ -10,15 +10,15 @@ lateral's size, e.g. 84 -> 168 cut to 167 on an 800 x 1333 ResNet input), C `cha
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 STRIDES = (4, 8, 16, 32, 64)  # P2..P6
 
 
 def upsample_to(x, like):
     """Nearest-neighbour x2 upsampling of x (N, h, w, C), cut to like's (N, H, W, .) size."""
-    x = tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
-    return x[:, : tf.shape(like)[1], : tf.shape(like)[2], :]
+    x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+    return x[:, : ops.shape(like)[1], : ops.shape(like)[2], :]
 
 
 @keras.saving.register_keras_serializable(package="detect")

@@ -4,7 +4,7 @@ Shape shorthand: N images, M anchors per image, R sampled RoIs per image, K clas
 Sampled-label convention: 1 / 0 foreground / background, -1 not sampled (no loss).
 """
 
-import tensorflow as tf
+from keras import ops
 
 
 def smooth_l1(x, beta):
@@ -12,10 +12,10 @@ def smooth_l1(x, beta):
 
     The papers' `sigma` is beta = 1 / sigma^2 (sigma 3 for the RPN -> beta 1/9; sigma 1 -> 1).
     """
-    x = tf.abs(x)
+    x = ops.abs(x)
     if beta <= 0:
         return x
-    return tf.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
+    return ops.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
 
 
 def rpn_losses(objectness, pred_deltas, labels, target_deltas, beta=1.0 / 9):
@@ -28,13 +28,13 @@ def rpn_losses(objectness, pred_deltas, labels, target_deltas, beta=1.0 / 9):
     Both losses are normalized by the number of sampled anchors (as detectron2), so the
     box loss of an image without objects is 0 and its objectness loss is positive.
     """
-    sampled = tf.cast(labels >= 0, tf.float32)
-    fg = tf.cast(labels == 1, tf.float32)
-    normalizer = tf.maximum(tf.reduce_sum(sampled), 1.0)
-    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=fg, logits=objectness)
-    cls_loss = tf.reduce_sum(bce * sampled) / normalizer
-    box = tf.reduce_sum(smooth_l1(pred_deltas - target_deltas, beta), axis=-1)
-    box_loss = tf.reduce_sum(box * fg) / normalizer
+    sampled = ops.cast(labels >= 0, "float32")
+    fg = ops.cast(labels == 1, "float32")
+    normalizer = ops.maximum(ops.sum(sampled), 1.0)
+    bce = ops.binary_crossentropy(fg, ops.cast(objectness, "float32"), from_logits=True)
+    cls_loss = ops.sum(bce * sampled) / normalizer
+    box = ops.sum(smooth_l1(pred_deltas - target_deltas, beta), axis=-1)
+    box_loss = ops.sum(box * fg) / normalizer
     return cls_loss, box_loss
 
 
@@ -48,14 +48,15 @@ def detection_losses(class_logits, pred_deltas, labels, target_deltas, beta=1.0)
       target_deltas: (N, R, 4) encoded deltas towards the matched ground truth.
     Both losses are normalized by the number of sampled RoIs.
     """
-    sampled = tf.cast(labels >= 0, tf.float32)
-    normalizer = tf.maximum(tf.reduce_sum(sampled), 1.0)
-    safe_labels = tf.maximum(labels, 0)
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=class_logits)
-    cls_loss = tf.reduce_sum(ce * sampled) / normalizer
-    fg = tf.cast(labels > 0, tf.float32)
+    sampled = ops.cast(labels >= 0, "float32")
+    normalizer = ops.maximum(ops.sum(sampled), 1.0)
+    safe_labels = ops.maximum(labels, 0)
+    ce = ops.sparse_categorical_crossentropy(safe_labels, ops.cast(class_logits, "float32"), from_logits=True)
+    cls_loss = ops.sum(ce * sampled) / normalizer
+    fg = ops.cast(labels > 0, "float32")
     # Deltas of the ground-truth class only; background rows pick class 1 and are masked.
-    chosen = tf.gather(pred_deltas, tf.maximum(labels - 1, 0), axis=2, batch_dims=2)
-    box = tf.reduce_sum(smooth_l1(chosen - target_deltas, beta), axis=-1)
-    box_loss = tf.reduce_sum(box * fg) / normalizer
+    index = ops.maximum(labels - 1, 0)[:, :, None, None]  # (N, R, 1, 1) into the K axis
+    chosen = ops.take_along_axis(pred_deltas, ops.repeat(index, 4, axis=3), axis=2)[:, :, 0]
+    box = ops.sum(smooth_l1(chosen - target_deltas, beta), axis=-1)
+    box_loss = ops.sum(box * fg) / normalizer
     return cls_loss, box_loss

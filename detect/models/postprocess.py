@@ -5,7 +5,7 @@ rescaling from canvas pixels to original image pixels.
 Shape shorthand: N images, P RoIs per image, K classes, D = max detections per image.
 """
 
-import tensorflow as tf
+from keras import ops
 
 from detect.ops.boxes import clip_boxes, scale_boxes
 from detect.ops.nms import multiclass_nms
@@ -26,20 +26,20 @@ def postprocess_detections(scores, deltas, rois, roi_valid, image_shape, scale, 
       labels (N, D) int32 in 1..K (0 in padding rows), num_detections (N,) int32.
     """
     num_classes = deltas.shape[2]
-    scores = tf.where(roi_valid[..., None], scores, 0.0)
-    anchors = tf.repeat(rois[:, :, None, :], num_classes, axis=2)
+    scores = ops.where(roi_valid[..., None], scores, 0.0)
+    anchors = ops.repeat(rois[:, :, None, :], num_classes, axis=2)
     boxes = coder.decode(deltas, anchors)
-    shape = tf.cast(image_shape, boxes.dtype)
+    shape = ops.cast(image_shape, boxes.dtype)
     boxes = clip_boxes(boxes, shape[:, 0, None, None], shape[:, 1, None, None])
     result = multiclass_nms(
         boxes, scores, max_detections=max_detections, iou_threshold=nms_iou, score_threshold=score_threshold
     )
-    scale = tf.ones_like(shape) if scale is None else tf.cast(scale, boxes.dtype)
+    scale = ops.ones_like(shape) if scale is None else ops.cast(scale, boxes.dtype)
     out_boxes = scale_boxes(result["boxes"], 1.0 / scale[:, 1, None], 1.0 / scale[:, 0, None])
-    valid = tf.sequence_mask(result["valid"], max_detections)
+    valid = ops.arange(max_detections, dtype="int32")[None, :] < ops.cast(result["valid"], "int32")[:, None]
     return {
-        "boxes": tf.where(valid[..., None], out_boxes, 0.0),
-        "scores": tf.where(valid, result["scores"], 0.0),
-        "labels": tf.cast(tf.where(valid, result["classes"] + 1, 0), tf.int32),
-        "num_detections": tf.cast(result["valid"], tf.int32),
+        "boxes": ops.where(valid[..., None], out_boxes, 0.0),
+        "scores": ops.where(valid, result["scores"], 0.0),
+        "labels": ops.cast(ops.where(valid, result["classes"] + 1, 0), "int32"),
+        "num_detections": ops.cast(result["valid"], "int32"),
     }

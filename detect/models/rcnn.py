@@ -139,6 +139,9 @@ class RCNN(PredictsDetections, keras.Model):
         self._build_layers(backbone_weights)
         self.coder = BoxCoder()
         self.matcher = Matcher(self.fg_iou, self.fg_iou, allow_low_quality_matches=False)
+        # Created here, not on the first traced call (tf.function and tf.distribute need
+        # every variable before tracing).
+        self.seed_generator = keras.random.SeedGenerator(name="sampler_seed")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("cls_loss", "cls_accuracy")}
 
     def _build_layers(self, backbone_weights):
@@ -295,7 +298,7 @@ class RCNN(PredictsDetections, keras.Model):
     def _sampled(self, images, proposals, valid, inputs, training):
         rois, labels, _ = sample_rois_batch(
             proposals, valid, inputs["gt_boxes"], inputs["gt_labels"], matcher=self.matcher, coder=self.coder,
-            num_samples=self.regions_per_image, positive_fraction=self.positive_fraction,
+            num_samples=self.regions_per_image, positive_fraction=self.positive_fraction, seed=self.seed_generator,
         )
         n = tf.shape(rois)[0]
         r = self.regions_per_image

@@ -8,7 +8,7 @@ Labels: 0 background, 1..K classes, -1 padding / not sampled.
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from detect.models.losses import detection_losses
 from detect.models.postprocess import postprocess_detections
@@ -47,7 +47,7 @@ class BoxPredictor(keras.layers.Layer):
 
 
 def sample_rois(proposals, proposal_valid, gt_boxes, gt_labels, *, matcher, coder, num_samples,
-                positive_fraction, bg_iou_low=0.0, seed=None):
+                positive_fraction, bg_iou_low=0.0, seed=None, keys=None):
     """Sample R = `num_samples` RoIs for one image and give them targets.
 
     The ground-truth boxes join the proposals as candidates (as in all reference
@@ -60,54 +60,70 @@ def sample_rois(proposals, proposal_valid, gt_boxes, gt_labels, *, matcher, code
     Args:
       proposals: (P, 4) xyxy; proposal_valid: (P,) bool (False for padding rows).
       gt_boxes: (G, 4) xyxy; gt_labels: (G,) int32 1..K, -1 padding.
+      seed: the sampler's randomness when `keys` is None; keys: (P + max(G, 1),) uniform
+        [0, 1) keys (the candidates: proposals, then ground truth), drawn by the caller.
     Returns:
       rois (R, 4), labels (R,) int32 in -1..K, target_deltas (R, 4) (0 unless label > 0).
     """
     gt_boxes, gt_labels = with_dummy_gt(gt_boxes, gt_labels)
-    candidates = tf.concat([proposals, gt_boxes], axis=0)
-    valid = tf.concat([proposal_valid, gt_labels > 0], axis=0)
+    candidates = ops.concatenate([proposals, gt_boxes], axis=0)
+    valid = ops.concatenate([proposal_valid, gt_labels > 0], axis=0)
     iou = masked_iou(gt_boxes, gt_labels, candidates)
     matched, match_labels = matcher(iou)
     # Background closer than bg_iou_low to every object is ignored; on an image without
     # objects every candidate stays background (a negative image still trains the classifier).
-    best = tf.reduce_max(tf.maximum(iou, 0.0), axis=0)
-    too_far = (best < bg_iou_low) & tf.reduce_any(gt_labels > 0)
-    match_labels = tf.where(valid & ~((match_labels == 0) & too_far), match_labels, IGNORE)
-    sampled = sample_balanced(match_labels, num_samples, positive_fraction, seed=seed)
+    best = ops.max(ops.maximum(iou, 0.0), axis=0)
+    too_far = ops.logical_and(best < bg_iou_low, ops.any(gt_labels > 0))
+    far_background = ops.logical_and(match_labels == 0, too_far)
+    match_labels = ops.where(ops.logical_and(valid, ops.logical_not(far_background)), match_labels, IGNORE)
+    if keys is None:
+        keys = keras.random.uniform(ops.shape(valid), seed=seed)
+    sampled = sample_balanced(match_labels, num_samples, positive_fraction, keys=keys)
 
     # Sampled candidates first, then the other valid ones, then padding; random within each.
-    u = tf.random.uniform(tf.shape(valid))
-    key = tf.where(sampled >= 0, 2.0 + u, tf.where(valid, 1.0 + u, u))
-    num_candidates = tf.shape(key)[0]
+    key = ops.where(sampled >= 0, 2.0 + keys, ops.where(valid, 1.0 + keys, keys))
+    num_candidates = _length(key)
     # top_k needs k <= length: pad keys with -1 so short candidate lists still give R rows.
-    key = tf.pad(key, [[0, tf.maximum(num_samples - num_candidates, 0)]], constant_values=-1.0)
-    index = tf.math.top_k(key, k=num_samples).indices
+    short = num_samples - num_candidates
+    key = ops.pad(key, [[0, max(short, 0) if isinstance(short, int) else ops.maximum(short, 0)]],
+                  constant_values=-1.0)
+    index = ops.top_k(key, k=num_samples)[1]
     in_range = index < num_candidates
-    index = tf.minimum(index, num_candidates - 1)
-    picked = tf.where(in_range, tf.gather(sampled, index), IGNORE)
-    matched_picked = tf.gather(matched, index)
-    labels = tf.where(picked == 1, tf.gather(gt_labels, matched_picked), tf.where(picked == 0, 0, -1))
-    rois = tf.gather(candidates, index)
-    target_deltas = coder.encode(tf.gather(gt_boxes, matched_picked), rois)
-    target_deltas = tf.where((labels > 0)[:, None], target_deltas, 0.0)
-    return rois, tf.cast(labels, tf.int32), target_deltas
+    index = ops.minimum(index, num_candidates - 1)
+    picked = ops.where(in_range, ops.take(sampled, index, axis=0), IGNORE)
+    matched_picked = ops.take(matched, index, axis=0)
+    labels = ops.where(picked == 1, ops.take(gt_labels, matched_picked, axis=0), ops.where(picked == 0, 0, -1))
+    rois = ops.take(candidates, index, axis=0)
+    target_deltas = coder.encode(ops.take(gt_boxes, matched_picked, axis=0), rois)
+    target_deltas = ops.where((labels > 0)[:, None], target_deltas, 0.0)
+    return rois, ops.cast(labels, "int32"), target_deltas
 
 
-def sample_rois_batch(proposals, proposal_valid, gt_boxes, gt_labels, *, num_samples, **kwargs):
+def _length(x, axis=0):
+    """The static length of an axis; a tensor only where TensorFlow runs with unknown
+    sizes (proposals read from files of any count)."""
+    return x.shape[axis] if x.shape[axis] is not None else ops.shape(x)[axis]
+
+
+def sample_rois_batch(proposals, proposal_valid, gt_boxes, gt_labels, *, num_samples, seed=None, **kwargs):
     """`sample_rois` over a batch: (N, P, 4), (N, P), (N, G, 4), (N, G) ->
-    rois (N, R, 4) (no gradient), labels (N, R), target_deltas (N, R, 4)."""
+    rois (N, R, 4) (no gradient), labels (N, R), target_deltas (N, R, 4).
+
+    The random keys of the whole batch are drawn from `seed` (None, an int or a
+    keras.random.SeedGenerator) before the per-image map: a seed generator cannot
+    advance inside a traced loop on JAX."""
     r = int(num_samples)
+    num_candidates = _length(proposals, axis=1) + max(gt_boxes.shape[1], 1)
+    keys = keras.random.uniform((ops.shape(proposals)[0], num_candidates), seed=seed)
 
     def one(args):
-        return sample_rois(*args, num_samples=r, **kwargs)
+        return sample_rois(*args[:4], num_samples=r, keys=args[4], **kwargs)
 
-    rois, labels, targets = tf.map_fn(
-        one,
-        (tf.cast(proposals, tf.float32), proposal_valid, tf.cast(gt_boxes, tf.float32), tf.cast(gt_labels, tf.int32)),
-        fn_output_signature=(tf.TensorSpec([r, 4], tf.float32), tf.TensorSpec([r], tf.int32),
-                             tf.TensorSpec([r, 4], tf.float32)),
-    )
-    return tf.stop_gradient(rois), labels, targets
+    rois, labels, targets = ops.map(one, (
+        ops.cast(proposals, "float32"), proposal_valid, ops.cast(gt_boxes, "float32"), ops.cast(gt_labels, "int32"),
+        keys,
+    ))
+    return ops.stop_gradient(rois), labels, targets
 
 
 @keras.saving.register_keras_serializable(package="detect")
@@ -127,7 +143,7 @@ class RoIHeads(keras.layers.Layer):
     def __init__(self, *, num_classes, box_head, pool="align", pool_size=7, spatial_scale=1.0 / 16,
                  sampling_ratio=2, batch_size=128, positive_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0,
                  box_weights=(10.0, 10.0, 5.0, 5.0), loss_weight=1.0, score_threshold=0.05, nms_iou=0.5,
-                 max_detections=100, pool_strides=None, canonical_size=224.0, **kwargs):
+                 max_detections=100, pool_strides=None, canonical_size=224.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         if pool not in ("align", "pool"):
             raise ValueError(f"roi pool must be 'align' or 'pool', got {pool!r}")
@@ -155,6 +171,7 @@ class RoIHeads(keras.layers.Layer):
         self.predictor = BoxPredictor(self.num_classes, name="box_predictor")
         self.coder = BoxCoder(weights=self.box_weights)
         self.matcher = Matcher(self.fg_iou, self.fg_iou, allow_low_quality_matches=False)
+        self.seed_generator = keras.random.SeedGenerator(seed, name="sampler_seed")
 
     def build(self, features_shape, rois_shape=None):
         self.predictor.build((None, int(self.box_head.output_shape[-1])))
@@ -164,18 +181,19 @@ class RoIHeads(keras.layers.Layer):
         return sample_rois_batch(
             proposals, proposal_valid, gt_boxes, gt_labels, matcher=self.matcher, coder=self.coder,
             num_samples=self.batch_size, positive_fraction=self.positive_fraction, bg_iou_low=self.bg_iou_low,
+            seed=self.seed_generator,
         )
 
     def call(self, features, rois, training=False):
         pooled = self.pooler(features, rois)
-        n = tf.shape(rois)[0]
-        r = rois.shape[1] if rois.shape[1] is not None else tf.shape(rois)[1]
-        flat = tf.reshape(pooled, [-1, pooled.shape[2], pooled.shape[3], pooled.shape[-1]])
+        n = ops.shape(rois)[0]
+        r = rois.shape[1] if rois.shape[1] is not None else ops.shape(rois)[1]
+        flat = ops.reshape(pooled, (-1, pooled.shape[2], pooled.shape[3], pooled.shape[-1]))
         vectors = self.box_head(flat, training=training)
         logits, deltas = self.predictor(vectors)
         # Under mixed precision the layers compute in float16; box arithmetic stays float32.
-        logits = tf.reshape(tf.cast(logits, tf.float32), [n, r, self.num_classes + 1])
-        deltas = tf.reshape(tf.cast(deltas, tf.float32), [n, r, self.num_classes, 4])
+        logits = ops.reshape(ops.cast(logits, "float32"), (n, r, self.num_classes + 1))
+        deltas = ops.reshape(ops.cast(deltas, "float32"), (n, r, self.num_classes, 4))
         return logits, deltas
 
     def loss(self, class_logits, box_deltas, labels, target_deltas):
@@ -185,7 +203,7 @@ class RoIHeads(keras.layers.Layer):
     def postprocess(self, class_logits, box_deltas, rois, roi_valid, image_shape, scale):
         """Final detections: softmax, per-class decode, clip, threshold, per-class NMS, top-k,
         rescale by `scale` (N, 2) (sy, sx) to original pixels (see postprocess_detections)."""
-        probs = tf.nn.softmax(class_logits, axis=-1)[..., 1:]
+        probs = ops.softmax(class_logits, axis=-1)[..., 1:]
         return postprocess_detections(
             probs, box_deltas, rois, roi_valid, image_shape, scale, coder=self.coder,
             score_threshold=self.score_threshold, nms_iou=self.nms_iou, max_detections=self.max_detections,

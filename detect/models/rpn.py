@@ -8,7 +8,7 @@ is the order a (N, Hf, Wf, A) conv output has after reshaping to (N, M). Boxes a
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from detect.models.losses import rpn_losses
 from detect.ops.anchors import grid_anchors
@@ -44,9 +44,9 @@ class RPNHead(keras.layers.Layer):
 
     def call(self, features):
         x = self.conv(features)
-        n = tf.shape(features)[0]
-        objectness = tf.reshape(self.objectness(x), [n, -1])
-        deltas = tf.reshape(self.deltas(x), [n, -1, 4])
+        n = ops.shape(features)[0]
+        objectness = ops.reshape(self.objectness(x), (n, -1))
+        deltas = ops.reshape(self.deltas(x), (n, -1, 4))
         return objectness, deltas
 
     def get_config(self):
@@ -55,9 +55,10 @@ class RPNHead(keras.layers.Layer):
 
 def anchors_inside(anchors, image_shape):
     """(M,) bool: anchors fully inside the image content of (height, width) `image_shape`."""
-    height = tf.cast(image_shape[0], anchors.dtype)
-    width = tf.cast(image_shape[1], anchors.dtype)
-    return (anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= width) & (anchors[:, 3] <= height)
+    height = ops.cast(image_shape[0], anchors.dtype)
+    width = ops.cast(image_shape[1], anchors.dtype)
+    inside_x = ops.logical_and(anchors[:, 0] >= 0, anchors[:, 2] <= width)
+    return ops.logical_and(inside_x, ops.logical_and(anchors[:, 1] >= 0, anchors[:, 3] <= height))
 
 
 def anchor_centres_inside(anchors, image_shape):
@@ -67,13 +68,13 @@ def anchor_centres_inside(anchors, image_shape):
     """
     cx = 0.5 * (anchors[:, 0] + anchors[:, 2])
     cy = 0.5 * (anchors[:, 1] + anchors[:, 3])
-    height = tf.cast(image_shape[:, 0:1], anchors.dtype)
-    width = tf.cast(image_shape[:, 1:2], anchors.dtype)
-    return (cx[None, :] < width) & (cy[None, :] < height)
+    height = ops.cast(image_shape[:, 0:1], anchors.dtype)
+    width = ops.cast(image_shape[:, 1:2], anchors.dtype)
+    return ops.logical_and(cx[None, :] < width, cy[None, :] < height)
 
 
 def rpn_targets(anchors, gt_boxes, gt_labels, image_shape, *, matcher, coder, num_samples,
-                positive_fraction, ignore_border, seed=None):
+                positive_fraction, ignore_border, seed=None, keys=None):
     """RPN labels and regression targets for one image.
 
     With `ignore_border`, anchors crossing the image border take no part (the paper) and
@@ -84,6 +85,7 @@ def rpn_targets(anchors, gt_boxes, gt_labels, image_shape, *, matcher, coder, nu
       anchors: (M, 4) xyxy; gt_boxes: (G, 4) xyxy; gt_labels: (G,) int32, -1 = padding.
       image_shape: (2,) int32 content (height, width).
       matcher: Matcher(fg, bg, allow_low_quality_matches=True); coder: BoxCoder.
+      seed, keys: the sampler's randomness (see sample_balanced).
     Returns:
       labels (M,) int32 sampled 1 / 0 / -1; target_deltas (M, 4), 0 where labels != 1.
     """
@@ -91,13 +93,13 @@ def rpn_targets(anchors, gt_boxes, gt_labels, image_shape, *, matcher, coder, nu
     iou = masked_iou(gt_boxes, gt_labels, anchors)
     if ignore_border:
         inside = anchors_inside(anchors, image_shape)
-        iou = tf.where(inside[None, :], iou, -1.0)
+        iou = ops.where(inside[None, :], iou, -1.0)
     matched, labels = matcher(iou)
     if ignore_border:
-        labels = tf.where(inside, labels, -1)
-    labels = sample_balanced(labels, num_samples, positive_fraction, seed=seed)
-    target_deltas = coder.encode(tf.gather(gt_boxes, matched), anchors)
-    target_deltas = tf.where((labels == 1)[:, None], target_deltas, 0.0)
+        labels = ops.where(inside, labels, -1)
+    labels = sample_balanced(labels, num_samples, positive_fraction, seed=seed, keys=keys)
+    target_deltas = coder.encode(ops.take(gt_boxes, matched, axis=0), anchors)
+    target_deltas = ops.where((labels == 1)[:, None], target_deltas, 0.0)
     return labels, target_deltas
 
 
@@ -105,15 +107,15 @@ def with_dummy_gt(gt_boxes, gt_labels):
     """One padding row when G == 0: gather on an empty set is undefined; a row with label
     -1 is never matched."""
     if gt_boxes.shape[0] == 0:
-        gt_boxes = tf.zeros([1, 4], gt_boxes.dtype)
-        gt_labels = -tf.ones([1], gt_labels.dtype)
+        gt_boxes = ops.zeros((1, 4), gt_boxes.dtype)
+        gt_labels = -ops.ones((1,), gt_labels.dtype)
     return gt_boxes, gt_labels
 
 
 def masked_iou(gt_boxes, gt_labels, boxes):
     """(G, X) IoU with the rows of padded ground truth (label <= 0) set to -1."""
     iou = pairwise_iou(gt_boxes, boxes)
-    return tf.where((gt_labels > 0)[:, None], iou, -1.0)
+    return ops.where((gt_labels > 0)[:, None], iou, -1.0)
 
 
 def top_boxes(objectness, deltas, anchors, image_shape, *, coder, top_n, min_size=0.0):
@@ -123,28 +125,29 @@ def top_boxes(objectness, deltas, anchors, image_shape, *, coder, top_n, min_siz
     small or centred on the canvas padding get score -1e9 (below any NMS threshold used
     here) instead of a ragged removal.
     """
-    objectness = tf.stop_gradient(tf.cast(objectness, tf.float32))
-    deltas = tf.stop_gradient(tf.cast(deltas, tf.float32))
-    objectness = tf.where(anchor_centres_inside(anchors, image_shape), objectness, -1e9)
+    objectness = ops.stop_gradient(ops.cast(objectness, "float32"))
+    deltas = ops.stop_gradient(ops.cast(deltas, "float32"))
+    objectness = ops.where(anchor_centres_inside(anchors, image_shape), objectness, -1e9)
     num_anchors = anchors.shape[0]
-    if num_anchors is None:
-        k = tf.minimum(int(top_n), tf.shape(anchors)[0])
+    if num_anchors is None:  # TensorFlow with unknown feature sizes only: k follows at run time
+        k = ops.minimum(int(top_n), ops.shape(anchors)[0])
     else:
         k = min(int(top_n), int(num_anchors))
-    scores, index = tf.math.top_k(objectness, k=k)
-    boxes = coder.decode(tf.gather(deltas, index, batch_dims=1), tf.gather(anchors, index))
-    height = tf.cast(image_shape[:, 0:1], boxes.dtype)
-    width = tf.cast(image_shape[:, 1:2], boxes.dtype)
+    scores, index = ops.top_k(objectness, k=k)
+    picked_deltas = ops.take_along_axis(deltas, index[..., None], axis=1)
+    boxes = coder.decode(picked_deltas, ops.take(anchors, index, axis=0))
+    height = ops.cast(image_shape[:, 0:1], boxes.dtype)
+    width = ops.cast(image_shape[:, 1:2], boxes.dtype)
     boxes = clip_boxes(boxes, height, width)
-    keep = small_box_mask(boxes, max(float(min_size), 1e-3)) & (scores > -1e8)
-    return boxes, tf.where(keep, scores, -1e9)
+    keep = ops.logical_and(small_box_mask(boxes, max(float(min_size), 1e-3)), scores > -1e8)
+    return boxes, ops.where(keep, scores, -1e9)
 
 
 def _nms_proposals(boxes, scores, nms_boxes, post_nms_top_n, nms_iou):
     keep_index, _ = nms_padded(nms_boxes, scores, int(post_nms_top_n), nms_iou, score_threshold=-1e8)
     valid = keep_index >= 0
-    proposals = tf.gather(boxes, tf.maximum(keep_index, 0), batch_dims=1)
-    return tf.where(valid[..., None], proposals, 0.0), valid
+    proposals = ops.take_along_axis(boxes, ops.maximum(keep_index, 0)[..., None], axis=1)
+    return ops.where(valid[..., None], proposals, 0.0), valid
 
 
 def generate_proposals(objectness, deltas, anchors, image_shape, *, coder, pre_nms_top_n, post_nms_top_n,
@@ -178,20 +181,20 @@ def generate_proposals_multilevel(objectness, deltas, anchors, image_shape, *, c
     """
     level_boxes, level_scores, shifted = [], [], []
     # Clipped boxes lie in [0, largest content side]: one more pixel separates the levels.
-    span = tf.cast(tf.reduce_max(image_shape), tf.float32) + 1.0
+    span = ops.cast(ops.max(image_shape), "float32") + 1.0
     for level, (o, d, a) in enumerate(zip(objectness, deltas, anchors)):
         boxes, scores = top_boxes(o, d, a, image_shape, coder=coder, top_n=pre_nms_top_n, min_size=min_size)
         level_boxes.append(boxes)
         level_scores.append(scores)
         shifted.append(boxes + span * level)
-    boxes = tf.concat(level_boxes, axis=1)
-    return _nms_proposals(boxes, tf.concat(level_scores, axis=1), tf.concat(shifted, axis=1), post_nms_top_n,
-                          nms_iou)
+    boxes = ops.concatenate(level_boxes, axis=1)
+    return _nms_proposals(boxes, ops.concatenate(level_scores, axis=1), ops.concatenate(shifted, axis=1),
+                          post_nms_top_n, nms_iou)
 
 
 def _map_anchors(features, stride, sizes, ratios):
-    height = features.shape[1] if features.shape[1] is not None else tf.shape(features)[1]
-    width = features.shape[2] if features.shape[2] is not None else tf.shape(features)[2]
+    height = features.shape[1] if features.shape[1] is not None else ops.shape(features)[1]
+    width = features.shape[2] if features.shape[2] is not None else ops.shape(features)[2]
     return grid_anchors(height, width, stride, sizes, ratios)
 
 
@@ -217,7 +220,7 @@ class RegionProposalNetwork(keras.layers.Layer):
     def __init__(self, *, anchor_sizes=(128, 256, 512), anchor_ratios=(0.5, 1.0, 2.0), stride=16, channels=512,
                  fg_iou=0.7, bg_iou=0.3, batch_size=256, positive_fraction=0.5, pre_nms_top_n_train=12000,
                  post_nms_top_n_train=2000, pre_nms_top_n_test=6000, post_nms_top_n_test=300, nms_iou=0.7,
-                 min_size=0.0, ignore_border=True, loss_weight=1.0, strides=None, **kwargs):
+                 min_size=0.0, ignore_border=True, loss_weight=1.0, strides=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
         self.strides = None if strides is None else tuple(int(s) for s in strides)
@@ -241,6 +244,7 @@ class RegionProposalNetwork(keras.layers.Layer):
         self.head = RPNHead(self.num_anchors, self.channels, name="rpn_head")
         self.coder = BoxCoder()
         self.matcher = Matcher(self.fg_iou, self.bg_iou, allow_low_quality_matches=True)
+        self.seed_generator = keras.random.SeedGenerator(seed, name="sampler_seed")
 
     def build(self, features_shape, image_shape=None):
         self.head.build(features_shape)
@@ -258,7 +262,7 @@ class RegionProposalNetwork(keras.layers.Layer):
         """(M, 4) xyxy canvas-pixel anchors of a (N, Hf, Wf, C) feature map (a list of
         maps: the levels' anchors concatenated)."""
         if self.multilevel:
-            return tf.concat(self.level_anchors(features), axis=0)
+            return ops.concatenate(self.level_anchors(features), axis=0)
         return _map_anchors(features, self.stride, self.anchor_sizes, self.anchor_ratios)
 
     def propose(self, objectness, deltas, anchors, image_shape, training=False):
@@ -274,7 +278,7 @@ class RegionProposalNetwork(keras.layers.Layer):
             return self._call_levels(features, image_shape, training)
         objectness, deltas = self.head(features)
         # Under mixed precision the head computes in float16; box arithmetic stays float32.
-        objectness, deltas = tf.cast(objectness, tf.float32), tf.cast(deltas, tf.float32)
+        objectness, deltas = ops.cast(objectness, "float32"), ops.cast(deltas, "float32")
         anchors = self.anchors(features)
         proposals, valid = self.propose(objectness, deltas, anchors, image_shape, training)
         return {"objectness": objectness, "deltas": deltas, "anchors": anchors,
@@ -283,32 +287,31 @@ class RegionProposalNetwork(keras.layers.Layer):
     def _call_levels(self, features, image_shape, training):
         features = list(features)[: len(self.strides)]
         heads = [self.head(f) for f in features]
-        objectness = [tf.cast(o, tf.float32) for o, _ in heads]
-        deltas = [tf.cast(d, tf.float32) for _, d in heads]
+        objectness = [ops.cast(o, "float32") for o, _ in heads]
+        deltas = [ops.cast(d, "float32") for _, d in heads]
         anchors = self.level_anchors(features)
         proposals, valid = generate_proposals_multilevel(
             objectness, deltas, anchors, image_shape, coder=self.coder,
             pre_nms_top_n=self.pre_nms_top_n[bool(training)], post_nms_top_n=self.post_nms_top_n[bool(training)],
             nms_iou=self.nms_iou, min_size=self.min_size,
         )
-        return {"objectness": tf.concat(objectness, axis=1), "deltas": tf.concat(deltas, axis=1),
-                "anchors": tf.concat(anchors, axis=0), "proposals": proposals, "proposal_valid": valid}
+        return {"objectness": ops.concatenate(objectness, axis=1), "deltas": ops.concatenate(deltas, axis=1),
+                "anchors": ops.concatenate(anchors, axis=0), "proposals": proposals, "proposal_valid": valid}
 
     def targets(self, anchors, gt_boxes, gt_labels, image_shape):
         """rpn_targets over a batch: gt (N, G, 4) / (N, G), image_shape (N, 2) ->
         labels (N, M), target_deltas (N, M, 4)."""
-        num_anchors = anchors.shape[0]
+        gt_labels = ops.cast(gt_labels, "int32")
+        # The sampler's keys for the whole batch, drawn outside the per-image map (a seed
+        # generator cannot advance inside a traced loop on JAX).
+        keys = keras.random.uniform((ops.shape(gt_labels)[0], ops.shape(anchors)[0]), seed=self.seed_generator)
 
         def one(args):
             return rpn_targets(anchors, args[0], args[1], args[2], matcher=self.matcher, coder=self.coder,
                                num_samples=self.batch_size, positive_fraction=self.positive_fraction,
-                               ignore_border=self.ignore_border)
+                               ignore_border=self.ignore_border, keys=args[3])
 
-        return tf.map_fn(
-            one,
-            (tf.cast(gt_boxes, tf.float32), tf.cast(gt_labels, tf.int32), image_shape),
-            fn_output_signature=(tf.TensorSpec([num_anchors], tf.int32), tf.TensorSpec([num_anchors, 4], tf.float32)),
-        )
+        return ops.map(one, (ops.cast(gt_boxes, "float32"), gt_labels, image_shape, keys))
 
     def loss(self, outputs, gt_boxes, gt_labels, image_shape):
         """(objectness loss, box loss) of `call` outputs against the ground truth."""

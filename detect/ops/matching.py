@@ -91,7 +91,7 @@ def _take_random(mask, count, keys):
     return ops.logical_and(mask, rank < count)
 
 
-def sample_balanced(match_labels, num_samples, positive_fraction, seed=None):
+def sample_balanced(match_labels, num_samples, positive_fraction, seed=None, keys=None):
     """Samples at most `num_samples` labels with a capped share of foreground.
 
     Up to floor(num_samples * positive_fraction) foreground entries are kept, then
@@ -103,6 +103,8 @@ def sample_balanced(match_labels, num_samples, positive_fraction, seed=None):
         positive_fraction: largest share of foreground among the samples.
         seed: None, an int (the same draw for the same seed) or a
             keras.random.SeedGenerator.
+        keys: (M,) uniform [0, 1) keys drawn by the caller instead (then `seed` is
+            unused): the largest keys of each kind are sampled.
 
     Returns:
         (M,) int32: the label for sampled entries, -1 for the others.
@@ -115,7 +117,7 @@ def sample_balanced(match_labels, num_samples, positive_fraction, seed=None):
     max_positive = math.floor(num_samples * float(positive_fraction))
     num_positive = ops.minimum(ops.sum(ops.cast(positive, "int32")), max_positive)
     num_negative = ops.minimum(ops.sum(ops.cast(negative, "int32")), num_samples - num_positive)
-    keys = _random_uniform(match_labels, seed)
+    keys = _random_uniform(match_labels, seed) if keys is None else keys
     keep = ops.logical_or(
         _take_random(positive, num_positive, keys), _take_random(negative, num_negative, keys)
     )

@@ -23,7 +23,7 @@ import tensorflow as tf
 from detect.data.splits import pipeline
 from detect.io import atomic_path, write_json
 from detect.models.registry import build_model
-from detect.training.loop import fit_model, steps_per_epoch
+from detect.training.loop import fit_model, jit_compile, steps_per_epoch
 from detect.training.optimizers import build_optimizer
 from detect.ops.boxes import scale_boxes_np
 
@@ -109,7 +109,7 @@ class _Schedule:
             return
         print(f"alternating training, step {name}")
         train_ds, val = self._pipelines(proposals_train, proposals_val)
-        model.compile(optimizer=build_optimizer(self.config["training"]), jit_compile=False)
+        model.compile(optimizer=build_optimizer(self.config["training"]), jit_compile=jit_compile())
         step_dir = os.path.join(self.out_dir, f"step{name}")
         os.makedirs(step_dir, exist_ok=True)
         fit_model(model, self.config, step_dir, train_ds, val, self.steps, self.skipped, epochs=self.epochs[index],

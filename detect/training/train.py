@@ -24,7 +24,7 @@ from detect.runtime import describe
 from detect.training import callbacks as cbs
 from detect.training.alternating import train_alternating
 from detect.training.loop import (
-    fit_model, plot_history, select_strategy, set_precision, steps_per_epoch, worker_out_dir,
+    fit_model, jit_compile, plot_history, select_strategy, set_precision, steps_per_epoch, worker_out_dir,
 )
 from detect.training.model_folder import prepare_model_folder
 from detect.training.optimizers import build_optimizer
@@ -38,7 +38,7 @@ def train_joint(config, out_dir, train_set, val_set, skipped, strategy, meter=No
     val = (pipeline(config, val_set, training=False), val_set) if val_set is not None else None
     with strategy.scope():
         model = build_model(config, train_set.classes)
-        model.compile(optimizer=build_optimizer(config["training"]), jit_compile=False)
+        model.compile(optimizer=build_optimizer(config["training"]), jit_compile=jit_compile())
     return fit_model(model, config, out_dir, train_ds, val, steps_per_epoch(config, train_set), skipped, meter=meter)
 
 

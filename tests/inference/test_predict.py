@@ -162,7 +162,7 @@ def test_predictor_prepares_as_the_pipeline_and_traces_the_model_once(model_dir)
     predictor.predict(images[0])
     # A square canvas is its own transpose: one traced model function, traced once.
     assert list(predictor._detect) == [(64, 64)]
-    assert predictor._detect[(64, 64)].experimental_get_tracing_count() == 1
+    assert predictor._detect[(64, 64)].tracing_count() == 1
 
 
 def test_an_error_while_writing_stops_predict(tmp_path, model_dir, image_folder, monkeypatch):
