@@ -10,6 +10,7 @@ pair equal (tests/ops/test_dispatch.py):
 | greedy NMS, padded | tf.image.non_max_suppression per image | `nms.greedy_nms_padded` (fori_loop) |
 | bilinear crops | tf.image.crop_and_resize | `bilinear.bilinear_crops` (gathers) |
 | multi-level RoIAlign | each level pools its own RoIs (dynamic sizes) | every level pools every RoI, then a select |
+| RoIPool window table | the levels the bins need (while loop) | every level the map allows |
 
 TensorFlow is imported only when Keras runs on it, so JAX and PyTorch installs need no
 TensorFlow.
@@ -81,3 +82,36 @@ def stitch(positions, parts):
     import tensorflow as tf
 
     return tf.dynamic_stitch(positions, parts)
+
+
+def window_levels(values, where, axis, levels, static_count, double):
+    """RoIPool's table of maxima over windows of 2**l cells along `axis`, l = 0, 1, ...,
+    stacked on a new first axis with their flat indices: (L, ...) values and where.
+
+    `double(values, where, step, axis)` turns windows of `step` cells into windows of
+    2 * step. TensorFlow builds only the levels that `levels` (the level each bin needs)
+    reaches, in a while loop of dynamic length; elsewhere all `static_count` levels the
+    axis allows are built (static shapes, more memory on large maps).
+    """
+    if not native_available():
+        value_levels, where_levels = [values], [where]
+        for level in range(1, static_count):
+            values, where = double(values, where, 2 ** (level - 1), axis)
+            value_levels.append(values)
+            where_levels.append(where)
+        return keras.ops.stack(value_levels), keras.ops.stack(where_levels)
+    import tensorflow as tf
+
+    count = tf.maximum(tf.reduce_max(levels), 0) + 1
+    value_levels = tf.TensorArray(values.dtype, size=count, element_shape=values.shape)
+    where_levels = tf.TensorArray(where.dtype, size=count, element_shape=where.shape)
+
+    def body(level, values, where, value_levels, where_levels):
+        value_levels = value_levels.write(level, values)
+        where_levels = where_levels.write(level, where)
+        values, where = double(values, where, 2**level, axis)
+        return level + 1, values, where, value_levels, where_levels
+
+    loop_vars = (tf.constant(0), values, where, value_levels, where_levels)
+    *_, value_levels, where_levels = tf.while_loop(lambda level, *_: level < count, body, loop_vars)
+    return value_levels.stack(), where_levels.stack()

@@ -7,7 +7,6 @@ RoIs are (B, R, 4) xyxy in image pixels; feature cell k covers image pixels
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from detect import compat
@@ -124,8 +123,8 @@ class RoIAlign(_RoILayer):
 
 
 def _c_round(values):
-    """Rounds half away from zero like C's round(); tf.round rounds half to even."""
-    return tf.sign(values) * tf.floor(tf.abs(values) + 0.5)
+    """Rounds half away from zero like C's round(); a plain round rounds half to even."""
+    return ops.sign(values) * ops.floor(ops.abs(values) + 0.5)
 
 
 def _bin_edges(start, end, size, limit):
@@ -134,60 +133,37 @@ def _bin_edges(start, end, size, limit):
     start, end: (B, R) float roi edges in image pixels times spatial_scale.
     Returns (B, R, S) int32 first and one-past-last cell of each bin, within [0, limit].
     """
-    first = tf.cast(_c_round(start), tf.int32)
-    last = tf.cast(_c_round(end), tf.int32)
-    length = tf.maximum(last - first + 1, 1)
-    bin_size = tf.cast(length, tf.float32) / float(size)
-    index = tf.range(size, dtype=tf.float32)
-    lower = tf.cast(tf.floor(index * bin_size[..., None]), tf.int32) + first[..., None]
-    upper = tf.cast(tf.math.ceil((index + 1.0) * bin_size[..., None]), tf.int32) + first[..., None]
-    return tf.clip_by_value(lower, 0, limit), tf.clip_by_value(upper, 0, limit)
+    first = ops.cast(_c_round(start), "int32")
+    last = ops.cast(_c_round(end), "int32")
+    length = ops.maximum(last - first + 1, 1)
+    bin_size = ops.cast(length, "float32") / float(size)
+    index = ops.arange(size, dtype="float32")
+    lower = ops.cast(ops.floor(index * bin_size[..., None]), "int32") + first[..., None]
+    upper = ops.cast(ops.ceil((index + 1.0) * bin_size[..., None]), "int32") + first[..., None]
+    return ops.clip(lower, 0, limit), ops.clip(upper, 0, limit)
 
 
 def _floor_log2(values):
-    # float64 keeps log2 of integers below 2**40 on the right side of the floor.
-    logs = tf.math.log(tf.cast(values, tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64))
-    return tf.cast(tf.floor(logs + 1e-9), tf.int32)
-
-
-def _level_count(levels):
-    return tf.maximum(tf.reduce_max(levels), 0) + 1
+    """floor(log2(v)) of int32 values >= 1, exactly: the count of powers 2, 4, ... <= v."""
+    return sum(ops.cast(values >= 2**j, "int32") for j in range(1, 31))
 
 
 def _better(values_a, where_a, values_b, where_b):
     """Elementwise max of two (values, flat index) pairs; ties keep `a`."""
     take_b = values_b > values_a
-    return tf.where(take_b, values_b, values_a), tf.where(take_b, where_b, where_a)
+    return ops.where(take_b, values_b, values_a), ops.where(take_b, where_b, where_a)
 
 
 def _double_windows(values, where, step, axis):
     """Windows twice as long: position p merges itself with p + step (cut at the end)."""
-    length = tf.shape(values)[axis]
-    ahead = tf.minimum(tf.range(length) + step, length - 1)
-    return _better(
-        values, where, tf.gather(values, ahead, axis=axis), tf.gather(where, ahead, axis=axis)
-    )
+    length = ops.shape(values)[axis]
+    ahead = ops.minimum(ops.arange(length) + step, length - 1)
+    return _better(values, where, ops.take(values, ahead, axis=axis), ops.take(where, ahead, axis=axis))
 
 
-def _window_levels(values, where, axis, count):
-    """Max and its flat feature index over windows of 2**l along `axis`, stacked (count, ...).
-
-    Entry l at position p covers positions [p, p + 2**l) of the axis, cut at the end.
-    """
-    value_levels = tf.TensorArray(values.dtype, size=count, element_shape=values.shape)
-    where_levels = tf.TensorArray(where.dtype, size=count, element_shape=where.shape)
-
-    def body(level, values, where, value_levels, where_levels):
-        value_levels = value_levels.write(level, values)
-        where_levels = where_levels.write(level, where)
-        values, where = _double_windows(values, where, 2**level, axis)
-        return level + 1, values, where, value_levels, where_levels
-
-    loop_vars = (tf.constant(0), values, where, value_levels, where_levels)
-    *_, value_levels, where_levels = tf.while_loop(
-        lambda level, *_: level < count, body, loop_vars
-    )
-    return value_levels.stack(), where_levels.stack()
+def _static_levels(length):
+    """Window levels that cover any bin of an axis of `length` cells: 2**l <= length."""
+    return max(int(length), 1).bit_length()
 
 
 @keras.saving.register_keras_serializable(package="detect")
@@ -211,43 +187,48 @@ class RoIPool(_RoILayer):
         super().__init__(output_size, spatial_scale, **kwargs)
 
     def call(self, features, rois):
-        features = tf.convert_to_tensor(features)
-        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
+        features = ops.convert_to_tensor(features)
+        rois = ops.stop_gradient(ops.cast(rois, "float32"))
         size = self.output_size
-        batch, height, width = tf.unstack(tf.shape(features)[:3])
+        batch, height, width = ops.shape(features)[0], ops.shape(features)[1], ops.shape(features)[2]
         scaled = rois * self.spatial_scale
         y_lo, y_hi = _bin_edges(scaled[..., 1], scaled[..., 3], size, height)
         x_lo, x_hi = _bin_edges(scaled[..., 0], scaled[..., 2], size, width)
-        empty = tf.logical_or((y_hi <= y_lo)[..., :, None], (x_hi <= x_lo)[..., None, :])
+        empty = ops.logical_or((y_hi <= y_lo)[..., :, None], (x_hi <= x_lo)[..., None, :])
 
-        level_y = _floor_log2(tf.maximum(y_hi - y_lo, 1))
-        level_x = _floor_log2(tf.maximum(x_hi - x_lo, 1))
+        level_y = _floor_log2(ops.maximum(y_hi - y_lo, 1))
+        level_x = _floor_log2(ops.maximum(x_hi - x_lo, 1))
         # table[ly, lx, b, y, x] = max of features[b, y:y + 2**ly, x:x + 2**lx], and
-        # where[...] the flat index of that max in `features`; only the levels that
-        # some bin needs are built.
-        flat_index = tf.reshape(tf.range(tf.size(features)), tf.shape(features))
-        table, where = _window_levels(
-            tf.stop_gradient(features), flat_index, 2, _level_count(level_x)
+        # where[...] the flat index of that max in `features` (int32: maps below 2**31
+        # values); TensorFlow builds only the levels some bin needs, other backends all
+        # levels the map's size allows (static shapes).
+        flat_index = ops.reshape(ops.arange(ops.size(features), dtype="int32"), ops.shape(features))
+        table, where = dispatch.window_levels(
+            ops.stop_gradient(features), flat_index, 2, level_x, _static_levels(features.shape[2] or 1),
+            _double_windows,
         )
-        table, where = _window_levels(table, where, 2, _level_count(level_y))  # rows
+        table, where = dispatch.window_levels(table, where, 2, level_y, _static_levels(features.shape[1] or 1),
+                                              _double_windows)  # rows: axis 2 of (Lx, B, H, W, C)
         # Two windows of the largest power-of-two size per axis, flush with each end of
         # the bin, cover it exactly; empty bins are pointed at a valid cell and zeroed.
-        y_near = tf.minimum(y_lo, height - 1)
-        y_far = tf.maximum(y_hi - 2**level_y, 0)
-        x_near = tf.minimum(x_lo, width - 1)
-        x_far = tf.maximum(x_hi - 2**level_x, 0)
-        target = tf.stack([batch, tf.shape(rois)[1], size, size])
-        image = tf.range(batch)[:, None, None, None]
+        y_near = ops.minimum(y_lo, height - 1)
+        y_far = ops.maximum(y_hi - 2**level_y, 0)
+        x_near = ops.minimum(x_lo, width - 1)
+        x_far = ops.maximum(x_hi - 2**level_x, 0)
+        levels_x = ops.shape(table)[1]
+        channels = ops.shape(features)[3]
+        table_rows = ops.reshape(table, (-1, channels))
+        where_rows = ops.reshape(where, (-1, channels))
+        image = ops.arange(batch, dtype="int32")[:, None, None, None]
 
         def lookup(y, x):
-            index = [level_y[..., :, None], level_x[..., None, :], image,
-                     y[..., :, None], x[..., None, :]]
-            index = tf.stack([tf.broadcast_to(i, target) for i in index], axis=-1)
-            return tf.gather_nd(table, index), tf.gather_nd(where, index)
+            row = ((level_y[..., :, None] * levels_x + level_x[..., None, :]) * batch + image) * height
+            row = (row + y[..., :, None]) * width + x[..., None, :]  # (B, R, S, S)
+            return ops.take(table_rows, row, axis=0), ops.take(where_rows, row, axis=0)
 
         _, best = _better(
             *_better(*lookup(y_near, x_near), *lookup(y_near, x_far)),
             *_better(*lookup(y_far, x_near), *lookup(y_far, x_far)),
         )
-        pooled = tf.gather(tf.reshape(features, [-1]), best)
-        return tf.where(empty[..., None], tf.zeros([], pooled.dtype), pooled)
+        pooled = ops.take(ops.reshape(features, (-1,)), best, axis=0)
+        return ops.where(empty[..., None], ops.zeros((), pooled.dtype), pooled)

@@ -47,6 +47,7 @@ def cases():
             np.repeat(batch_boxes[:, :, None], 3, axis=2), np.repeat(batch_scores[..., None], 3, axis=2) * [1, .9, .8],
             25, 0.5, 0.2)),
         "roi_align": lambda: numpy({"pooled": roi_pool.RoIAlign(4, 1 / 8, 2)(features, rois)}),
+        "roi_pool": lambda: numpy({"pooled": roi_pool.RoIPool(3, 1 / 8)(features, rois)}),
         "multilevel": lambda: numpy({"pooled": multilevel.MultiLevelRoIAlign(3, (4, 8, 16, 32), 2, 56.0)(
             pyramid, rois / 3.0)}),
     }

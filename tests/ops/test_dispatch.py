@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detect.ops import bilinear, multilevel, nms
+from detect.ops import bilinear, dispatch, multilevel, nms, roi_pool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -65,6 +65,24 @@ def test_multilevel_static_form_equals_the_per_level_form():
     assert len(set(levels.numpy().tolist())) >= 3  # the case spans several levels
     np.testing.assert_allclose(layer._pool_every_level(pyramid, flat, index, levels).numpy(),
                                layer._pool_by_level(pyramid, flat, index, levels).numpy(), atol=1e-6)
+
+
+def test_roi_pool_static_levels_equal_the_dynamic_ones(monkeypatch):
+    rng = np.random.default_rng(5)
+    features = tf.constant(rng.normal(size=(2, 13, 17, 3)).astype("float32"))
+    # RoIs from a few cells to the whole map (and past it), so that many levels are used.
+    rois = tf.constant(_random_boxes(rng, 2, 12, span=120.0) * np.array([1, 1, 1.6, 1.6], "float32"))
+    layer = roi_pool.RoIPool(4, 1 / 8)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(features)
+        native = layer(features, rois)
+        monkeypatch.setattr(dispatch, "native_available", lambda: False)
+        portable = layer(features, rois)
+        weights = tf.constant(rng.normal(size=native.shape).astype("float32"))
+        loss_native, loss_portable = tf.reduce_sum(native * weights), tf.reduce_sum(portable * weights)
+    np.testing.assert_array_equal(portable.numpy(), native.numpy())
+    np.testing.assert_array_equal(tape.gradient(loss_portable, features).numpy(),
+                                  tape.gradient(loss_native, features).numpy())
 
 
 def _other_backend_outputs(backend, tmp_path):
