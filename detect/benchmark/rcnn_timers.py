@@ -65,7 +65,7 @@ def _rcnn_functions(model, canvas_size, num_rois):
     @tf.function(input_signature=[spec(None, model.feature_dim), spec(None, model.regression_dim),
                                   spec(None, 2, dtype=tf.int64)])
     def roi_head(features, regression, index):
-        return model.box_head(features, regression, index, tf.constant([1, p], tf.int64))
+        return model.box_head(features, regression, index, tf.ones([1, p], tf.bool))
 
     head = {"rois": rois, "roi_valid": spec(1, p, dtype=tf.bool), "class_logits": spec(1, p, k + 1),
             "svm_scores": spec(1, p, k), "box_deltas": spec(1, p, k, 4)}

@@ -20,7 +20,7 @@ Inputs are those of Fast R-CNN: images (N, H, W, 3) float32 RGB [0, 255], image_
 """
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from detect import compat
 from detect.errors import DetectError
@@ -28,6 +28,8 @@ from detect.models.backbones import build_backbone
 from detect.models.detector import PredictsDetections
 from detect.models.postprocess import postprocess_detections
 from detect.models.roi_heads import sample_rois_batch
+from detect.ops import dispatch
+from detect.ops.bilinear import bilinear_crops
 from detect.ops.box_coder import BoxCoder
 from detect.ops.boxes import to_normalized_yxyx, valid_mask
 from detect.ops.matching import Matcher
@@ -44,7 +46,7 @@ def context_boxes(boxes, crop_size, context):
     cy = 0.5 * (boxes[..., 1] + boxes[..., 3])
     half_w = 0.5 * factor * (boxes[..., 2] - boxes[..., 0])
     half_h = 0.5 * factor * (boxes[..., 3] - boxes[..., 1])
-    return tf.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
+    return ops.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)
 
 
 def warp_regions(images, boxes, box_indices, crop_size, context):
@@ -59,10 +61,10 @@ def warp_regions(images, boxes, box_indices, crop_size, context):
     crop_and_resize reads as y * (H - 1). Outside the canvas the crop is 0 (black), like
     the canvas padding.
     """
-    grown = context_boxes(tf.cast(boxes, tf.float32), crop_size, context)
+    grown = context_boxes(ops.cast(boxes, "float32"), crop_size, context)
     step_x = (grown[:, 2] - grown[:, 0]) / crop_size
     step_y = (grown[:, 3] - grown[:, 1]) / crop_size
-    first_last = tf.stack(
+    first_last = ops.stack(
         [
             grown[:, 0] + 0.5 * step_x - 0.5,
             grown[:, 1] + 0.5 * step_y - 0.5,
@@ -71,15 +73,10 @@ def warp_regions(images, boxes, box_indices, crop_size, context):
         ],
         axis=-1,
     )
-    height = tf.cast(tf.shape(images)[1] - 1, tf.float32)
-    width = tf.cast(tf.shape(images)[2] - 1, tf.float32)
-    return tf.image.crop_and_resize(
-        images,
-        to_normalized_yxyx(first_last, height, width),
-        tf.cast(box_indices, tf.int32),
-        [crop_size, crop_size],
-        extrapolation_value=0.0,
-    )
+    height = ops.cast(ops.shape(images)[1] - 1, "float32")
+    width = ops.cast(ops.shape(images)[2] - 1, "float32")
+    return dispatch.crop_and_resize(images, to_normalized_yxyx(first_last, height, width),
+                                    ops.cast(box_indices, "int32"), crop_size, portable=bilinear_crops)
 
 
 @keras.saving.register_keras_serializable(package="detect")
@@ -226,11 +223,11 @@ class RCNN(PredictsDetections, keras.Model):
             features, regression = self.head(pooled, training=training), self.flatten(pooled)
         else:
             features = regression = self.head(x, training=training)
-        return tf.cast(features, tf.float32), tf.cast(regression, tf.float32)
+        return ops.cast(features, "float32"), ops.cast(regression, "float32")
 
     def region_features(self, images, boxes, box_indices, training=False):
         """Features of boxes (M, 4) xyxy canvas pixels in images box_indices (M,), one pass."""
-        crops = warp_regions(tf.cast(images, tf.float32), boxes, box_indices, self.crop_size, self.context)
+        crops = warp_regions(ops.cast(images, "float32"), boxes, box_indices, self.crop_size, self.context)
         return self.crop_features(crops, training=training)
 
     def chunked_region_features(self, images, boxes, box_indices):
@@ -239,26 +236,20 @@ class RCNN(PredictsDetections, keras.Model):
         boxes (M, 4), box_indices (M,) -> features (M, D), regression features (M, F).
         """
         size = self.chunk_size
-        count = tf.shape(boxes)[0]
+        count = boxes.shape[0] if boxes.shape[0] is not None else ops.shape(boxes)[0]
         chunks = (count + size - 1) // size
         pad = chunks * size - count
-        boxes = tf.reshape(tf.pad(tf.cast(boxes, tf.float32), [[0, pad], [0, 0]]), [-1, size, 4])
-        box_indices = tf.reshape(tf.pad(tf.cast(box_indices, tf.int32), [[0, pad]]), [-1, size])
+        boxes = ops.reshape(ops.pad(ops.cast(boxes, "float32"), [[0, pad], [0, 0]]), (-1, size, 4))
+        box_indices = ops.reshape(ops.pad(ops.cast(box_indices, "int32"), [[0, pad]]), (-1, size))
 
         def one(args):
             return self.region_features(images, args[0], args[1], training=False)
 
-        features, regression = tf.map_fn(
-            one,
-            (boxes, box_indices),
-            fn_output_signature=(
-                tf.TensorSpec([size, self.feature_dim], tf.float32),
-                tf.TensorSpec([size, self.regression_dim], tf.float32),
-            ),
-            parallel_iterations=1,
-        )
-        features = tf.reshape(features, [-1, self.feature_dim])[:count]
-        regression = tf.reshape(regression, [-1, self.regression_dim])[:count]
+        features, regression = dispatch.sequential_map(
+            one, (boxes, box_indices), outputs=(((size, self.feature_dim), "float32"),
+                                                ((size, self.regression_dim), "float32")))
+        features = ops.reshape(features, (-1, self.feature_dim))[:count]
+        regression = ops.reshape(regression, (-1, self.regression_dim))[:count]
         return features, regression
 
     # ----------------------------------------------------------------- forward
@@ -267,32 +258,31 @@ class RCNN(PredictsDetections, keras.Model):
         class_logits (N, R, K + 1) of sampled regions. Without: rois = proposals (N, P, 4),
         roi_valid (N, P), class_logits (N, P, K + 1), svm_scores (N, P, K) margins and
         box_deltas (N, P, K, 4); padding rows are 0."""
-        images = tf.cast(inputs["images"], tf.float32)
-        proposals = tf.cast(inputs["proposals"], tf.float32)
+        images = ops.cast(inputs["images"], "float32")
+        proposals = ops.cast(inputs["proposals"], "float32")
         valid = valid_mask(proposals)
         if "gt_boxes" in inputs:
             return self._sampled(images, proposals, valid, inputs, training)
-        index = tf.where(valid)
-        flat_boxes = tf.gather_nd(proposals, index)
-        features, regression = self.chunked_region_features(images, flat_boxes, index[:, 0])
-        outputs = self.box_head(features, regression, index, tf.shape(proposals)[:2])
+        flat_boxes, image_index, where = dispatch.compact_rows(proposals, valid)
+        features, regression = self.chunked_region_features(images, flat_boxes, image_index)
+        outputs = self.box_head(features, regression, where, valid)
         return {"rois": proposals, "roi_valid": valid, **outputs}
 
-    def box_head(self, features, regression, index, shape):
-        """Classifier, SVM and regressor outputs of the valid regions, scattered back to
-        their (image, proposal) rows `index` (M, 2) of a (N, P) = `shape` grid (zeros in
-        the other rows): class_logits (N, P, K + 1), svm_scores (N, P, K), box_deltas
-        (N, P, K, 4)."""
-        n, p, k = shape[0], shape[1], self.num_classes
+    def box_head(self, features, regression, where, valid):
+        """Classifier, SVM and regressor outputs of the regions `dispatch.compact_rows`
+        gave, put back on the (N, P) grid of `valid` (zeros in the other rows):
+        class_logits (N, P, K + 1), svm_scores (N, P, K), box_deltas (N, P, K, 4)."""
+        k = self.num_classes
 
-        def scatter(layer, values, width):
-            out = tf.cast(layer(values), tf.float32)
-            return tf.scatter_nd(index, out, tf.cast(tf.stack([n, p, width]), tf.int64))
+        def expand(layer, values):
+            return dispatch.expand_rows(ops.cast(layer(values), "float32"), where, valid)
 
+        deltas = expand(self.box_regressor, regression)
+        n, p = ops.shape(deltas)[0], ops.shape(deltas)[1]
         return {
-            "class_logits": scatter(self.classifier, features, k + 1),
-            "svm_scores": scatter(self.svm, features, k),
-            "box_deltas": tf.reshape(scatter(self.box_regressor, regression, 4 * k), tf.stack([n, p, k, 4])),
+            "class_logits": expand(self.classifier, features),
+            "svm_scores": expand(self.svm, features),
+            "box_deltas": ops.reshape(deltas, (n, p, k, 4)),
         }
 
     def _sampled(self, images, proposals, valid, inputs, training):
@@ -300,11 +290,11 @@ class RCNN(PredictsDetections, keras.Model):
             proposals, valid, inputs["gt_boxes"], inputs["gt_labels"], matcher=self.matcher, coder=self.coder,
             num_samples=self.regions_per_image, positive_fraction=self.positive_fraction, seed=self.seed_generator,
         )
-        n = tf.shape(rois)[0]
+        n = ops.shape(rois)[0]
         r = self.regions_per_image
-        indices = tf.repeat(tf.range(n), r)
-        features, _ = self.region_features(images, tf.reshape(rois, [-1, 4]), indices, training=training)
-        logits = tf.reshape(tf.cast(self.classifier(features), tf.float32), [n, r, self.num_classes + 1])
+        indices = ops.repeat(ops.arange(n, dtype="int32"), r)
+        features, _ = self.region_features(images, ops.reshape(rois, (-1, 4)), indices, training=training)
+        logits = ops.reshape(ops.cast(self.classifier(features), "float32"), (n, r, self.num_classes + 1))
         return {"rois": rois, "roi_labels": labels, "class_logits": logits}
 
     # ----------------------------------------------------------------- training
@@ -312,15 +302,15 @@ class RCNN(PredictsDetections, keras.Model):
         """Softmax cross entropy of the (K + 1)-way fine-tuning classifier on sampled regions."""
         labels = y_pred["roi_labels"]
         logits = y_pred["class_logits"]
-        sampled = tf.cast(labels >= 0, tf.float32)
-        normalizer = tf.maximum(tf.reduce_sum(sampled), 1.0)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0), logits=logits)
-        loss = tf.reduce_sum(ce * sampled) / normalizer
-        correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
+        sampled = ops.cast(labels >= 0, "float32")
+        normalizer = ops.maximum(ops.sum(sampled), 1.0)
+        ce = ops.sparse_categorical_crossentropy(ops.maximum(labels, 0), logits, from_logits=True)
+        loss = ops.sum(ce * sampled) / normalizer
+        correct = ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), labels), "float32")
         self.trackers["cls_loss"].update_state(loss)
-        self.trackers["cls_accuracy"].update_state(tf.reduce_sum(correct * sampled) / normalizer)
+        self.trackers["cls_accuracy"].update_state(ops.sum(correct * sampled) / normalizer)
         # Keras sums replica gradients: each replica contributes its share of the mean.
-        return loss / tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / compat.num_replicas()
 
     # ----------------------------------------------------------------- learned heads
     def set_svms(self, kernel, bias):
@@ -336,10 +326,10 @@ class RCNN(PredictsDetections, keras.Model):
         """(N, P, K) scores in [0, 1]: sigmoid of the SVM margin (a monotone map, so the
         ranking is the SVMs'), or the softmax class probabilities; padding rows 0."""
         if self.scoring == "svm":
-            scores = tf.sigmoid(outputs["svm_scores"])
+            scores = ops.sigmoid(outputs["svm_scores"])
         else:
-            scores = tf.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
-        return tf.where(outputs["roi_valid"][..., None], scores, 0.0)
+            scores = ops.softmax(outputs["class_logits"], axis=-1)[..., 1:]
+        return ops.where(outputs["roi_valid"][..., None], scores, 0.0)
 
     def postprocess(self, outputs, image_shape, scale=None):
         """Scores (`region_scores`), regressed boxes, per-class NMS and rescaling of `call`

@@ -115,3 +115,42 @@ def window_levels(values, where, axis, levels, static_count, double):
     loop_vars = (tf.constant(0), values, where, value_levels, where_levels)
     *_, value_levels, where_levels = tf.while_loop(lambda level, *_: level < count, body, loop_vars)
     return value_levels.stack(), where_levels.stack()
+
+
+def sequential_map(fn, xs, outputs):
+    """`fn` over the leading axis of the tuple `xs`, one element at a time (bounded
+    memory: R-CNN's CNN on chunks of crops); `outputs`: a tuple of (shape, dtype) of
+    what `fn` returns for one element. TensorFlow: tf.map_fn with one iteration in
+    flight (its default runs up to 10 at once); elsewhere keras.ops.map."""
+    if not native_available():
+        return keras.ops.map(fn, xs)
+    import tensorflow as tf
+
+    signature = tuple(tf.TensorSpec(shape, dtype) for shape, dtype in outputs)
+    return tf.map_fn(fn, xs, fn_output_signature=signature, parallel_iterations=1)
+
+
+def compact_rows(values, valid):
+    """The rows of `values` (N, P, ...) where `valid` (N, P) holds, flattened: (rows (M, ...),
+    image index (M,), where). TensorFlow keeps only the valid rows (dynamic M: R-CNN skips
+    the CNN on padding proposals); elsewhere all N * P rows (static shapes)."""
+    if not native_available():
+        n, p = keras.ops.shape(valid)[0], keras.ops.shape(valid)[1]
+        rows = keras.ops.reshape(values, (n * p,) + tuple(values.shape[2:]))
+        return rows, keras.ops.repeat(keras.ops.arange(n, dtype="int32"), p), None
+    import tensorflow as tf
+
+    where = tf.where(valid)
+    return tf.gather_nd(values, where), tf.cast(where[:, 0], tf.int32), where
+
+
+def expand_rows(rows, where, valid):
+    """Inverse of `compact_rows`: (M, F) rows back to (N, P, F), zeros where not valid."""
+    if where is None:
+        n, p = keras.ops.shape(valid)[0], keras.ops.shape(valid)[1]
+        expanded = keras.ops.reshape(rows, (n, p, rows.shape[-1]))
+        return keras.ops.where(valid[..., None], expanded, keras.ops.zeros((), expanded.dtype))
+    import tensorflow as tf
+
+    shape = tf.concat([tf.shape(valid, out_type=tf.int64), tf.shape(rows, out_type=tf.int64)[1:]], axis=0)
+    return tf.scatter_nd(where, rows, shape)
