@@ -1,4 +1,5 @@
-"""CPU facts and the one CPU setting made before TensorFlow starts: oneDNN on AVX-512.
+"""CPU facts, the one CPU setting made before TensorFlow starts (oneDNN on AVX-512), and
+the compile option of each Keras backend (`jit_compile`).
 
 TensorFlow's Linux x86 wheels run their oneDNN kernels (convolution, matmul, pooling,
 fused ops) only on CPUs with VNNI, BF16 or AMX instructions (DefaultOneDnnPolicy in
@@ -100,6 +101,16 @@ def configure(environ=None, cpuinfo=None, machine=None, tensorflow_imported=None
         environ[ONEDNN_ENV] = "1"
         decision = "detect"
     return decision
+
+
+def jit_compile():
+    """`jit_compile` for model.compile: the whole train step under jax.jit on JAX (static
+    shapes: it compiles once per canvas); TensorFlow runs its graph without XLA, whose CPU
+    kernels for NMS and crop_and_resize are slower; PyTorch runs eagerly (torch.compile
+    takes minutes on a detector and falls back on data-dependent ops)."""
+    import keras
+
+    return keras.backend.backend() == "jax"
 
 
 def describe():

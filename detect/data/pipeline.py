@@ -25,6 +25,7 @@ import threading
 
 import tensorflow as tf
 
+from detect.data.canvas import canvas_for  # noqa: F401 - re-exported: the pipeline's canvas
 from detect.data.example_reader import ExampleReader
 from detect.data.transforms import (
     canvases, horizontal_flip, pad_boxes, pad_to_canvas, pad_to_orientation_canvas, resize,
@@ -32,16 +33,6 @@ from detect.data.transforms import (
 from detect.errors import DetectError
 
 log = logging.getLogger(__name__)
-
-
-def canvas_for(max_size, canvas=None):
-    """A square (max_size rounded up to 32) canvas, or the explicit (height, width) canvas.
-
-    The canvas a model is built on; the pipeline uses transforms.canvases."""
-    if canvas:
-        return int(canvas[0]), int(canvas[1])
-    side = int(-(-int(max_size) // 32) * 32)
-    return side, side
 
 
 class SkippedImages:

@@ -1,8 +1,9 @@
 """`predict_step` compiled for the Keras backend that runs: inputs -> NumPy detections.
 
 TensorFlow: a tf.function (with an input signature, traced once; without, one trace per
-input shape). JAX and PyTorch: Keras' own `predict_on_batch`, which compiles the step as
-the model was compiled (jax.jit on JAX) and caches one program per input shape.
+input shape). JAX: jax.jit of `predict_step` run statelessly on the model's variables (Keras'
+own JAX predict step takes (state, data) and returns `call`'s outputs, not detections), one
+program per input shape. PyTorch: Keras' `predict_on_batch` (eager, under no_grad).
 """
 
 import keras
@@ -15,7 +16,12 @@ class PredictFunction:
     def __init__(self, model, input_signature=None):
         self.model = model
         self._traced = None
-        if keras.backend.backend() == "tensorflow":
+        self._jitted = None
+        if keras.backend.backend() == "jax":
+            import jax
+
+            self._jitted = jax.jit(self._stateless_predict)
+        elif keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
             if input_signature is None:
@@ -23,10 +29,22 @@ class PredictFunction:
             else:
                 self._traced = tf.function(model.predict_step, input_signature=[input_signature])
 
+    def _stateless_predict(self, trainable, non_trainable, inputs):
+        model = self.model
+        mapping = list(zip(model.trainable_variables, trainable)) + list(zip(model.non_trainable_variables,
+                                                                             non_trainable))
+        with keras.StatelessScope(state_mapping=mapping):
+            return model.predict_step(inputs)
+
     def __call__(self, inputs):
         if self._traced is not None:
             return {k: v.numpy() for k, v in self._traced(inputs).items()}
-        return self.model.predict_on_batch({k: np.asarray(v) for k, v in inputs.items()})
+        inputs = {k: np.asarray(v) for k, v in inputs.items()}
+        if self._jitted is not None:
+            outputs = self._jitted([v.value for v in self.model.trainable_variables],
+                                   [v.value for v in self.model.non_trainable_variables], inputs)
+            return {k: np.asarray(v) for k, v in outputs.items()}
+        return self.model.predict_on_batch(inputs)
 
     def tracing_count(self):
         """Traces so far on TensorFlow; None where Keras compiles the step itself."""

@@ -5,7 +5,7 @@ argument. tests/models/test_registry.py checks that every default in detect.conf
 equals the default of the argument it feeds, so a setting is declared once.
 """
 
-from detect.data.pipeline import canvas_for
+from detect.data.canvas import canvas_for
 from detect.errors import DetectError
 
 # config key -> RegionProposalNetwork argument (the rpn section, one to one).

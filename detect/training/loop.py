@@ -11,15 +11,8 @@ import tensorflow as tf
 
 from detect.errors import DetectError
 from detect.io import atomic_path
+from detect.runtime import jit_compile  # noqa: F401 - the trainers' compile option
 from detect.training import callbacks as cbs
-
-
-def jit_compile():
-    """`jit_compile` for model.compile: the whole train step under jax.jit on JAX (static
-    shapes: it compiles once per canvas); TensorFlow runs its graph without XLA, whose CPU
-    kernels for NMS and crop_and_resize are slower; PyTorch runs eagerly (torch.compile
-    takes minutes on a detector and falls back on data-dependent ops)."""
-    return keras.backend.backend() == "jax"
 
 
 def select_strategy(name):
