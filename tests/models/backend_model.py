@@ -1,7 +1,8 @@
 """A detector under whichever Keras backend this process runs, for tests/models/test_backends.py:
 
     KERAS_BACKEND=jax python tests/models/backend_model.py predict MODEL.keras OUT.npz
-        load a .keras saved on another backend and write its detections on the fixed batch;
+        load a .keras saved on another backend and write its detections on the fixed batch
+        (through detect.inference.predict_function, compiled as evaluate and predict run it);
     KERAS_BACKEND=jax python tests/models/backend_model.py train OUT.keras TRACES.json
         fit 20 steps on batches of two canvas sizes under the backend's compiled step,
         count how often the step is traced (Python runs only while tracing) and save.
@@ -22,11 +23,13 @@ def predict(model_path, out):
     import keras
 
     import detect.models.detector  # noqa: F401 - registers the detector's classes
+    from detect.inference.predict_function import predict_function
 
     model = keras.saving.load_model(model_path)
     x = batch()
-    detections = model.predict_step({k: x[k] for k in INPUTS})
-    np.savez(out, **{k: keras.ops.convert_to_numpy(v) for k, v in detections.items()})
+    # The compiled path detect evaluate and predict take (jax.jit on JAX).
+    detections = predict_function(model)({k: x[k] for k in INPUTS})
+    np.savez(out, **detections)
 
 
 def _mixed_canvas_batches(steps):

@@ -42,11 +42,15 @@ def _assert_same_detections(actual, expected):
     np.testing.assert_allclose(actual["scores"], expected["scores"], atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def trained_on_tensorflow(tmp_path_factory):
-    """A tiny detector fitted a few steps on TensorFlow (so that scores are apart), saved."""
+FPN = {"rpn": {"anchor_sizes": [8, 16, 32, 64, 128]}}
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny_fpn"])
+def trained_on_tensorflow(request, tmp_path_factory):
+    """A tiny detector (single map, or FPN) fitted a few steps on TensorFlow (so that
+    scores are apart), saved."""
     keras.utils.set_random_seed(3)
-    model = small_model()
+    model = small_model(request.param, **(FPN if request.param == "tiny_fpn" else {}))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(batch(), batch_size=2, epochs=15, verbose=0)
     path = tmp_path_factory.mktemp("tf") / "model.keras"
