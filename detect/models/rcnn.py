@@ -136,8 +136,8 @@ class RCNN(PredictsDetections, keras.Model):
         self._build_layers(backbone_weights)
         self.coder = BoxCoder()
         self.matcher = Matcher(self.fg_iou, self.fg_iou, allow_low_quality_matches=False)
-        # Created here, not on the first traced call (tf.function and tf.distribute need
-        # every variable before tracing).
+        # Created here, not on the first traced call: TensorFlow's traced functions and
+        # distribution strategies need every variable before tracing.
         self.seed_generator = keras.random.SeedGenerator(name="sampler_seed")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("cls_loss", "cls_accuracy")}
 

@@ -105,32 +105,23 @@ def fit_linear_svm(x, y, *, solver="liblinear", C=0.001, pos_weight=2.0, bias_sc
 
 
 def _fit_keras(x, y, *, C, pos_weight, epochs, seed, batch=256):
+    """Adam on the weighted hinge loss + L2 through model.fit, on any Keras backend."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    layer = keras.layers.Dense(1)
-    layer.build((None, x.shape[1]))
     l2 = 1.0 / (2.0 * C * len(x))
+    steps_per_epoch = -(-len(x) // batch)
     # Small sets get more epochs: Adam needs a few hundred steps whatever the data size.
-    steps = max(int(epochs) * -(-len(x) // batch), _MIN_KERAS_STEPS)
-    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-2, steps))
+    epochs = max(int(epochs), -(-_MIN_KERAS_STEPS // steps_per_epoch))
+    layer = keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L2(l2))  # + l2 * sum(kernel^2)
+    model = keras.Sequential([keras.Input((x.shape[1],)), layer])
+    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-2, epochs * steps_per_epoch))
+    # One compiled call per epoch: per-step Python calls would dominate on small sets.
+    model.compile(optimizer=optimizer, loss=keras.losses.Hinge(), steps_per_execution=steps_per_epoch)
     weights = np.where(y > 0, pos_weight, 1.0).astype(np.float32)
-    data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32), weights))
-    data = data.shuffle(len(x), seed=seed).repeat().batch(batch).take(steps)
-
-    @tf.function
-    def train():
-        # One graph for the whole loop: per-step Python calls would dominate on small sets.
-        for xb, yb, wb in data:
-            with tf.GradientTape() as tape:
-                margins = layer(xb)[:, 0]
-                hinge = keras.losses.hinge(yb[:, None], margins[:, None])
-                loss = tf.reduce_mean(wb * hinge) + l2 * tf.reduce_sum(tf.square(layer.kernel))
-            grads = tape.gradient(loss, layer.trainable_variables)
-            optimizer.apply_gradients(zip(grads, layer.trainable_variables))
-
-    train()
+    # Hinge with sample weights, mean over the batch: mean(w * max(0, 1 - y * margin)).
+    model.fit(x, np.asarray(y, np.float32)[:, None], sample_weight=weights, batch_size=batch, epochs=epochs,
+              shuffle=True, verbose=0)
     kernel, bias = layer.get_weights()
     return kernel[:, 0].astype(np.float32), float(bias[0])
 
