@@ -23,7 +23,8 @@ import tensorflow as tf
 from detect.data.splits import pipeline
 from detect.io import atomic_path, write_json
 from detect.models.registry import build_model
-from detect.training.loop import fit_model, jit_compile, steps_per_epoch
+from detect.runtime import jit_compile
+from detect.training.loop import fit_model, steps_per_epoch
 from detect.training.optimizers import build_optimizer
 from detect.ops.boxes import scale_boxes_np
 

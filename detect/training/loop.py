@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from detect.errors import DetectError
 from detect.io import atomic_path
-from detect.runtime import jit_compile  # noqa: F401 - the trainers' compile option
 from detect.training import callbacks as cbs
 
 

@@ -20,11 +20,11 @@ from detect.data.splits import load_split, pipeline
 from detect.errors import DetectError
 from detect.io import write_json
 from detect.models.registry import build_model
-from detect.runtime import describe
+from detect.runtime import describe, jit_compile
 from detect.training import callbacks as cbs
 from detect.training.alternating import train_alternating
 from detect.training.loop import (
-    fit_model, jit_compile, plot_history, select_strategy, set_precision, steps_per_epoch, worker_out_dir,
+    fit_model, plot_history, select_strategy, set_precision, steps_per_epoch, worker_out_dir,
 )
 from detect.training.model_folder import prepare_model_folder
 from detect.training.optimizers import build_optimizer

@@ -33,17 +33,27 @@ def predict(model_path, out):
 
 
 def _mixed_canvas_batches(steps):
-    """`steps` batches alternating a 64 x 64 and a 64 x 96 canvas (landscape/portrait-like)."""
+    """A keras.utils.PyDataset of `steps` batches alternating a 64 x 64 and a 64 x 96 canvas."""
+    import keras
+
     square, wide = batch(64), batch(64)
     wide["images"] = np.concatenate([wide["images"], wide["images"][:, :, :32]], axis=2)
-    for i in range(steps):
-        yield ({k: v for k, v in (square if i % 2 == 0 else wide).items() if k != "scale"},)
+    batches = [{k: v for k, v in b.items() if k != "scale"} for b in (square, wide)]
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return steps
+
+        def __getitem__(self, index):
+            return (batches[index % 2],)
+
+    return Batches()
 
 
 def train(model_path, traces_path):
     import keras
 
-    from detect.training.loop import jit_compile
+    from detect.runtime import jit_compile
 
     keras.utils.set_random_seed(0)
     model = small_model()
@@ -56,28 +66,11 @@ def train(model_path, traces_path):
 
     model.train_step = counted_step
     model.compile(optimizer=keras.optimizers.SGD(0.001), jit_compile=jit_compile())
-    history = model.fit(_mixed_canvas_batches_dataset(), epochs=1, steps_per_epoch=20, verbose=0)
+    history = model.fit(_mixed_canvas_batches(20), epochs=1, verbose=0)
     del model.train_step
     model.save(model_path)
     with open(traces_path, "w") as f:
         json.dump({"traces": len(traces), "loss": [float(v) for v in history.history["loss"]]}, f)
-
-
-def _mixed_canvas_batches_dataset():
-    import keras
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.batches = [b[0] for b in _mixed_canvas_batches(2)]
-
-        def __len__(self):
-            return 20
-
-        def __getitem__(self, index):
-            return (self.batches[index % 2],)
-
-    return Batches()
 
 
 if __name__ == "__main__":

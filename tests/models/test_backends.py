@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 
+import detect.models.detector  # noqa: F401 - registers the classes load_model looks up
 from test_detector import batch, small_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
