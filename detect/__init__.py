@@ -12,8 +12,10 @@ runtime.configure()
 __version__ = "0.1.0"
 
 
-def load(model_dir):
-    """Load a trained detector folder; returns a Predictor with `.predict(image)`."""
-    from detect.inference.predictor import Predictor
+def load(model_dir, precision=None, runtime=None):
+    """Load a trained detector folder, or an ONNX export of one; returns a Predictor with
+    `.predict(image)`. precision: float32 | bf16 (None: the config's test.precision);
+    runtime: keras | onnx (None: onnx for a folder of `detect export --format onnx`)."""
+    from detect.inference.runtimes import load_predictor
 
-    return Predictor.from_dir(model_dir)
+    return load_predictor(model_dir, runtime=runtime, precision=precision)

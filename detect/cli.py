@@ -17,6 +17,15 @@ from detect.cli_support import handle_errors, quiet_tensorflow, setup_logging  #
 from detect.errors import DetectError  # noqa: E402
 
 
+def _precision_option(command):
+    """--precision for predict / evaluate / benchmark (detect/inference/precision.py)."""
+    return click.option(
+        "--precision", default=None, type=click.Choice(["float32", "bf16"]),
+        help="Inference precision: bf16 runs convolutions and dense layers in bfloat16 (boxes, NMS and scores "
+             "stay float32; fast on CPUs with AVX512_BF16 or AMX) (default: the config's test.precision, float32).",
+    )(command)
+
+
 class _Commands(click.Group):
     """A group that lists its commands in the order they were added (the order of a run:
     data, proposals, train, evaluate, predict, benchmark, export), not alphabetically."""
@@ -166,8 +175,9 @@ def train(config_path, overrides, out, resume, overwrite, strategy):
     help="Output folder (default: MODEL_DIR/eval_<split>, or the folder of --detections).",
 )
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Images per model call.")
+@_precision_option
 @handle_errors
-def evaluate(model_dir, config_path, split, detections, annotations, images, out, batch_size):
+def evaluate(model_dir, config_path, split, detections, annotations, images, out, batch_size, precision):
     """COCO (pycocotools) and VOC metrics, the TIDE error breakdown, galleries and report.html,
     for a model on a split or for a detections file."""
     from detect.evaluation.report import evaluate_files, format_errors, format_table
@@ -175,6 +185,8 @@ def evaluate(model_dir, config_path, split, detections, annotations, images, out
     if detections or annotations:
         if not (detections and annotations) or model_dir:
             raise DetectError("use either MODEL_DIR or both --detections FILE and --annotations FILE")
+        if precision:
+            raise DetectError("--precision goes with MODEL_DIR: a detections file is scored as it is")
         out = out or os.path.dirname(os.path.abspath(detections))
         metrics = evaluate_files(detections, annotations, out, images=images)
     else:
@@ -186,7 +198,8 @@ def evaluate(model_dir, config_path, split, detections, annotations, images, out
         from detect.evaluation.evaluate_model import evaluate_model
 
         out = out or os.path.join(model_dir, f"eval_{split}")
-        metrics = evaluate_model(model_dir, config_path=config_path, split=split, out_dir=out, batch_size=batch_size)
+        metrics = evaluate_model(model_dir, config_path=config_path, split=split, out_dir=out, batch_size=batch_size,
+                                 precision=precision)
     click.echo(format_table(metrics))
     click.echo(format_errors(os.path.join(out, "errors.json")))
     click.echo(f"metrics.json, errors.json, detections.json, plots and galleries written to {out}")
@@ -210,8 +223,14 @@ def evaluate(model_dir, config_path, split, detections, annotations, images, out
 )
 @click.option("--classes", default=None, help="Comma-separated class names to keep (default: all).")
 @click.option("--show", is_flag=True, help="Show frames in a window (needs a display).")
+@_precision_option
+@click.option(
+    "--runtime", default="keras", show_default=True, type=click.Choice(["keras", "onnx"]),
+    help="keras: MODEL_DIR is a model folder; onnx: MODEL_DIR is a `detect export --format onnx` folder, run in "
+         "ONNX Runtime.",
+)
 @handle_errors
-def predict(model_dir, sources, out, score_threshold, batch_size, classes, show):
+def predict(model_dir, sources, out, score_threshold, batch_size, classes, show, precision, runtime):
     """Detect objects in images, folders, globs, list files, videos or a webcam index."""
     quiet_tensorflow()
     from detect.inference.run import run_predict, speed_line, summary_line
@@ -219,7 +238,8 @@ def predict(model_dir, sources, out, score_threshold, batch_size, classes, show)
     out = out or os.path.join(model_dir, "predictions")
     keep = [c.strip() for c in classes.split(",")] if classes else None
     result = run_predict(
-        model_dir, list(sources), out, score_threshold=score_threshold, batch_size=batch_size, classes=keep, show=show
+        model_dir, list(sources), out, score_threshold=score_threshold, batch_size=batch_size, classes=keep, show=show,
+        precision=precision, runtime=runtime,
     )
     click.echo(speed_line(result))
     click.echo(summary_line(result, out))
@@ -241,8 +261,9 @@ def predict(model_dir, sources, out, score_threshold, batch_size, classes, show)
 @click.option(
     "--out", default="runs/benchmark", show_default=True, type=click.Path(file_okay=False), help="Output folder."
 )
+@_precision_option
 @handle_errors
-def benchmark(detectors, backbone, images, dataset_config, runs, out):
+def benchmark(detectors, backbone, images, dataset_config, runs, out, precision):
     """Per-stage speed table of the R-CNN family (markdown, CSV, bar chart)."""
     quiet_tensorflow()
     from detect.benchmark import speed_table
@@ -251,7 +272,8 @@ def benchmark(detectors, backbone, images, dataset_config, runs, out):
     names = [d.strip() for d in detectors.split(",") if d.strip()]
     with elapsed_bar("benchmark") as bar, label_calls(speed_table.TIMERS, bar, "benchmark"):
         result = speed_table.run_benchmark(
-            names, backbone=backbone, images=images, dataset_config=dataset_config, runs=runs, out_dir=out
+            names, backbone=backbone, images=images, dataset_config=dataset_config, runs=runs, out_dir=out,
+            precision=precision or "float32",
         )
     click.echo(result["table"])
     click.echo(f"speed table, CSV and chart written to {out}")

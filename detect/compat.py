@@ -181,3 +181,16 @@ def fused_keras_momentum(variable, accumulator, learning_rate, gradient, momentu
         var=handles[0], accum=handles[1], lr=tf.cast(learning_rate, dtype), grad=tf.cast(gradient, dtype),
         momentum=tf.cast(momentum, dtype), use_nesterov=bool(nesterov))
     return True
+
+
+def sublayers(layer):
+    """The layers `layer` tracks directly (its attributes and, for models, `layers`).
+
+    Why: Keras has no public way to list a plain Layer's sub-layers (`Model.layers` exists
+    for models only); Layer._flatten_layers(include_self=False, recursive=False) does it
+    (checked with Keras 3.10-3.15). Without it, a model's public `layers` is the fallback.
+    """
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is not None:
+        return list(flatten(include_self=False, recursive=False))
+    return list(getattr(layer, "layers", []))

@@ -85,6 +85,7 @@ DEFAULTS = {
         "score_threshold": 0.05,
         "nms_iou": 0.5,
         "max_detections": 100,
+        "precision": "float32",  # float32 | bf16 (Keras mixed_bfloat16 at inference; detect/inference/precision.py)
     },
     "proposals": {
         "train": None,  # proposal file (Fast R-CNN, R-CNN)
@@ -161,6 +162,7 @@ _REQUIRED_CHOICES = {
     "training.lr_schedule": ("constant", "cosine"),
     "rcnn.svm_solver": ("liblinear", "keras"),
     "training.mixed_precision": ("auto", "on", "off"),
+    "test.precision": ("float32", "bf16"),
 }
 
 

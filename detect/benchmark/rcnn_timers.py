@@ -128,6 +128,7 @@ def time_rcnn(setup):
     cropped; every network time (stages and predict_step()) is measured on them and scaled by
     (all proposals / C), the CNN's cost being linear in the crop count.
     """
+    from detect.inference.precision import apply_precision
     from detect.models.rcnn import RCNN
 
     boxes, search_seconds = selective_search_proposals(setup)
@@ -138,6 +139,7 @@ def time_rcnn(setup):
         class_names=setup.class_names, canvas_size=setup.canvas_size, backbone=setup.backbone,
         backbone_weights="none", **setup.rcnn_kwargs,
     )
+    apply_precision(model, setup.precision)
     configured, crop_fn = model.chunk_size, crop_function(model)
     sizes = sorted({*(int(b) for b in setup.crop_batch_sizes), configured})
     per_crop = crop_batch_seconds(crop_fn, model.crop_size, sizes, setup.warmup, setup.runs)

@@ -109,7 +109,8 @@ class BenchSetup:
     max_rcnn_proposals: R-CNN crops at most this many proposals per image and scales its
     times up to all of them (None: every proposal); crop_batch_sizes: batch sizes of the
     R-CNN crop-batching measurement; cache: values timers share (proposals, inputs);
-    fpn_model_config: config sections of the faster_rcnn_fpn model (backbone `<name>_fpn`).
+    fpn_model_config: config sections of the faster_rcnn_fpn model (backbone `<name>_fpn`);
+    precision: float32 | bf16, set on every model built (detect/inference/precision.py).
     """
 
     backbone: str
@@ -127,6 +128,7 @@ class BenchSetup:
     crop_batch_sizes: tuple = CROP_BATCH_SIZES
     cache: dict = dataclasses.field(default_factory=dict)
     fpn_model_config: dict = dataclasses.field(default_factory=lambda: copy.deepcopy(FPN_SETTINGS["default"]))
+    precision: str = "float32"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -241,7 +243,7 @@ def _add_speedups(rows):
         f"{r['detector']} {total(r):.3g} s ({total(rcnn) / total(r):,.1f}x)" for r in measured)]
 
 
-def _average_precision(name, dataset_config, model_dirs, out_dir):
+def _average_precision(name, dataset_config, model_dirs, out_dir, precision="float32"):
     """(AP, AP50, note) of a trained model folder for `name`, or Nones and the reason."""
     folder = (model_dirs or {}).get(name, os.path.join("models", name))
     if not os.path.isfile(os.path.join(folder, "model.keras")):
@@ -249,7 +251,8 @@ def _average_precision(name, dataset_config, model_dirs, out_dir):
     from detect.evaluation.evaluate_model import evaluate_model
 
     metrics = evaluate_model(
-        folder, dataset_config, split="val", out_dir=os.path.join(out_dir, f"eval_{name}"), progress=False
+        folder, dataset_config, split="val", out_dir=os.path.join(out_dir, f"eval_{name}"), progress=False,
+        precision=precision,
     )
     note = f"AP of {name}: {folder} (its own backbone and trained weights) on the val split of {dataset_config}"
     return metrics["coco"]["AP"], metrics["coco"]["AP50"], note
@@ -267,7 +270,8 @@ def _load_average():
 
 
 # --------------------------------------------------------------------------- entry point
-def _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup, max_rcnn_proposals):
+def _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup, max_rcnn_proposals,
+                precision="float32"):
     settings = SETTINGS.get(backbone, SETTINGS["vgg16"])
     pictures = load_images(images) if images else random_images(num_images, image_size)
     cap = settings["max_rcnn_proposals"] if max_rcnn_proposals == "default" else max_rcnn_proposals
@@ -277,7 +281,7 @@ def _make_setup(backbone, images, image_size, num_images, num_classes, runs, war
         min_size=settings["min_size"], max_size=settings["max_size"], model_config=copy.deepcopy(settings["model"]),
         runs=int(runs), warmup=int(warmup), rcnn_kwargs=dict(settings["rcnn"]),
         proposal_kwargs=dict(settings["proposals"]), max_rcnn_proposals=None if cap is None else int(cap),
-        fpn_model_config=copy.deepcopy(FPN_SETTINGS.get(backbone, FPN_SETTINGS["default"])),
+        fpn_model_config=copy.deepcopy(FPN_SETTINGS.get(backbone, FPN_SETTINGS["default"])), precision=precision,
     )
 
 
@@ -319,7 +323,7 @@ def _proposal_notes(setup, detectors):
 
 def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None, runs=5,
                   out_dir="runs/benchmark", warmup=2, num_classes=21, image_size=(600, 800),
-                  model_dirs=None, num_images=2, max_rcnn_proposals="default"):
+                  model_dirs=None, num_images=2, max_rcnn_proposals="default", precision="float32"):
     """Time each detector's stages on one backbone and one image set; write the table.
 
     Args:
@@ -333,6 +337,8 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
       max_rcnn_proposals: R-CNN crops at most this many proposals per image and scales its
         network times linearly to all of them (the CNN cost is per crop); None: every
         proposal; "default": the backbone's setting (64 for vgg16, None for tiny).
+      precision: float32 | bf16 (Keras mixed_bfloat16, boxes and scores in float32); named
+        in each measured row's source and in the notes, and used for the AP column too.
     Returns:
       {"table": markdown str, "rows": [dict per CSV row], "paths": {"markdown", "csv", "chart"}}.
     """
@@ -344,11 +350,20 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
         raise DetectError(f"benchmark: num_classes counts the background and must be >= 2, got {num_classes}")
     if max_rcnn_proposals not in (None, "default") and int(max_rcnn_proposals) < 1:
         raise DetectError(f"benchmark: max_rcnn_proposals must be >= 1 or None, got {max_rcnn_proposals}")
-    setup = _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup, max_rcnn_proposals)
+    from detect.inference.precision import bf16_support, check_precision
+
+    check_precision(precision)
+    setup = _make_setup(backbone, images, image_size, num_images, num_classes, runs, warmup, max_rcnn_proposals,
+                        precision)
     source = f"{len(setup.images)} images from {images}" if images else (
         f"{len(setup.images)} random {image_size[0]}x{image_size[1]} images")
     notes = _setup_notes(setup, detectors, source)
-    environment = describe()
+    environment = f"{describe()}, {precision}"
+    if precision == "bf16":
+        native = bf16_support()
+        notes.append("bf16: Keras mixed_bfloat16 (float32 weights; box decoding, NMS and scores in float32); "
+                     + (f"native bfloat16 on this CPU ({', '.join(native)})" if native else
+                        "this CPU has no AVX512_BF16 or AMX, so bfloat16 is emulated"))
     load = _load_average()
     rows = []
     for name in detectors:
@@ -364,7 +379,8 @@ def run_benchmark(detectors, backbone="vgg16", images=None, dataset_config=None,
         rows.append(_measured_row(name, result, environment))
         notes += result["notes"]
         if dataset_config:
-            rows[-1]["ap"], rows[-1]["ap50"], note = _average_precision(name, dataset_config, model_dirs, out_dir)
+            rows[-1]["ap"], rows[-1]["ap50"], note = _average_precision(name, dataset_config, model_dirs, out_dir,
+                                                                        precision)
             notes.append(note)
         if name in PAPER:
             rows.append(_paper_row(name))

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from detect import compat
 from detect.benchmark.report import STAGES
+from detect.inference.precision import apply_precision
 from detect.ops.boxes import scale_boxes_np, valid_mask
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def two_stage_model(setup, detector):
         "backbone": {**model.get("backbone", {}), "name": setup.backbone, "weights": "none"},
         "input": {"min_size": setup.min_size, "max_size": setup.max_size, "canvas": list(setup.canvas_size)},
     })
-    return build_model(config, setup.class_names)
+    return apply_precision(build_model(config, setup.class_names), setup.precision)
 
 
 def fpn_model(setup):
@@ -196,7 +197,7 @@ def fpn_model(setup):
         "backbone": {**model.get("backbone", {}), "name": f"{setup.backbone}_fpn", "weights": "none"},
         "input": {"min_size": setup.min_size, "max_size": setup.max_size, "canvas": list(setup.canvas_size)},
     })
-    return build_model(config, setup.class_names)
+    return apply_precision(build_model(config, setup.class_names), setup.precision)
 
 
 def _feature_specs(model, canvas_size):

@@ -9,14 +9,20 @@ from detect.evaluation.report import evaluate_detections
 from detect.models.loading import load_model_dir
 
 
-def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch_size=8, progress=True):
-    """Detections + COCO/VOC metrics for a model folder on a dataset split; returns metrics."""
+def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch_size=8, progress=True,
+                   precision=None):
+    """Detections + COCO/VOC metrics for a model folder on a dataset split; returns metrics.
+
+    precision: float32 | bf16 (detect/inference/precision.py); None: the config's test.precision."""
     from detect.config import load_config
     from detect.data.splits import load_split, pipeline
+    from detect.inference.precision import apply_precision
 
     model, config = load_model_dir(model_dir)
     if config_path:
         config = load_config(config_path)
+    precision = precision or config["test"]["precision"]
+    apply_precision(model, precision)
     dataset = load_split(config, split)
     if dataset is None:
         raise DetectError(f"config: dataset.{split}.annotations is not set")
@@ -29,7 +35,7 @@ def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch
         model, tf_dataset, dataset.label_to_category_id, total=len(dataset), progress=progress
     )
     out_dir = out_dir or os.path.join(model_dir, f"eval_{split}")
-    extra = {"seconds_per_image": seconds / max(num_images, 1), "split": split}
+    extra = {"seconds_per_image": seconds / max(num_images, 1), "split": split, "precision": precision}
     gt = ground_truth_for(dataset, config["dataset"]["format"], config["dataset"][split].get("annotations"))
     image_paths = {record.image_id: record.path for record in dataset.records}
     return evaluate_detections(gt, results, out_dir, extra=extra, image_paths=image_paths,

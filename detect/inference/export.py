@@ -24,7 +24,8 @@ Formats (out_dir is replaced as a whole, never left half-written):
                while loop of dynamic-shape tensor lists does not): the file runs only where
                the Flex delegate is linked in. export.json lists those ops under
                `select_tf_ops` ([] for a builtin-only file).
-  onnx         out_dir/model.onnx through tf2onnx (`pip install 'detect[export]'`: onnx,
+  onnx         out_dir/model.onnx through tf2onnx (and out_dir/model_portrait.onnx on the
+               transposed canvas when the canvas is not square) (`pip install 'detect[export]'`: onnx,
                tf2onnx and onnxruntime are not dependencies of this package). Per-class NMS
                is one class-offset NMS (ops/nms.py), which becomes ONNX NonMaxSuppression;
                an op tf2onnx cannot convert would stay in the graph: that is an error.
@@ -52,6 +53,9 @@ ENDPOINT = "serve"
 DESCRIPTION_FILE = "export.json"
 # Artifact path inside the output folder; the SavedModel is the folder itself.
 _ARTIFACTS = {"saved_model": ".", "onnx": "model.onnx", "litert": "model.tflite"}
+# ONNX of a non-square canvas: a second file for portrait images on the transposed canvas,
+# so the ONNX Runtime path (onnx_runtime.py) resizes and pads as the Keras Predictor does.
+PORTRAIT_ONNX = "model_portrait.onnx"
 
 
 def input_signature(model, canvas_size=None):
@@ -99,7 +103,7 @@ def describe(model, config, fmt):
             "dtype": "float32",
             "meaning": "RGB in [0, 255]; resize by s = min(min_size / shorter side, max_size / longer side, "
             "canvas height / height, canvas width / width), round the size, place at the top-left "
-            "of a zero canvas",
+            "of a canvas filled with pad_value (the RGB mean the backbone subtracts: zero after it)",
         },
         "image_shape": {"shape": [None, 2], "dtype": "int32", "meaning": "resized (height, width)"},
         "scale": {"shape": [None, 2], "dtype": "float32", "meaning": "(resized / original height, width)"},
@@ -110,13 +114,18 @@ def describe(model, config, fmt):
             "dtype": "float32",
             "meaning": "x1, y1, x2, y2 in resized pixels; all-zero rows are padding",
         }
-    return {
+    from detect.data.splits import pad_value
+
+    description = {
         "format": fmt,
         "artifact": _ARTIFACTS[fmt],
         "endpoint": ENDPOINT,
         "canvas_size": [height, width],
         "min_size": config["input"]["min_size"],
         "max_size": config["input"]["max_size"],
+        # What `detect predict --runtime onnx` needs to prepare images as the Keras path does.
+        "backbone": config["backbone"]["name"],
+        "pad_value": [float(v) for v in pad_value(config["backbone"]["name"])],
         "class_names": list(model.class_names),
         "head_svd_ranks": None if model.head_svd_ranks is None else list(model.head_svd_ranks),
         "inputs": inputs,
@@ -127,6 +136,11 @@ def describe(model, config, fmt):
             "num_detections": "(N,) int32 valid rows of each image",
         },
     }
+    if not model.use_rpn:
+        description["proposals"] = {key: config["proposals"][key] for key in ("mode", "max_side", "max_proposals")}
+    if fmt == "onnx" and height != width:
+        description["portrait_artifact"] = PORTRAIT_ONNX
+    return description
 
 
 # --------------------------------------------------------------------------- writers
@@ -150,8 +164,9 @@ def _require_onnx():
         )
 
 
-def write_onnx(model, path):
-    """ONNX file at `path` converted by tf2onnx from the serving function."""
+def write_onnx(model, path, canvas_size=None):
+    """ONNX file at `path` converted by tf2onnx from the serving function, for images on
+    the (Hc, Wc) `canvas_size` (None: the model's landscape canvas)."""
     _require_onnx()
     with _quiet_tf2onnx():
         import tf2onnx
@@ -159,7 +174,7 @@ def write_onnx(model, path):
         compat.patch_tf2onnx()
     import onnx
 
-    specs = input_signature(model)
+    specs = input_signature(model, canvas_size)
     function = tf.function(serving_function(model), input_signature=specs)
     try:
         with _quiet_tf2onnx():
@@ -285,6 +300,9 @@ def export_detector(model, config, fmt, out_dir):
         artifact = os.path.join(staging, _ARTIFACTS[fmt])
         _WRITERS[fmt](model, os.path.normpath(artifact))
         description = describe(model, config, fmt)
+        if "portrait_artifact" in description:
+            height, width = model.canvas_size
+            write_onnx(model, os.path.join(staging, PORTRAIT_ONNX), (width, height))
         if fmt == "litert":
             ops = description["select_tf_ops"] = litert_select_ops(artifact)
             if ops:

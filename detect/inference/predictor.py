@@ -45,10 +45,14 @@ class Predictor:
     smaller or image sizes change.
     """
 
-    def __init__(self, model, config):
+    def __init__(self, model, config, precision=None):
+        """precision: float32 | bf16 (detect/inference/precision.py); None: the config's
+        test.precision. The model is switched in place before it is traced."""
         from detect.inference.export import input_signature
+        from detect.inference.precision import apply_precision
 
-        self.model = model
+        self.precision = precision or config.get("test", {}).get("precision", "float32")
+        self.model = apply_precision(model, self.precision)
         self.config = config
         self.class_names = list(model.class_names)
         inp = config["input"]
@@ -64,8 +68,8 @@ class Predictor:
         self._resizers = {}
 
     @classmethod
-    def from_dir(cls, model_dir):
-        return cls(*load_model_dir(model_dir))
+    def from_dir(cls, model_dir, precision=None):
+        return cls(*load_model_dir(model_dir), precision=precision)
 
     def _resize_graph(self, image):
         """The pipeline's resize and padding as one graph (eager op by op is ~5x slower):

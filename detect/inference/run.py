@@ -14,7 +14,8 @@ from tqdm import tqdm
 from detect.errors import DetectError
 from detect.io import write_json
 from detect.inference.draw import draw_detections
-from detect.inference.predictor import Predictor, canvas_of, stack_inputs
+from detect.inference.predictor import canvas_of, stack_inputs
+from detect.inference.runtimes import load_predictor
 from detect.inference.overlap import Worker, read_ahead
 from detect.inference.sources import classify, count_frames, has_display, iter_frames
 from detect.inference.video import VideoReader, VideoWriter
@@ -157,18 +158,20 @@ def _keep_classes(detections, classes):
     }
 
 
-def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=None, classes=None, show=False):
+def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=None, classes=None, show=False,
+                precision=None, runtime="keras"):
     """Run a model folder over SOURCEs; returns counts and speed. See the module docstring.
 
     Three stages overlap: a reader thread decodes and resizes the next batches, this thread
     runs the model on batches of up to `batch_size` frames of one orientation (None: 8, or
     1 with a webcam source, so live frames are not held back), and a writer thread draws,
     encodes and writes the finished ones (in this thread with `show`); detections.json
-    lists the images in input order.
+    lists the images in input order. precision (float32 | bf16, None: the config's) and
+    runtime (keras | onnx: model_dir is then an ONNX export) choose how the model runs.
     """
     if show and not has_display():
         raise DetectError("--show needs a display (none found: DISPLAY is unset or OpenCV has no GUI)")
-    predictor = Predictor.from_dir(model_dir)
+    predictor = load_predictor(model_dir, runtime=runtime, precision=precision)
     if classes:
         unknown = [c for c in classes if c not in predictor.class_names]
         if unknown:
@@ -215,7 +218,7 @@ def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=Non
     seconds = time.monotonic() - start
     return {"frames": frames, "skipped": sum(skipped.values()), "skipped_by": dict(skipped), "out_dir": out_dir,
             "seconds": seconds, "frames_per_second": frames / max(seconds, 1e-9), "model_seconds": model_seconds,
-            "batch_size": batch_size}
+            "batch_size": batch_size, "runtime": runtime, "precision": predictor.precision}
 
 
 _SKIP_REASONS = {"image": "unreadable image", "video": "undecodable video frame", "webcam": "dropped webcam frame"}
@@ -240,7 +243,10 @@ def summary_line(result, out_dir):
 
 
 def speed_line(result):
-    """`200 frames in 2.6 s: 76.9 frames/s (batches of 8; model 1.9 s)`: reading, the model,
-    drawing and writing overlap, so the time is the whole run's."""
+    """`200 frames in 2.6 s: 76.9 frames/s (batches of 8; model 1.9 s)`, `; onnx runtime` or
+    `; bf16` added when not the default: reading, the model, drawing and writing overlap,
+    so the time is the whole run's."""
+    how = [f"{result['runtime']} runtime"] * (result.get("runtime", "keras") != "keras")
+    how += [result["precision"]] * (result.get("precision", "float32") != "float32")
     return (f"{result['frames']} frames in {result['seconds']:.1f} s: {result['frames_per_second']:.1f} frames/s "
-            f"(batches of {result['batch_size']}; model {result['model_seconds']:.1f} s)")
+            f"(batches of {result['batch_size']}; model {result['model_seconds']:.1f} s{''.join('; ' + h for h in how)})")
