@@ -24,8 +24,11 @@ Formats (out_dir is replaced as a whole, never left half-written):
                while loop of dynamic-shape tensor lists does not): the file runs only where
                the Flex delegate is linked in. export.json lists those ops under
                `select_tf_ops` ([] for a builtin-only file).
-  onnx         out_dir/model.onnx through tf2onnx (and out_dir/model_portrait.onnx on the
-               transposed canvas when the canvas is not square) (`pip install 'detect[export]'`: onnx,
+  onnx         out_dir/model.onnx through tf2onnx, on the landscape canvas the Predictor pads
+               images onto (transforms.canvases: the input section's min_size x max_size rounded
+               up to 32, or input.canvas), and out_dir/model_portrait.onnx on its transpose when
+               it is not square; export.json's pad_value and resize rule prepare images as
+               `detect predict` does (detect/inference/onnx_runtime.py runs them). (`pip install 'detect[export]'`: onnx,
                tf2onnx and onnxruntime are not dependencies of this package). Per-class NMS
                is one class-offset NMS (ops/nms.py), which becomes ONNX NonMaxSuppression;
                an op tf2onnx cannot convert would stay in the graph: that is an error.
@@ -94,9 +97,18 @@ def serving_function(model):
     return serve
 
 
+def onnx_canvases(config):
+    """(landscape, portrait) canvases of an ONNX export: those the Predictor pads images onto
+    (transforms.canvases), so the ONNX Runtime path sees the Keras path's inputs."""
+    from detect.data.transforms import canvases
+
+    inp = config["input"]
+    return canvases(inp["min_size"], inp["max_size"], inp.get("canvas"))
+
+
 def describe(model, config, fmt):
     """The export.json dict: how to prepare inputs and read outputs of the artifact."""
-    height, width = model.canvas_size
+    height, width = onnx_canvases(config)[0] if fmt == "onnx" else model.canvas_size
     inputs = {
         "images": {
             "shape": [None, height, width, 3],
@@ -298,11 +310,14 @@ def export_detector(model, config, fmt, out_dir):
     os.mkdir(staging)
     try:
         artifact = os.path.join(staging, _ARTIFACTS[fmt])
-        _WRITERS[fmt](model, os.path.normpath(artifact))
+        if fmt == "onnx":
+            landscape, portrait = onnx_canvases(config)
+            write_onnx(model, os.path.normpath(artifact), landscape)
+            if portrait != landscape:
+                write_onnx(model, os.path.join(staging, PORTRAIT_ONNX), portrait)
+        else:
+            _WRITERS[fmt](model, os.path.normpath(artifact))
         description = describe(model, config, fmt)
-        if "portrait_artifact" in description:
-            height, width = model.canvas_size
-            write_onnx(model, os.path.join(staging, PORTRAIT_ONNX), (width, height))
         if fmt == "litert":
             ops = description["select_tf_ops"] = litert_select_ops(artifact)
             if ops:
