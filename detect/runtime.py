@@ -113,8 +113,28 @@ def jit_compile():
     return keras.backend.backend() == "jax"
 
 
+def physical_cores(cpuinfo=None):
+    """Physical cores in /proc/cpuinfo (distinct (physical id, core id) pairs); None where unknown.
+
+    Fewer than os.cpu_count() means SMT (hyper-threading) siblings: 2 vCPUs of a cloud VM
+    can be one core. torch runs one thread per physical core by default, TensorFlow one
+    per logical CPU (TF_NUM_INTRAOP_THREADS changes it)."""
+    text = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    cores, physical = set(), "0"
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        if key.strip() == "physical id":
+            physical = value.strip()
+        elif key.strip() == "core id":
+            cores.add((physical, value.strip()))
+    return len(cores) or None
+
+
 def describe():
-    """One line for speed reports: CPU model, count, vector ISA, TF version, oneDNN state."""
+    """One line for speed reports: CPU model, count (and physical cores where SMT halves
+    them), vector ISA, TF version, oneDNN state."""
     import tensorflow as tf
 
     from detect.compat import onednn_enabled
@@ -122,5 +142,7 @@ def describe():
     state = onednn_enabled()
     onednn = "unknown" if state is None else ("on" if state else "off")
     why = {"detect": " (turned on by detect for AVX-512)", "user": f" ({ONEDNN_ENV} set by the user)"}
-    return (f"{cpu_model()} x{os.cpu_count()}, {isa_summary(cpu_flags())}, TF {tf.__version__}, "
+    cores = physical_cores()
+    smt = f" ({cores} physical cores)" if cores and cores < (os.cpu_count() or 0) else ""
+    return (f"{cpu_model()} x{os.cpu_count()}{smt}, {isa_summary(cpu_flags())}, TF {tf.__version__}, "
             f"oneDNN {onednn}{why.get(decision, '')}")

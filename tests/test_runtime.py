@@ -91,3 +91,12 @@ def test_describe_names_cpu_isa_and_onednn_state():
     assert runtime.cpu_model() in line and f"x{os.cpu_count()}" in line
     assert runtime.isa_summary(runtime.cpu_flags()) in line
     assert "oneDNN on" in line or "oneDNN off" in line
+
+
+def test_physical_cores_count_smt_siblings_once():
+    # Two vCPUs of one hyper-threaded core (e.g. a 2-vCPU Intel cloud VM): the same core id.
+    smt = "processor\t: 0\nphysical id\t: 0\ncore id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 0\n"
+    assert runtime.physical_cores(smt) == 1
+    assert runtime.physical_cores(smt.replace("core id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 0",
+                                              "core id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 1")) == 2
+    assert runtime.physical_cores(SKYLAKE) is None  # no core ids: unknown
