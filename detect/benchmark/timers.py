@@ -202,11 +202,13 @@ def fpn_model(setup):
 
 def _feature_specs(model, canvas_size):
     """TensorSpec of `model.features` on a (1, H, W, 3) canvas: one map, or a list of
-    levels with a neck (FPN: P2..P6)."""
+    levels with a neck (FPN: P2..P6), in the dtype they are computed in (bfloat16 under
+    --precision bf16)."""
     shape = model.backbone.compute_output_shape((1, *canvas_size, 3))
     if model.neck is None:
-        return spec(*shape)
-    return [spec(*level) for level in model.neck.compute_output_shape([tuple(s) for s in shape])]
+        return spec(*shape, dtype=model.backbone.compute_dtype)
+    levels = model.neck.compute_output_shape([tuple(s) for s in shape])
+    return [spec(*level, dtype=model.neck.compute_dtype) for level in levels]
 
 
 def _two_stage_functions(model, canvas_size, num_rois):

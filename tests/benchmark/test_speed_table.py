@@ -274,3 +274,14 @@ def test_selective_search_runs_once_per_setup():
     assert 0 < len(boxes[0]) <= 50 and seconds > 0
     # Original-image pixels: inside the 96 x 64 image.
     assert boxes[0][:, [0, 2]].max() <= 96 and boxes[0][:, [1, 3]].max() <= 64
+
+
+def test_bf16_benchmark_times_every_stage_and_says_so(tmp_path):
+    result = run_benchmark(["faster_rcnn", "faster_rcnn_fpn"], backbone="tiny", runs=1, warmup=1,
+                           image_size=(128, 128), out_dir=str(tmp_path), num_images=1, precision="bf16")
+    measured = [r for r in result["rows"] if r["status"] == "ok"]
+    assert [r["detector"] for r in measured] == ["faster_rcnn", "faster_rcnn_fpn"]
+    assert all(r["source"].endswith(", bf16)") and r["detect_s"] > 0 for r in measured)
+    assert "bf16: Keras mixed_bfloat16" in result["table"]
+    with pytest.raises(DetectError, match="precision 'fp16'"):
+        run_benchmark(["faster_rcnn"], backbone="tiny", precision="fp16", out_dir=str(tmp_path))
