@@ -9,7 +9,9 @@ figure is the median over its rounds of the median ms per image over `--runs` pa
   --model-dir DIR: a trained model folder (e.g. models/faster_rcnn_tiny_shapes), exported
       to ONNX into a temporary folder; --images: a folder of its images (the first --count).
   without --model-dir: the VGG16 paper configuration of scripts/bench_faster_rcnn.py
-      (random weights, 21 classes, canvas 608x800) on --count random 600x800 images.
+      (random weights, 21 classes, canvas 608x800) on --count random 600x800 images, with
+      fc6/fc7 --head-dim wide (default 1024: tf2onnx held > 19 GB converting the paper's
+      4096-wide head, 138M weights, and was killed on a 23 GB machine).
 
 Usage:
   .venv/bin/python scripts/bench_onnx_runtime.py [--model-dir DIR --images FOLDER] [--count 2]
@@ -35,18 +37,20 @@ import numpy as np  # noqa: E402
 import detect  # noqa: E402  (CPU settings before TensorFlow starts)
 
 
-def vgg16_folder(folder):
-    """A model folder of the paper-configuration VGG16 Faster R-CNN (random weights)."""
+def vgg16_folder(folder, head_dim):
+    """A model folder of the paper-configuration VGG16 Faster R-CNN (random weights), with
+    fc6/fc7 `head_dim` wide (4096 in the paper)."""
     import bench_faster_rcnn as bench
 
     from detect.config import dump_config, from_dict
+    from detect.models.registry import build_model
 
-    model = bench.build((608, 800))
     config = from_dict({"backbone": {"name": "vgg16", "weights": "none"},
                         "input": {"min_size": bench.MIN_SIZE, "max_size": bench.MAX_SIZE, "canvas": [608, 800]},
-                        "rpn": {"anchor_sizes": [128, 256, 512], "pre_nms_top_n_test": 6000,
-                                "post_nms_top_n_test": 300},
-                        "roi": {"pool": "align", "size": 7, "sampling_ratio": 2, "head_dim": 4096}})
+                        "rpn": {"anchor_sizes": [128, 256, 512], "anchor_ratios": [0.5, 1.0, 2.0], "channels": 512,
+                                "pre_nms_top_n_test": 6000, "post_nms_top_n_test": 300, "nms_iou": 0.7},
+                        "roi": {"pool": "align", "size": 7, "sampling_ratio": 2, "head_dim": head_dim}})
+    model = build_model(config, bench.CLASS_NAMES)
     model.save(os.path.join(folder, "model.keras"))
     dump_config(config, os.path.join(folder, "config.yaml"))
     return folder
@@ -80,12 +84,14 @@ def main():
     parser.add_argument("--count", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--head-dim", type=int, default=1024,
+                        help="VGG16 fc6/fc7 width without --model-dir (tf2onnx needed > 19 GB for the paper's 4096)")
     args = parser.parse_args()
     from detect.inference.export import export_model
     from detect.runtime import describe
 
     with tempfile.TemporaryDirectory() as work:
-        model_dir = args.model_dir or vgg16_folder(work)
+        model_dir = args.model_dir or vgg16_folder(work, args.head_dim)
         export_dir = os.path.join(work, "onnx")
         export_model(model_dir, "onnx", export_dir)
         tf_path, onnx_path = detect.load(model_dir), detect.load(export_dir)
@@ -106,7 +112,8 @@ def main():
     import onnxruntime
 
     print(json.dumps({
-        "model": args.model_dir or "vgg16 paper configuration (random weights)", "images": len(images),
+        "model": args.model_dir or f"vgg16 paper configuration, fc6/fc7 {args.head_dim} (random weights)",
+        "images": len(images),
         "cpu": describe(), "onnxruntime": onnxruntime.__version__, "max_box_difference_px": max(diffs),
         "tf_ms": statistics.median(r["tf_ms"] for r in rows), "onnx_ms": statistics.median(r["onnx_ms"] for r in rows),
         "ratio_median": statistics.median(r["ratio"] for r in rows), "rounds": rows,
