@@ -1,5 +1,6 @@
-"""CPU facts, the one CPU setting made before TensorFlow starts (oneDNN on AVX-512), and
-the compile option of each Keras backend (`jit_compile`).
+"""CPU facts, the CPU settings made before TensorFlow starts (oneDNN on AVX-512; one
+intra-op thread per physical core under SMT), and the compile option of each Keras
+backend (`jit_compile`).
 
 TensorFlow's Linux x86 wheels run their oneDNN kernels (convolution, matmul, pooling,
 fused ops) only on CPUs with VNNI, BF16 or AMX instructions (DefaultOneDnnPolicy in
@@ -100,7 +101,45 @@ def configure(environ=None, cpuinfo=None, machine=None, tensorflow_imported=None
     else:
         environ[ONEDNN_ENV] = "1"
         decision = "detect"
+    configure_threads(environ, cpuinfo, tensorflow_imported)
     return decision
+
+
+THREADS_ENV = "TF_NUM_INTRAOP_THREADS"
+# What configure_threads decided: "user", "physical cores", or None (TensorFlow's default).
+threads_decision = None
+
+
+def configure_threads(environ=None, cpuinfo=None, tensorflow_imported=False, logical=None):
+    """One intra-op thread per physical core where SMT gives more logical CPUs than cores.
+
+    TensorFlow (and oneDNN on its pool) starts one thread per logical CPU; two hyper-threads
+    of one core share its AVX-512 units, so for convolutions the second adds little and the
+    pair competes for cache. torch defaults to one thread per physical core, and Intel's
+    TensorFlow tuning guide recommends the same. Common on Intel cloud VMs (2 vCPUs = 1
+    core with AMX); not measured here (the project's AMD machine has one thread per core,
+    where this changes nothing). The user's TF_NUM_INTRAOP_THREADS wins. Returns the
+    thread count set, or None.
+    """
+    global threads_decision
+    environ = os.environ if environ is None else environ
+    if THREADS_ENV in environ:
+        threads_decision = "user"
+        return None
+    cores = physical_cores(cpuinfo)
+    logical = logical or _logical_cpus(cpuinfo)
+    if tensorflow_imported or not cores or not logical or cores >= logical:
+        threads_decision = None
+        return None
+    environ[THREADS_ENV] = str(cores)
+    threads_decision = "physical cores"
+    return cores
+
+
+def _logical_cpus(cpuinfo=None):
+    text = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    count = sum(1 for line in text.splitlines() if line.partition(":")[0].strip() == "processor")
+    return count or None
 
 
 def jit_compile():
@@ -144,5 +183,7 @@ def describe():
     why = {"detect": " (turned on by detect for AVX-512)", "user": f" ({ONEDNN_ENV} set by the user)"}
     cores = physical_cores()
     smt = f" ({cores} physical cores)" if cores and cores < (os.cpu_count() or 0) else ""
+    if threads_decision == "physical cores":
+        smt += f" ({THREADS_ENV}={os.environ.get(THREADS_ENV)} set by detect)"
     return (f"{cpu_model()} x{os.cpu_count()}{smt}, {isa_summary(cpu_flags())}, TF {tf.__version__}, "
             f"oneDNN {onednn}{why.get(decision, '')}")

@@ -100,3 +100,20 @@ def test_physical_cores_count_smt_siblings_once():
     assert runtime.physical_cores(smt.replace("core id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 0",
                                               "core id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 1")) == 2
     assert runtime.physical_cores(SKYLAKE) is None  # no core ids: unknown
+
+
+SMT_PAIR = "processor\t: 0\nphysical id\t: 0\ncore id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 0\n"
+TWO_CORES = SMT_PAIR.replace("core id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 0",
+                             "core id\t\t: 0\n\nprocessor\t: 1\nphysical id\t: 0\ncore id\t\t: 1")
+
+
+def test_threads_follow_physical_cores_only_under_smt():
+    environ = {}
+    assert runtime.configure_threads(environ, SMT_PAIR) == 1
+    assert environ == {"TF_NUM_INTRAOP_THREADS": "1"}
+    for cpuinfo in (TWO_CORES, SKYLAKE):  # one thread per core, or no core ids: TF's default
+        environ = {}
+        assert runtime.configure_threads(environ, cpuinfo) is None and environ == {}
+    environ = {"TF_NUM_INTRAOP_THREADS": "2"}  # the user's choice wins
+    assert runtime.configure_threads(environ, SMT_PAIR) is None and environ == {"TF_NUM_INTRAOP_THREADS": "2"}
+    assert runtime.configure_threads({}, SMT_PAIR, tensorflow_imported=True) is None  # too late to matter
