@@ -28,7 +28,7 @@ import tensorflow as tf
 from detect.data.canvas import canvas_for  # noqa: F401 - re-exported: the pipeline's canvas
 from detect.data.example_reader import ExampleReader
 from detect.data.transforms import (
-    canvases, horizontal_flip, pad_boxes, pad_to_canvas, pad_to_orientation_canvas, resize,
+    canvases, horizontal_flip, pad_boxes, pad_to_canvas, pad_to_orientation_canvas, per_image_canvas, resize,
 )
 from detect.errors import DetectError
 
@@ -72,7 +72,7 @@ def _check_canvas(landscape, min_size, max_size):
         )
 
 
-def _loader(reader, min_size, max_size):
+def _loader(reader, min_size, max_size, resize_rule="detect"):
     """index -> example with the resized image (float32) and targets in canvas pixels."""
 
     def load(index):
@@ -81,7 +81,7 @@ def _loader(reader, min_size, max_size):
         )
         image = tf.ensure_shape(image, [None, None, 3])
         boxes = tf.ensure_shape(boxes, [None, 4])
-        image, gt, scale = resize(image, boxes, min_size, max_size)
+        image, gt, scale = resize(image, boxes, min_size, max_size, rule=resize_rule)
         example = {
             "images": image,
             "scale": scale,
@@ -110,8 +110,9 @@ def _flip(image, gt, props, coin):
     return image, gt, props
 
 
-def _finisher(max_boxes, landscape, portrait, pad_value):
-    """example (+ coin) -> the padded model inputs on the canvas of its orientation."""
+def _finisher(max_boxes, landscape, portrait, pad_value, per_image=False):
+    """example (+ coin) -> the padded model inputs on the canvas of its orientation (per_image:
+    the content minus the padding colour, unpadded: _batch_per_image pads the batch)."""
     def finish(example, coin=None):
         image, gt, props = example["images"], example["gt_boxes"], example.get("proposals")
         if coin is not None:
@@ -120,8 +121,12 @@ def _finisher(max_boxes, landscape, portrait, pad_value):
         gt_boxes, gt_labels = pad_boxes(gt, example["gt_labels"], max_boxes)
         # Padding rows of the input arrays keep box 0 and label -1 after resizing.
         gt_boxes = tf.where((gt_labels >= 0)[:, None], gt_boxes, 0.0)
+        if per_image:
+            images = image - tf.cast(tf.convert_to_tensor(pad_value), image.dtype)
+        else:
+            images = pad_to_orientation_canvas(image, landscape, portrait, pad_value)
         out = {
-            "images": pad_to_orientation_canvas(image, landscape, portrait, pad_value),
+            "images": images,
             "image_shape": tf.cast(content, tf.int32),
             "scale": example["scale"],
             "image_id": example["image_id"],
@@ -152,6 +157,20 @@ def _batch(ds, batch_size, drop_remainder, grouped):
     )
 
 
+def _batch_per_image(ds, batch_size, drop_remainder, pad_value):
+    """Batches padded as torchvision's batch_images pads them: to the largest image of the
+    batch rounded up to 32, with the padding colour (images arrive minus that colour)."""
+    ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
+
+    def pad(batch):
+        shape = tf.shape(batch["images"])
+        height, width = per_image_canvas(shape[1], shape[2])
+        images = tf.pad(batch["images"], [[0, 0], [0, height - shape[1]], [0, width - shape[2]], [0, 0]])
+        return {**batch, "images": images + tf.cast(tf.convert_to_tensor(pad_value), images.dtype)}
+
+    return ds.map(pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def make_dataset(
     dataset,
     *,
@@ -169,13 +188,16 @@ def make_dataset(
     proposals=None,
     num_proposals=None,
     pad_value=0.0,
+    resize_rule="detect",
 ):
     """Build the tf.data pipeline for a detect.data.records.Dataset.
 
     Args:
       batch_size: images per batch; training batches drop the remainder.
-      min_size / max_size: resize rule; canvas_size: (Hc, Wc) landscape canvas (portrait
-        batches use its transpose), default min_size x max_size rounded up to 32.
+      min_size / max_size: resize rule (resize_rule: transforms.resize's rule); canvas_size:
+        (Hc, Wc) landscape canvas (portrait batches use its transpose), default min_size x
+        max_size rounded up to 32, or "per_image": each batch padded to its largest image
+        rounded up to 32 (torchvision's batching; canvas sizes then vary between batches).
       training: shuffle image indices each epoch; flip: random horizontal flip (training only).
       cache: keep decoded uint8 images in a file-backed cache (image_cache.py) after the
         first read.
@@ -190,7 +212,8 @@ def make_dataset(
     """
     if not dataset.records:
         raise DetectError(f"{dataset.source}: the dataset has no images")
-    landscape, portrait = canvases(min_size, max_size, canvas_size)
+    per_image = canvas_size == "per_image"
+    landscape, portrait = canvases(min_size, max_size, None if per_image else canvas_size)
     _check_canvas(landscape, min_size, max_size)
     skipped = skipped if skipped is not None else SkippedImages(len(dataset.records))
     reader = ExampleReader(dataset, max_boxes=max_boxes, skipped=skipped, cache=cache,
@@ -199,13 +222,15 @@ def make_dataset(
     ds = tf.data.Dataset.range(len(dataset.records))
     if training:
         ds = ds.shuffle(len(dataset.records), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(_loader(reader, min_size, max_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_loader(reader, min_size, max_size, resize_rule), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(lambda example: example["ok"])
     if training and flip:
         ds = _with_coins(ds, seed)
-    finish = _finisher(max_boxes, landscape, portrait, pad_value)
+    finish = _finisher(max_boxes, landscape, portrait, pad_value, per_image)
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     drop = training if drop_remainder is None else drop_remainder
+    if per_image:
+        return _finalize(_batch_per_image(ds, batch_size, drop, pad_value))
     return _finalize(_batch(ds, batch_size, drop, grouped=landscape != portrait))
 
 

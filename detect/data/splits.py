@@ -20,6 +20,9 @@ PIXEL_MEAN_RGB = {
     "vgg16": _CAFFE_MEAN_RGB,
     "resnet50": _CAFFE_MEAN_RGB,
     "resnet101": _CAFFE_MEAN_RGB,
+    # torchvision's ImageNet mean (0.485, 0.456, 0.406) x 255: its zero padding after Normalize.
+    "torchvision_resnet50": (123.675, 116.28, 103.53),
+    "torchvision_mobilenet_v3_large": (123.675, 116.28, 103.53),
 }
 
 
@@ -91,6 +94,7 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None, split=Non
         min_size=inp["min_size"],
         max_size=inp["max_size"],
         canvas_size=inp.get("canvas"),
+        resize_rule=inp.get("resize", "detect"),
         max_boxes=inp["max_boxes"],
         training=training,
         flip=inp["flip"] and training,

@@ -168,7 +168,7 @@ def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=Non
     """
     if show and not has_display():
         raise DetectError("--show needs a display (none found: DISPLAY is unset or OpenCV has no GUI)")
-    predictor = Predictor.from_dir(model_dir)
+    predictor = Predictor.from_dir(model_dir, min_score=score_threshold)
     if classes:
         unknown = [c for c in classes if c not in predictor.class_names]
         if unknown:

@@ -12,7 +12,7 @@ from detect.errors import DetectError
 RPN_KEYS = {f"rpn.{name}": name for name in (
     "anchor_sizes", "anchor_ratios", "channels", "fg_iou", "bg_iou", "batch_size", "positive_fraction",
     "pre_nms_top_n_train", "post_nms_top_n_train", "pre_nms_top_n_test", "post_nms_top_n_test", "nms_iou",
-    "min_size", "ignore_border", "loss_weight",
+    "min_size", "ignore_border", "loss_weight", "conv_depth", "anchor_rule", "shared_anchor_sizes", "score_threshold",
 )}
 
 # config key -> RoIHeads argument.
@@ -29,6 +29,8 @@ ROI_HEADS_KEYS = {
     "test.nms_iou": "nms_iou",
     "test.max_detections": "max_detections",
     "roi.canonical_size": "canonical_size",
+    "roi.aligned": "aligned",
+    "test.min_box_size": "min_box_size",
 }
 
 # config key -> build_backbone argument.
@@ -39,10 +41,12 @@ BACKBONE_KEYS = {
     "roi.size": "roi_size",
     "roi.head_dim": "head_dim",
     "fpn.channels": "fpn_channels",
+    "roi.head_convs": "head_convs",
+    "roi.head_fcs": "head_fcs",
 }
 
 # config key -> FeaturePyramid argument (backbones named *_fpn).
-FPN_KEYS = {"fpn.channels": "channels"}
+FPN_KEYS = {"fpn.channels": "channels", "fpn.norm": "norm"}
 
 # config key -> RCNN argument.
 RCNN_KEYS = {
@@ -104,7 +108,7 @@ def _neck(config, info):
 
     strides = tuple(info["strides"])
     sizes = config["rpn"]["anchor_sizes"]
-    if len(sizes) != len(strides):
+    if len(sizes) != len(strides) and not config["rpn"]["shared_anchor_sizes"]:
         raise DetectError(
             f"rpn.anchor_sizes: {config['backbone']['name']} has {len(strides)} pyramid levels (P2-P6) and takes "
             f"one anchor size per level, got {len(sizes)} ({sizes})"
@@ -112,9 +116,15 @@ def _neck(config, info):
     if config["roi"]["pool"] != "align":
         raise DetectError(f"roi.pool: {config['backbone']['name']} pools RoIs from pyramid levels with align, "
                           f"got {config['roi']['pool']}")
-    neck = FeaturePyramid(**arguments(config, FPN_KEYS), name="fpn")
-    # RoIs are pooled from P2..P5 (P6 serves the RPN only), as in the FPN paper.
-    return neck, {"rpn": {"strides": strides}, "roi_heads": {"pool_strides": strides[:-1]}}
+    inputs = strides[:-1]
+    consecutive = inputs == tuple(4 * 2**i for i in range(len(inputs)))
+    neck = FeaturePyramid(**arguments(config, FPN_KEYS), num_inputs=len(inputs),
+                          input_strides=None if consecutive else inputs, name="fpn")
+    # RoIs are pooled from P2..P5 (P6 serves the RPN only), as in the FPN paper; of maps
+    # that share a stride the first is pooled (torchvision's MultiScaleRoIAlign maps every
+    # RoI to the first map of a scale).
+    pooled = tuple(dict.fromkeys(inputs))
+    return neck, {"rpn": {"strides": strides}, "roi_heads": {"pool_strides": pooled}}
 
 
 def rcnn_kwargs(config):
