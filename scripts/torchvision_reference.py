@@ -13,6 +13,11 @@ torch.save(model.state_dict())) with the score threshold 0, runs it in eval mode
   <i>_image_size (2,) its resized (height, width), <i>_features_<name> (C, H, W) for each map of
   backbone(+FPN), <i>_proposals (P, 4) the RPN's proposals in resized-image pixels.
 
+`--calibrate-bn`: before saving, every BatchNorm's running statistics are set from the images
+(one forward pass in training mode with cumulative averages). A randomly initialised
+MobileNetV3 otherwise shrinks activations to ~1e-8 by its last stage, so every RPN score and
+class score ties and the order of equal scores, not the model, decides the detections.
+
 Needs only torch, torchvision, numpy and Pillow; no network (no weights are downloaded).
 """
 
@@ -46,6 +51,25 @@ def build(arch, checkpoint, seed):
     return model.eval()
 
 
+def calibrate(model, images):
+    """Running mean / variance of every BatchNorm2d from one pass over `images` (training mode,
+    momentum None = cumulative average), then back to eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.eval()
+    for m in norms:
+        m.train()
+    with torch.no_grad():
+        batch = model.transform(images)[0]
+        features = model.backbone(batch.tensors)
+        if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.roi_heads.box_head.modules()):
+            proposals, _ = model.rpn(batch, features)
+            model.roi_heads.box_head(model.roi_heads.box_roi_pool(features, proposals, batch.image_sizes))
+    model.eval()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", required=True, choices=ARCHS)
@@ -53,10 +77,15 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoint")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibrate-bn", action="store_true", help="BatchNorm statistics from the images")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
     model = build(args.arch, args.checkpoint, args.seed)
+    images = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).float() / 255.0
+              for p in args.images]
+    if args.calibrate_bn:
+        calibrate(model, images)
     if not args.checkpoint:
         torch.save(model.state_dict(), os.path.join(args.out, "state_dict.pth"))
 
@@ -66,9 +95,7 @@ def main():
     model.transform.register_forward_hook(lambda m, i, o: captured.__setitem__("images", o[0]))
     arrays = {}
     with torch.no_grad():
-        for i, path in enumerate(args.images):
-            image = np.asarray(Image.open(path).convert("RGB"))
-            tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+        for i, tensor in enumerate(images):
             (result,) = model([tensor])
             arrays[f"{i}_boxes"] = result["boxes"].numpy()
             arrays[f"{i}_scores"] = result["scores"].numpy()
