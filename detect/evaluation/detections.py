@@ -16,18 +16,24 @@ def detect_function(model):
 
 
 def to_coco_results(detections, image_ids, label_to_category_id):
-    """Padded batch detections (NumPy) -> list of COCO result dicts (xywh, original ids)."""
+    """Padded batch detections (NumPy) -> list of COCO result dicts (xywh, original ids).
+
+    A label whose category id is None (a class of the model the dataset does not have) is
+    left out."""
     results = []
     for i, image_id in enumerate(image_ids):
         n = int(detections["num_detections"][i])
         for box, score, label in zip(
             detections["boxes"][i, :n], detections["scores"][i, :n], detections["labels"][i, :n]
         ):
+            category_id = label_to_category_id(int(label))
+            if category_id is None:
+                continue
             x1, y1, x2, y2 = (float(v) for v in box)
             results.append(
                 {
                     "image_id": int(image_id),
-                    "category_id": int(label_to_category_id(int(label))),
+                    "category_id": int(category_id),
                     "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
                     "score": round(float(score), 5),
                 }
