@@ -73,8 +73,9 @@ def checkpoint_file(arch, cache_dir=None):
     target = os.path.join(cache_dir, name)
     if not os.path.isfile(target):
         try:
-            keras.utils.get_file(fname=name, origin=url, cache_dir=os.path.dirname(cache_dir),
-                                 cache_subdir=os.path.basename(cache_dir))
+            os.makedirs(cache_dir, exist_ok=True)
+            target = os.path.normpath(keras.utils.get_file(fname=name, origin=url, cache_dir=cache_dir,
+                                                           cache_subdir="."))
         except Exception as e:  # noqa: BLE001 - any failure to fetch is reported the same way
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DetectError(f"cannot download {url} ({reason}): download it on a machine with a network and put "
