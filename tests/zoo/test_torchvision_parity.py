@@ -75,7 +75,8 @@ def converted(tmp_path_factory, photos):
                 "--checkpoint", out / "reference" / "state_dict.pth", "--out", model_dir)
             cli("predict", model_dir, *photos, "--score-threshold", "0", "--out", out / "predictions")
             with open(out / "predictions" / "detections.json", encoding="utf-8") as f:
-                items = {os.path.splitext(entry["file"])[0]: entry["detections"] for entry in json.load(f)}
+                items = {os.path.splitext(os.path.basename(entry["file"]))[0]: entry["detections"]
+                         for entry in json.load(f)}
             cache[arch] = (np.load(out / "reference" / "reference.npz"), model_dir, items)
         return cache[arch]
 
