@@ -187,19 +187,35 @@ def _onnx_nodes(graph):
                 yield from _onnx_nodes(subgraph)
 
 
+class _SkippedOptimizerPass(logging.Filter):
+    """tf2onnx's transpose optimizer fails on a scalar added after an NHWC transpose (MobileNetV3's
+    hard-swish x + 3) and logs the traceback as a warning; the pass is skipped and the graph
+    stays correct (unoptimized there), so that one record is not for users."""
+
+    def filter(self, record):
+        if record.getMessage().startswith("Failed to apply optimize_transpose"):
+            logger.debug("tf2onnx skipped its transpose optimizer on part of the graph")
+            return False
+        return True
+
+
 @contextlib.contextmanager
 def _quiet_tf2onnx():
     """tf2onnx's INFO lines (opset, constant folding, optimizer counts) and the NumPy
     FutureWarning of Keras' tf2onnx patch are not for users; its warnings and errors are."""
     tf2onnx_logger = logging.getLogger("tf2onnx")
+    optimizer_logger = logging.getLogger("tf2onnx.optimizer")
+    skipped = _SkippedOptimizerPass()
     level = tf2onnx_logger.level
     tf2onnx_logger.setLevel(max(level, logging.WARNING))
+    optimizer_logger.addFilter(skipped)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
         tf2onnx_logger.setLevel(level)
+        optimizer_logger.removeFilter(skipped)
 
 
 def write_litert(model, path):

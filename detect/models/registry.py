@@ -156,7 +156,7 @@ BUILDERS = {
     "rcnn": _rcnn,
 }
 
-MODEL_MODULES = ("detect.models.detector", "detect.models.rcnn")
+MODEL_MODULES = ("detect.models.detector", "detect.models.rcnn", "detect.models.torchvision_backbones")
 
 
 def import_models():

@@ -93,3 +93,38 @@ def test_every_coco_id_has_a_name():
     assert len(names) == 90 and len(set(names)) == 90
     assert names[0] == "person" and names[89] == "toothbrush"
     assert names[11] == "N/A-12" and names[12] == "stop sign"  # COCO id 12 is unused, 13 is a stop sign
+
+
+def test_a_coco_detector_evaluates_on_a_dataset_of_some_coco_classes(tmp_path):
+    """Labels map by name: the dataset's `dog` (category id 7 in its own file) is COCO's id 18."""
+    import json
+
+    import cv2
+
+    from detect.config import dump_config
+    from detect.evaluation.evaluate_model import evaluate_model
+
+    model, config = tvz.build_zoo_model("fasterrcnn_mobilenet_v3_large_fpn", ["test.score_threshold=0.0"])
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    model.save(str(model_dir / "model.keras"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in (1, 2):
+        cv2.imwrite(str(images / f"{i}.jpg"), np.full((48, 64, 3), 90 * i, np.uint8))
+    coco = {"images": [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in (1, 2)],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [4, 4, 30, 20], "area": 600,
+                             "iscrowd": 0}],
+            "categories": [{"id": 3, "name": "person"}, {"id": 7, "name": "dog"}]}
+    (tmp_path / "val.json").write_text(json.dumps(coco))
+    config["dataset"]["val"] = {"annotations": str(tmp_path / "val.json"), "images": str(images), "split": None}
+    dump_config(config, str(model_dir / "config.yaml"))
+    from detect.data.splits import load_split
+    from detect.evaluation.evaluate_model import label_mapping
+
+    to_category = label_mapping(tvz.COCO_CLASS_NAMES, load_split(config, "val"))
+    assert (to_category(1), to_category(18), to_category(2)) == (3, 7, None)  # person, dog, bicycle
+    metrics = evaluate_model(str(model_dir), split="val", progress=False, batch_size=2)
+    detections = json.load(open(tmp_path / "model" / "eval_val" / "detections.json"))
+    assert {d["category_id"] for d in detections} <= {3, 7}  # only the dataset's classes are scored
+    assert 0.0 <= metrics["coco"]["AP"] <= 1.0
