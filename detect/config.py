@@ -81,6 +81,14 @@ DEFAULTS = {
         "loss_weight": 1.0,
         "canonical_size": 224.0,  # *_fpn: an RoI of this side is pooled from P4 (FPN eq. 1)
     },
+    "mask": {  # detector mask_rcnn: the mask head (detect/models/mask_head.py)
+        "pool_size": 14,  # RoIAlign side; masks are twice this (28)
+        "channels": 256,
+        "num_convs": 4,
+        "num_rois": None,  # foreground RoIs per image it trains on (default roi.batch_size * positive_fraction)
+        "loss_weight": 1.0,
+        "threshold": 0.5,  # probability that is foreground when a mask is pasted into the image
+    },
     "test": {
         "score_threshold": 0.05,
         "nms_iou": 0.5,
@@ -152,7 +160,7 @@ DEFAULTS = {
 }
 
 _REQUIRED_CHOICES = {
-    "detector": ("rcnn", "fast_rcnn", "faster_rcnn"),
+    "detector": ("rcnn", "fast_rcnn", "faster_rcnn", "mask_rcnn"),
     "backbone.name": ("tiny", "vgg16", "resnet50", "resnet101", "tiny_fpn", "resnet50_fpn", "resnet101_fpn"),
     "dataset.format": ("coco", "voc", "csv", "yolo", "labelme", "cvat"),
     "roi.pool": ("align", "pool"),
