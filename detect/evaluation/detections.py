@@ -15,11 +15,23 @@ def detect_function(model):
     return predict_function(model)
 
 
-def to_coco_results(detections, image_ids, label_to_category_id):
-    """Padded batch detections (NumPy) -> list of COCO result dicts (xywh, original ids)."""
+def to_coco_results(detections, image_ids, label_to_category_id, image_sizes=None, mask_threshold=0.5):
+    """Padded batch detections (NumPy) -> list of COCO result dicts (xywh, original ids).
+
+    With `masks` in the detections (Mask R-CNN) each result also gets "segmentation", the
+    mask pasted into its original image (image_sizes: (N, 2) (height, width) per image) as
+    COCO compressed RLE.
+    """
     results = []
     for i, image_id in enumerate(image_ids):
         n = int(detections["num_detections"][i])
+        rles = None
+        if "masks" in detections and image_sizes is not None:
+            from detect.inference.masks import image_masks, to_rle
+
+            height, width = image_sizes[i]
+            rles = to_rle(image_masks(detections["masks"][i, :n], detections["boxes"][i, :n], height, width,
+                                      mask_threshold))
         for box, score, label in zip(
             detections["boxes"][i, :n], detections["scores"][i, :n], detections["labels"][i, :n]
         ):
@@ -32,6 +44,9 @@ def to_coco_results(detections, image_ids, label_to_category_id):
                     "score": round(float(score), 5),
                 }
             )
+        if rles is not None:
+            for result, rle in zip(results[len(results) - n:], rles):
+                result["segmentation"] = rle
     return results
 
 
@@ -50,7 +65,14 @@ def collect_detections(model, tf_dataset, label_to_category_id, total=None, max_
         detections = run(inputs)
         seconds += time.perf_counter() - start
         ids = np.asarray(batch["image_id"])
-        results.extend(to_coco_results(detections, ids, label_to_category_id))
+        sizes = None
+        if "masks" in detections:
+            from detect.inference.masks import mask_threshold, original_size
+
+            sizes = [original_size(c, s) for c, s in zip(np.asarray(batch["image_shape"]), np.asarray(batch["scale"]))]
+            threshold = mask_threshold(model)
+        results.extend(to_coco_results(detections, ids, label_to_category_id, sizes,
+                                       threshold if sizes is not None else 0.5))
         if seen_ids is not None:
             seen_ids.extend(int(i) for i in ids.reshape(-1))
         seen += len(ids)
