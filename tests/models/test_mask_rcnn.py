@@ -124,3 +124,24 @@ def test_one_train_step_predict_and_save_load(tmp_path):
     assert type(loaded).__name__ == "MaskRCNN" and loaded.mask_head.num_rois == 4
     again = {k: ops.convert_to_numpy(v) for k, v in loaded.predict_step(inputs).items()}
     np.testing.assert_allclose(again["masks"], detections["masks"], atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "tiny_fpn"])
+def test_train_step_and_predict_under_jax_jit(backbone):
+    """Static shapes: the train step and predict_step compile with jax.jit (own process)."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed: make install-test")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, os.path.join(here, "mask_backend.py"), backbone], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["masks_shape"] == [2, 5, 14, 14] and out["masks_finite"]
+    assert np.isfinite(list(out["logs"].values())).all() and out["logs"]["mask_loss"] > 0
