@@ -130,10 +130,14 @@ def format_table(metrics):
     """Per-class table (class, AP, AP50, gt, dets) and a summary line, as one string."""
     names = list(metrics["per_class"])
     width = max([len("class")] + [len(n) for n in names])
-    lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}  {'gt':>6}  {'dets':>6}"]
+    masks = "per_class_segm" in metrics  # Mask R-CNN: mask AP columns after the box ones
+    mask_head = f"  {'maskAP':>6}  {'mask50':>6}" if masks else ""
+    lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}{mask_head}  {'gt':>6}  {'dets':>6}"]
     for name in names:
+        mask_cells = (f"  {_fmt(metrics['per_class_segm'][name]):>6}  {_fmt(metrics['per_class_segm_AP50'][name]):>6}"
+                      if masks else "")
         lines.append(f"{name:<{width}}  {_fmt(metrics['per_class'][name]):>6}  "
-                     f"{_fmt(metrics['per_class_AP50'][name]):>6}  "
+                     f"{_fmt(metrics['per_class_AP50'][name]):>6}{mask_cells}  "
                      f"{metrics['gt_count'][name]:>6}  {metrics['det_count'][name]:>6}")
     coco = metrics["coco"]
     summary = "  ".join(f"{key} {_fmt(coco[key])}" for key in (*STAT_NAMES[:6], "AR100"))

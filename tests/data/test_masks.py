@@ -235,3 +235,15 @@ def test_multiscale_masks_are_the_visible_pixels(tmp_path):
         x1, y1, x2, y2 = box.astype(int)
         assert not mask[:y1].any() and not mask[y2:].any() and not mask[:, :x1].any() and not mask[:, x2:].any()
     assert union.max() == 1  # visible parts never overlap
+
+
+def test_cli_names_the_file_and_annotation_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from detect.cli import main
+
+    path = _coco_file(tmp_path, [_ann(5, {"size": [20, 30], "counts": "abc"})])
+    result = CliRunner().invoke(main, ["data", "inspect", "--format", "coco", "--annotations", path])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gt.json: annotation id 5 (entry 0): RLE size [20, 30]" in lines[0]
