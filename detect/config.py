@@ -94,6 +94,14 @@ DEFAULTS = {
         "head_convs": 0,  # torchvision_* backbones: 3x3 conv + BN layers before the fc layers (v2: 4)
         "head_fcs": 2,  # torchvision_* backbones with head_convs: fc layers after them (v2: 1)
     },
+    "mask": {  # detector mask_rcnn: the mask head (detect/models/mask_head.py)
+        "pool_size": 14,  # RoIAlign side; masks are twice this (28)
+        "channels": 256,
+        "num_convs": 4,
+        "num_rois": None,  # foreground RoIs per image it trains on (default roi.batch_size * positive_fraction)
+        "loss_weight": 1.0,
+        "threshold": 0.5,  # probability that is foreground when a mask is pasted into the image
+    },
     "test": {
         "score_threshold": 0.05,
         "nms_iou": 0.5,
@@ -166,7 +174,7 @@ DEFAULTS = {
 }
 
 _REQUIRED_CHOICES = {
-    "detector": ("rcnn", "fast_rcnn", "faster_rcnn"),
+    "detector": ("rcnn", "fast_rcnn", "faster_rcnn", "mask_rcnn"),
     "backbone.name": ("tiny", "vgg16", "resnet50", "resnet101", "tiny_fpn", "resnet50_fpn", "resnet101_fpn",
                       "torchvision_resnet50_fpn", "torchvision_mobilenet_v3_large_fpn"),
     "fpn.norm": ("none", "batch"),

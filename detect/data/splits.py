@@ -57,7 +57,7 @@ def proposals_for(config, dataset, split):
     Raises:
         DetectError: proposals.<split> is unset, missing, or lacks an image of the dataset.
     """
-    if config["detector"] == "faster_rcnn":
+    if config["detector"] in ("faster_rcnn", "mask_rcnn"):
         return None
     from detect.proposals.cache import load_proposals
 
@@ -105,5 +105,6 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None, split=Non
         proposals=proposals,
         num_proposals=config["proposals"]["max_proposals"],
         pad_value=pad_value(config["backbone"]["name"]),
+        masks=config["detector"] == "mask_rcnn",
     )
     return ds.repeat() if training else ds

@@ -125,6 +125,9 @@ def describe(model, config, fmt):
             "scores": "(N, D) float32",
             "labels": "(N, D) int32; label i is class_names[i - 1]; 0 in padding rows",
             "num_detections": "(N,) int32 valid rows of each image",
+            **({"masks": "(N, D, 2S, 2S) float32 probability of the detected class in each box (Mask R-CNN); "
+                         "paste into the image (detect.ops.masks.paste_mask) and threshold at 0.5"}
+               if hasattr(model, "mask_head") else {}),
         },
     }
 

@@ -141,7 +141,8 @@ class Predictor:
         made them already (`detect predict` does it in a reader thread), else None.
 
         Returns one dict per image: boxes (D, 4) xyxy in that image's pixels, scores (D,),
-        labels (D,) in 1..K, class_names (D,) list.
+        labels (D,) in 1..K, class_names (D,) list; Mask R-CNN models also masks (D, H, W)
+        bool, pasted into the image at full resolution (detect.inference.masks).
         """
         if prepared is not None:
             return self._run(prepared, score_threshold)
@@ -176,6 +177,12 @@ class Predictor:
                     "class_names": [self.class_names[int(l) - 1] for l in labels],
                 }
             )
+            if "masks" in raw:
+                from detect.inference.masks import image_masks, mask_threshold, original_size
+
+                height, width = original_size(prepared["image_shape"][i], prepared["scale"][i])
+                out[-1]["masks"] = image_masks(raw["masks"][i, :n][keep], out[-1]["boxes"], height, width,
+                                               mask_threshold(self.model))
         return out
 
     def predict(self, image, score_threshold=0.0):

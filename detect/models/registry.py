@@ -33,6 +33,11 @@ ROI_HEADS_KEYS = {
     "test.min_box_size": "min_box_size",
 }
 
+# config key -> MaskHead argument (detector mask_rcnn).
+MASK_HEAD_KEYS = {f"mask.{name}": name for name in (
+    "pool_size", "channels", "num_convs", "num_rois", "loss_weight", "threshold",
+)}
+
 # config key -> build_backbone argument.
 BACKBONE_KEYS = {
     "backbone.name": "name",
@@ -150,13 +155,33 @@ def _rcnn(config, class_names):
     return RCNN(class_names=class_names, **rcnn_kwargs(config))
 
 
+def build_mask_rcnn(config, class_names):
+    """A MaskRCNN: the parts of the Faster R-CNN the config describes, plus a MaskHead that
+    pools as the RoI heads do (same levels or map, same sampling ratio)."""
+    from detect.models.mask_head import MaskHead
+    from detect.models.mask_rcnn import MaskRCNN
+
+    faster = build_two_stage(config, class_names, with_rpn=True)
+    heads = faster.roi_heads
+    mask_args = arguments(config, MASK_HEAD_KEYS)
+    if mask_args["num_rois"] is None:
+        mask_args["num_rois"] = max(int(heads.batch_size * heads.positive_fraction), 1)
+    mask_head = MaskHead(num_classes=len(class_names), spatial_scale=heads.spatial_scale,
+                         sampling_ratio=heads.sampling_ratio, pool_strides=heads.pool_strides,
+                         canonical_size=heads.canonical_size, **mask_args, name="mask_head")
+    return MaskRCNN(backbone=faster.backbone, neck=faster.neck, rpn=faster.rpn, roi_heads=heads,
+                    mask_head=mask_head, class_names=class_names, canvas_size=faster.canvas_size)
+
+
 BUILDERS = {
     "faster_rcnn": lambda config, names: build_two_stage(config, names, with_rpn=True),
+    "mask_rcnn": build_mask_rcnn,
     "fast_rcnn": lambda config, names: build_two_stage(config, names, with_rpn=False),
     "rcnn": _rcnn,
 }
 
-MODEL_MODULES = ("detect.models.detector", "detect.models.rcnn", "detect.models.torchvision_backbones")
+MODEL_MODULES = ("detect.models.detector", "detect.models.rcnn", "detect.models.mask_rcnn",
+                 "detect.models.torchvision_backbones")
 
 
 def import_models():

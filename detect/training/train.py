@@ -61,7 +61,8 @@ def _train_faster_rcnn(config, *args, **kwargs):
     return schedule(config, *args, **kwargs)
 
 
-TRAINERS = {"faster_rcnn": _train_faster_rcnn, "fast_rcnn": train_joint, "rcnn": train_rcnn}
+TRAINERS = {"faster_rcnn": _train_faster_rcnn, "fast_rcnn": train_joint, "rcnn": train_rcnn,
+            "mask_rcnn": _train_faster_rcnn}
 
 
 def _check_classes(train, val):
