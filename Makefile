@@ -14,7 +14,14 @@ TEST_TORCH ?= torch==2.13.0
 DEMO_MODEL := models/faster_rcnn_tiny_shapes
 DEMO_CONFIG := configs/faster_rcnn/tiny_shapes.yaml
 
-.PHONY: install install-test test demo bench clean
+# torchvision itself, for the zoo parity tests (tests/zoo): its own venv, since PyPI's
+# torchvision does not import beside the CPU build of torch above. These are the releases pip
+# finds for Python 3.11 on the project's machines (x86_64: a CUDA build that runs on the CPU).
+TORCHVISION_VENV := .venv-torchvision
+TORCHVISION_STAMP := $(TORCHVISION_VENV)/.installed
+TORCHVISION_PACKAGES ?= $(if $(filter aarch64,$(shell uname -m)),torch==2.9.1 torchvision==0.24.1,torch==2.14.1 torchvision==0.29.1)
+
+.PHONY: install install-test install-torchvision test demo bench clean
 
 install: $(STAMP)
 
@@ -37,7 +44,15 @@ $(TEST_STAMP): $(STAMP) setup.cfg
 	$(BIN)/python -c "import cv2, tidecv; assert hasattr(cv2, 'ximgproc'), 'opencv-python shadows opencv-contrib'"
 	touch $(TEST_STAMP)
 
-test: $(TEST_STAMP)
+install-torchvision: $(TORCHVISION_STAMP)
+
+$(TORCHVISION_STAMP):
+	test -x $(TORCHVISION_VENV)/bin/python || $(PYTHON) -m venv $(TORCHVISION_VENV)
+	$(TORCHVISION_VENV)/bin/python -m pip install --quiet $(TORCHVISION_PACKAGES) numpy pillow
+	$(TORCHVISION_VENV)/bin/python -c "import torchvision.models.detection"
+	touch $(TORCHVISION_STAMP)
+
+test: $(TEST_STAMP) $(TORCHVISION_STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
@@ -53,4 +68,4 @@ bench: $(STAMP)
 	$(BIN)/detect benchmark --detectors rcnn,fast_rcnn,faster_rcnn --backbone tiny --out runs/benchmark
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TORCHVISION_VENV) build *.egg-info

@@ -28,7 +28,7 @@ def _precision_option(command):
 
 class _Commands(click.Group):
     """A group that lists its commands in the order they were added (the order of a run:
-    data, proposals, train, evaluate, predict, benchmark, export), not alphabetically."""
+    data, proposals, train, evaluate, predict, benchmark, export, weights), not alphabetically."""
 
     def list_commands(self, ctx):
         return list(self.commands)
@@ -300,6 +300,34 @@ def export(model_dir, fmt, svd, out):
     with elapsed_bar(f"exporting {fmt}"):
         path = export_model(model_dir, fmt, out, svd=svd)
     click.echo(f"exported {fmt} to {path}")
+
+
+# --------------------------------------------------------------------------- weights
+@main.group(short_help="Detectors trained elsewhere as model folders (torchvision's COCO models).")
+def weights():
+    """Convert published detectors into model folders that predict, evaluate, export and train take."""
+
+
+@weights.command("convert")
+@click.option("--from", "source", required=True, type=click.Choice(["torchvision"]), help="Where the weights come from.")
+@click.option("--arch", required=True, help="fasterrcnn_resnet50_fpn | fasterrcnn_resnet50_fpn_v2 | "
+                                            "fasterrcnn_mobilenet_v3_large_fpn.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="A state_dict .pth file (default: torchvision's published COCO checkpoint, downloaded once).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
+@handle_errors
+def weights_convert(source, arch, checkpoint, out, overwrite):
+    """Convert a torchvision detector checkpoint into a model folder (model.keras + config.yaml)."""
+    quiet_tensorflow()
+    from detect.progress import elapsed_bar
+    from detect.zoo.torchvision import ARCHS, convert
+
+    if arch in ARCHS and checkpoint is None:
+        click.echo(f"checkpoint: {ARCHS[arch][0]} (COCO box AP {ARCHS[arch][1]} as torchvision publishes it)")
+    with elapsed_bar(f"converting {arch}"):
+        path = convert(arch, out, checkpoint=checkpoint, overwrite=overwrite)
+    click.echo(f"model folder written to {path} (detect predict {path} IMAGES...)")
 
 
 if __name__ == "__main__":

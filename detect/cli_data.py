@@ -23,8 +23,10 @@ def data():
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--preset", type=click.Choice(["default", "multiscale"]), default="default", show_default=True,
               help="multiscale: 5 classes, 2-20 shapes of 6-200 px per image, overlaps, photo backgrounds.")
+@click.option("--masks", is_flag=True,
+              help="Also write each shape's exact pixel mask (COCO RLE segmentation) for Mask R-CNN.")
 @handle_errors
-def data_shapes(out, num_images, image_size, seed, preset):
+def data_shapes(out, num_images, image_size, seed, preset, masks):
     """Write a COCO-format dataset of shapes on textured backgrounds (train and val)."""
     if preset == "multiscale":
         from detect.data.shapes_multiscale import DEFAULTS as sizes, generate_multiscale as generate
@@ -33,9 +35,10 @@ def data_shapes(out, num_images, image_size, seed, preset):
 
         sizes = {"num_images": 1000, "image_size": 128}
     result = generate(out, num_images=num_images or sizes["num_images"],
-                      image_size=image_size or sizes["image_size"], seed=seed)
+                      image_size=image_size or sizes["image_size"], seed=seed, masks=masks)
     counts = result["num_images"]
-    click.echo(f"shapes dataset written to {out} ({counts['train']} train / {counts['val']} val images)")
+    with_masks = ", with instance masks" if masks else ""
+    click.echo(f"shapes dataset written to {out} ({counts['train']} train / {counts['val']} val images{with_masks})")
 
 
 _FORMAT = click.Choice(["coco", "voc", "csv", "yolo", "labelme", "cvat"])

@@ -28,12 +28,16 @@ DEFAULTS = {
     "detector": "faster_rcnn",
     "seed": 0,
     "backbone": {
-        "name": "tiny",  # tiny | vgg16 | resnet50 | resnet101
+        "name": "tiny",  # tiny | vgg16 | resnet50 | resnet101 | *_fpn | torchvision_* (configs/zoo)
         "weights": "none",  # none | imagenet | PATH
         "width": 32,  # tiny only: channels of the first block, doubled per block
     },
     "fpn": {
         "channels": 256,  # *_fpn backbones: channels of the pyramid levels P2..P6
+        "norm": "none",  # none | batch (convs without bias + frozen BatchNorm: torchvision's v2)
+    },
+    "model": {
+        "init": None,  # model folder (or zoo name) to start training from; its class predictor is re-initialised
     },
     "dataset": {
         "format": "coco",  # coco | voc | csv | yolo | labelme | cvat
@@ -48,7 +52,9 @@ DEFAULTS = {
         "flip": True,
         "max_boxes": 100,  # ground-truth boxes padded (label -1) to this count
         "cache": False,  # keep decoded uint8 images in a temporary file between epochs
-        "canvas": None,  # landscape canvas [height, width] (portrait: its transpose); default min x max rounded to 32
+        "canvas": None,  # landscape canvas [height, width] (portrait: its transpose); default min x max rounded to 32;
+        # per_image: each image padded to its own size rounded up to 32 (torchvision's batching)
+        "resize": "detect",  # detect (rounded sizes, antialiased) | torchvision (floor, plain bilinear)
     },
     "rpn": {
         "anchor_sizes": [128, 256, 512],
@@ -66,6 +72,10 @@ DEFAULTS = {
         "min_size": 0.0,
         "ignore_border": True,
         "loss_weight": 1.0,
+        "conv_depth": 1,  # 3x3 convs of the RPN head (torchvision v2: 2)
+        "anchor_rule": "centred",  # centred | torchvision (rounded, corner-anchored; see ops/anchors.py)
+        "shared_anchor_sizes": False,  # pyramids: every anchor size on every level (MobileNetV3-FPN)
+        "score_threshold": 0.0,  # proposals need objectness probability >= this (torchvision mobilenet: 0.05)
     },
     "roi": {
         "pool": "align",  # align | pool
@@ -80,11 +90,23 @@ DEFAULTS = {
         "head_svd": None,  # [r6, r7]: truncated SVD of fc6/fc7 applied by `detect export`
         "loss_weight": 1.0,
         "canonical_size": 224.0,  # *_fpn: an RoI of this side is pooled from P4 (FPN eq. 1)
+        "aligned": True,  # RoIAlign's half-cell shift (detectron2); false: torchvision's roi_align
+        "head_convs": 0,  # torchvision_* backbones: 3x3 conv + BN layers before the fc layers (v2: 4)
+        "head_fcs": 2,  # torchvision_* backbones with head_convs: fc layers after them (v2: 1)
+    },
+    "mask": {  # detector mask_rcnn: the mask head (detect/models/mask_head.py)
+        "pool_size": 14,  # RoIAlign side; masks are twice this (28)
+        "channels": 256,
+        "num_convs": 4,
+        "num_rois": None,  # foreground RoIs per image it trains on (default roi.batch_size * positive_fraction)
+        "loss_weight": 1.0,
+        "threshold": 0.5,  # probability that is foreground when a mask is pasted into the image
     },
     "test": {
         "score_threshold": 0.05,
         "nms_iou": 0.5,
         "max_detections": 100,
+        "min_box_size": 0.0,  # detections narrower/lower than this (canvas pixels) are dropped (torchvision 0.01)
         "precision": "float32",  # float32 | bf16 (Keras mixed_bfloat16 at inference; detect/inference/precision.py)
     },
     "proposals": {
@@ -153,8 +175,12 @@ DEFAULTS = {
 }
 
 _REQUIRED_CHOICES = {
-    "detector": ("rcnn", "fast_rcnn", "faster_rcnn"),
-    "backbone.name": ("tiny", "vgg16", "resnet50", "resnet101", "tiny_fpn", "resnet50_fpn", "resnet101_fpn"),
+    "detector": ("rcnn", "fast_rcnn", "faster_rcnn", "mask_rcnn"),
+    "backbone.name": ("tiny", "vgg16", "resnet50", "resnet101", "tiny_fpn", "resnet50_fpn", "resnet101_fpn",
+                      "torchvision_resnet50_fpn", "torchvision_mobilenet_v3_large_fpn"),
+    "fpn.norm": ("none", "batch"),
+    "input.resize": ("detect", "torchvision"),
+    "rpn.anchor_rule": ("centred", "torchvision"),
     "dataset.format": ("coco", "voc", "csv", "yolo", "labelme", "cvat"),
     "roi.pool": ("align", "pool"),
     "training.optimizer": ("sgd", "adam", "adamw"),

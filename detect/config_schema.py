@@ -110,6 +110,23 @@ class Text:
         return value
 
 
+class Canvas:
+    """null, [height, width] of positive integers, or `per_image`."""
+
+    null = True
+
+    def __init__(self):
+        self.pair = Seq(_count(), 2, null=True)
+
+    def describe(self):
+        return "[height, width], per_image or null"
+
+    def coerce(self, value):
+        if value == "per_image":
+            return value
+        return self.pair.coerce(value)
+
+
 def _count(low=1, null=False):
     return Num("int", low, null=null)
 
@@ -134,7 +151,7 @@ RANGES = {
     "input.min_size": _count(),
     "input.max_size": _count(),
     "input.max_boxes": _count(),
-    "input.canvas": Seq(_count(), 2, null=True),
+    "input.canvas": Canvas(),
     "rpn.anchor_sizes": Seq(_rate()),
     "rpn.anchor_ratios": Seq(_rate()),
     "rpn.channels": _count(),
@@ -149,6 +166,8 @@ RANGES = {
     "rpn.nms_iou": _IOU,
     "rpn.min_size": _NONNEG,
     "rpn.loss_weight": _NONNEG,
+    "rpn.conv_depth": _count(),
+    "rpn.score_threshold": _fraction(),
     "roi.size": _count(),
     "roi.sampling_ratio": _count(),
     "roi.batch_size": _count(),
@@ -160,9 +179,18 @@ RANGES = {
     "roi.head_svd": Seq(_count(), 2, null=True),
     "roi.loss_weight": _NONNEG,
     "roi.canonical_size": _rate(),
+    "roi.head_convs": _count(0),
+    "roi.head_fcs": _count(),
+    "mask.pool_size": _count(),
+    "mask.channels": _count(),
+    "mask.num_convs": _count(),
+    "mask.num_rois": _count(null=True),
+    "mask.loss_weight": _NONNEG,
+    "mask.threshold": _fraction(low_open=True, high_open=True),
     "test.score_threshold": _fraction(),
     "test.nms_iou": _IOU,
     "test.max_detections": _count(),
+    "test.min_box_size": _NONNEG,
     "proposals.max_proposals": _count(),
     "proposals.max_side": _count(),
     "training.epochs": _count(),

@@ -177,7 +177,7 @@ def test_model_and_dataset_classes_differ_through_the_cli(tmp_path, model_dir):
     line = assert_one_line_error(result, "model classes", "circle", "cat", "annotations.json")
     assert line == (
         "error: model classes ['circle', 'rectangle', 'triangle'] differ from the classes of "
-        f"{tmp_path / 'val/annotations.json'}: ['cat', 'dog']"
+        f"{tmp_path / 'val/annotations.json'}: ['cat', 'dog'] ('cat' is not a class of the model)"
     )
     assert not (tmp_path / "eval").exists()
 

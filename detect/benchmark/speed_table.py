@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from detect.benchmark.mask_timers import time_mask_rcnn
 from detect.benchmark.rcnn_timers import time_rcnn
 from detect.benchmark.report import STAGES, write_outputs
 from detect.benchmark.timers import time_fast_rcnn, time_faster_rcnn, time_faster_rcnn_fpn
@@ -36,7 +37,7 @@ from detect.runtime import describe
 
 # Detector name -> timer (detect.benchmark.timers, rcnn_timers).
 TIMERS = {"rcnn": time_rcnn, "fast_rcnn": time_fast_rcnn, "faster_rcnn": time_faster_rcnn,
-          "faster_rcnn_fpn": time_faster_rcnn_fpn}
+          "faster_rcnn_fpn": time_faster_rcnn_fpn, "mask_rcnn": time_mask_rcnn}
 
 # Published test times per image, VGG16 on an Nvidia K40 (seconds). Faster R-CNN paper
 # (Ren et al. 2015) Table 5 splits conv / proposal / region-wise time; its region-wise

@@ -3,6 +3,8 @@
 COCO boxes are [x, y, w, h] in absolute pixels with continuous edges, so xyxy is
 [x, y, x + w, y + h]. Category ids may be any integers (COCO itself uses 1..90 with gaps);
 they are mapped to labels 1..K in ascending id order, and Dataset.category_ids maps back.
+An annotation's `segmentation` (polygons, compressed or uncompressed RLE, crowd or not)
+becomes its Record mask (detect/data/masks.py); an empty or missing one means no mask.
 """
 
 import json
@@ -14,6 +16,7 @@ import os
 import numpy as np
 
 from detect.data.images import image_size
+from detect.data.masks import check_segmentation
 from detect.data.records import Dataset, Record
 from detect.errors import DetectError
 
@@ -199,4 +202,10 @@ def _annotation(ann, index, path, images, label_of):
         raise DetectError(f"{annotation_where(path, ann, index)} has unknown category_id {cat_id!r}")
     (x, y, w, h), iscrowd, difficult = annotation_values(ann, lambda: annotation_where(path, ann, index))
     box = np.array([x, y, x + w, y + h], np.float32)
-    return image_id, (box, label_of[cat_id], iscrowd, difficult)
+    segmentation = ann.get("segmentation")
+    if segmentation is None or (isinstance(segmentation, list) and not segmentation):
+        # No mask (boxes-only files often write "segmentation": []).
+        return image_id, (box, label_of[cat_id], iscrowd, difficult)
+    _, _, width, height = images[image_id]
+    mask = check_segmentation(segmentation, height, width, lambda: annotation_where(path, ann, index))
+    return image_id, (box, label_of[cat_id], iscrowd, difficult, mask)

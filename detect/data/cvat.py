@@ -13,7 +13,7 @@ Layout (CVAT's documentation, "CVAT for images" export):
 
 Box corners are absolute pixels with continuous edges (xyxy as given). A box with a
 `rotation` (degrees, about its centre) becomes the axis-aligned box around the rotated one;
-a polygon becomes its bounding box; both are counted, as are occluded boxes (kept as
+a polygon becomes its bounding box (and its object's mask, detect/data/masks.py); both are counted, as are occluded boxes (kept as
 ordinary objects). Other shapes (polyline, points, ellipse, mask, skeleton) are skipped
 with a count. The `<labels>` list in `<meta>` (task, job or project) is the class list
 when present, so classes no box uses are kept; else the sorted unique labels.
@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
+from detect.data.masks import flat_points
 from detect.data.records import Dataset, Record
 from detect.errors import DetectError
 
@@ -55,17 +56,19 @@ def load_cvat(path, images_dir=None, classes=None):
     parsed = [_image(node, index, path, counts) for index, node in enumerate(images)]
     if classes is None:
         listed = [n.text.strip() for n in root.findall("meta//labels/label/name") if n.text]
-        classes = list(dict.fromkeys(listed)) or sorted({name for *_, shapes in parsed for name, _ in shapes})
+        classes = list(dict.fromkeys(listed)) or sorted({shape[0] for *_, shapes in parsed for shape in shapes})
     classes = list(classes)
     label_of = {name: label for label, name in enumerate(classes, start=1)}
     base = _images_dir(path, images_dir, [name for _, name, *_ in parsed])
     records = []
     for image_id, name, width, height, shapes in parsed:
-        for label, _ in shapes:
+        for label, *_ in shapes:
             if label not in label_of:
                 raise DetectError(f"{path}: image {name!r}: label {label!r} is not in the classes {classes}")
+        masks = [polygon for *_, polygon in shapes]
         records.append(Record(image_id, name, os.path.normpath(os.path.join(base, name)), width, height,
-                              [box for _, box in shapes], [label_of[label] for label, _ in shapes]))
+                              [box for _, box, _ in shapes], [label_of[label] for label, *_ in shapes],
+                              masks=masks if any(m is not None for m in masks) else None))
     return Dataset(classes=classes, records=records, source=os.path.abspath(path), notes=counts)
 
 
@@ -84,7 +87,7 @@ def _parse(path):
 
 
 def _image(node, index, path, counts):
-    """(image id, name, width, height, [(label, (4,) xyxy)]) of one <image>."""
+    """(image id, name, width, height, [(label, (4,) xyxy, polygon or None)]) of one <image>."""
     name = (node.get("name") or "").replace("\\", "/")
     if not name:
         raise DetectError(f"{path}: <image> {index} has no name")
@@ -97,9 +100,9 @@ def _image(node, index, path, counts):
     for shape_index, shape in enumerate(node):
         where = f"{path}: image {name!r} shape {shape_index}"
         if shape.tag == "box":
-            shapes.append((_label(shape, where), _box(shape, where, counts)))
+            shapes.append((_label(shape, where), _box(shape, where, counts), None))
         elif shape.tag == "polygon":
-            shapes.append((_label(shape, where), _polygon(shape, where)))
+            shapes.append((_label(shape, where), *_polygon(shape, where)))
             counts[POLYGONS] += 1
         elif shape.tag in _OTHER_SHAPES:
             counts[SKIPPED] += 1
@@ -131,14 +134,15 @@ def _box(shape, where, counts):
 
 
 def _polygon(shape, where):
-    """(4,) float32 xyxy bounding box of `points="x1,y1;x2,y2;..."`."""
+    """((4,) float32 xyxy bounding box, flat polygon [x1, y1, ...]) of `points="x1,y1;x2,y2;..."`."""
     try:
         points = np.array([[float(v) for v in pair.split(",")] for pair in shape.get("points", "").split(";")])
     except ValueError:
         raise DetectError(f"{where}: polygon points must be 'x1,y1;x2,y2;...'") from None
     if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
         raise DetectError(f"{where}: a polygon needs at least 3 points 'x,y'")
-    return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float32)
+    box = np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float32)
+    return box, [flat_points(points)]
 
 
 def _images_dir(path, images_dir, names):

@@ -50,12 +50,20 @@ class ExampleReader:
     Crowd and difficult boxes are left out; at most max_boxes boxes per image (a warning
     counts the images with more). An unreadable image gives ok False (and is counted in
     `skipped`). Without proposals the last item is a (0, 4) placeholder.
+    With `masks`, two more items: masks (max_boxes, H, W) uint8 0/1 at the original size,
+    row g the mask of box g (zero rows pad), and mask_valid (max_boxes,) bool (False for
+    padding and for objects without a mask).
     """
 
     dtypes = (tf.uint8, tf.bool, tf.float32, tf.int32, tf.int64, tf.float32)
+    mask_dtypes = (tf.uint8, tf.bool)
 
-    def __init__(self, dataset, *, max_boxes, skipped, cache=False, proposals=None, num_proposals=None):
+    def __init__(self, dataset, *, max_boxes, skipped, cache=False, proposals=None, num_proposals=None,
+                 masks=False):
         self.records = dataset.records
+        self.masks = bool(masks)
+        if self.masks:
+            self.dtypes = ExampleReader.dtypes + ExampleReader.mask_dtypes
         self.max_boxes = int(max_boxes)
         self.skipped = skipped
         self.cache = None
@@ -103,6 +111,18 @@ class ExampleReader:
         labels = np.asarray(record.labels, np.int32)[keep][: self.max_boxes]
         return boxes.reshape(-1, 4), labels
 
+    def mask_rows(self, record):
+        """(max_boxes, H, W) uint8 masks and (max_boxes,) bool validity, in `targets` order."""
+        from detect.data.masks import decode_many
+
+        keep = ~(np.asarray(record.iscrowd, bool) | np.asarray(record.difficult, bool))
+        compact = record.masks if record.masks is not None else [None] * len(record.boxes)
+        kept = [m for m, k in zip(compact, keep) if k][: self.max_boxes]
+        out = np.zeros((self.max_boxes, int(record.height), int(record.width)), np.uint8)
+        valid = np.zeros((self.max_boxes,), bool)
+        out[: len(kept)], valid[: len(kept)] = decode_many(kept, record.height, record.width)
+        return out, valid
+
     def proposal_rows(self, record):
         """(num_proposals, 4): the first rows of the image's proposals, zero-padded."""
         out = np.zeros((self.num_proposals, 4), np.float32)
@@ -120,4 +140,11 @@ class ExampleReader:
             props = self.proposal_rows(record)
         else:
             props = np.zeros((0, 4), np.float32)
-        return image, np.bool_(ok), boxes, labels, np.int64(record.image_id), props
+        example = (image, np.bool_(ok), boxes, labels, np.int64(record.image_id), props)
+        if self.masks:
+            masks, valid = self.mask_rows(record)
+            if masks.shape[1:] != image.shape[:2] and ok:
+                raise DetectError(f"{record.path}: the image is {image.shape[1]}x{image.shape[0]} (WxH) but its "
+                                  f"annotations (and masks) are {record.width}x{record.height}")
+            example += (masks, valid)
+        return example

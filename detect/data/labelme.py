@@ -6,7 +6,8 @@ exporters such as globox write a bare file name), `imageWidth`,
 `imageHeight` and `imageData` (the image itself, base64; ignored here: the image is read
 from imagePath). A `rectangle` has two opposite corners in any order; a `polygon` is
 reduced to its bounding box and counted; other shape types (circle, line, point,
-linestrip, mask) are not boxes and are skipped with a count. A file with no rectangles or
+linestrip, mask) are not boxes and are skipped with a count. A polygon is also kept as
+its object's mask (detect/data/masks.py); a rectangle has none. A file with no rectangles or
 polygons is a negative image. A shape without `shape_type` is a polygon (LabelMe's default).
 
 Image paths: with an image folder (`--images`, `dataset.<split>.images`) the image of
@@ -22,6 +23,7 @@ import os
 import numpy as np
 
 from detect.data.images import image_size
+from detect.data.masks import flat_points
 from detect.data.records import Dataset, Record
 from detect.errors import DetectError
 
@@ -54,16 +56,19 @@ def load_labelme(annotations, classes=None, images=None):
     label_of = {name: label for label, name in enumerate(classes, start=1)}
     records, counts = [], {POLYGONS: 0, SKIPPED: 0}
     for image_id, (path, image_path, width, height, shapes, skipped) in enumerate(parsed, 1):
-        boxes, labels = [], []
-        for name, box, is_polygon, index in shapes:
+        boxes, labels, masks = [], [], []
+        for name, box, polygon, index in shapes:
             if name not in label_of:
                 raise DetectError(f"{path}: shape {index} has label {name!r}, not in the classes {classes}")
             boxes.append(box)
             labels.append(label_of[name])
-            counts[POLYGONS] += int(is_polygon)
+            masks.append(polygon)
+            counts[POLYGONS] += int(polygon is not None)
         counts[SKIPPED] += skipped
         file_name = os.path.relpath(image_path, root).replace(os.sep, "/")
-        records.append(Record(image_id, file_name, image_path, width, height, boxes, labels))
+        has_masks = any(mask is not None for mask in masks)
+        records.append(Record(image_id, file_name, image_path, width, height, boxes, labels,
+                              masks=masks if has_masks else None))
     return Dataset(classes=classes, records=records, source=os.path.abspath(annotations), notes=counts)
 
 
@@ -136,7 +141,8 @@ def _size(data, image_path, path):
 
 
 def _shape(shape, index, path):
-    """(label, (4,) xyxy, is polygon, index), or None for a shape that is not a box."""
+    """(label, (4,) xyxy, polygon [x1, y1, ...] or None for a rectangle, index), or None for a
+    shape that is not a box."""
     if not isinstance(shape, dict):
         raise DetectError(f"{path}: shape {index} is not an object")
     kind = shape.get("shape_type") or "polygon"
@@ -153,4 +159,4 @@ def _shape(shape, index, path):
     if len(points) < needed:
         raise DetectError(f"{path}: shape {index} ({name}): a {kind} needs at least {needed} points")
     box = np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float32)
-    return name, box, kind == "polygon", index
+    return name, box, [flat_points(points)] if kind == "polygon" else None, index

@@ -35,6 +35,9 @@ class Record:
         labels: (N,) int32 in 1..K.
         iscrowd: (N,) bool; crowd boxes are ignore regions, not objects to detect.
         difficult: (N,) bool; VOC "difficult" objects, ignored by VOC mAP.
+        masks: None (no masks: a boxes-only dataset) or one compact mask per box (COCO
+            polygons, a compressed RLE dict, or None for an object without a mask; see
+            detect/data/masks.py).
     """
 
     image_id: int
@@ -46,6 +49,7 @@ class Record:
     labels: np.ndarray = None
     iscrowd: np.ndarray = None
     difficult: np.ndarray = None
+    masks: list = None
 
     def __post_init__(self):
         self.boxes = _as_array(self.boxes, np.float32).reshape(-1, 4)
@@ -58,11 +62,19 @@ class Record:
                 f"{self.file_name}: {n} boxes but {len(self.labels)} labels, "
                 f"{len(self.iscrowd)} iscrowd, {len(self.difficult)} difficult flags"
             )
+        if self.masks is not None:
+            self.masks = list(self.masks)
+            if len(self.masks) != n:
+                raise ValueError(f"{self.file_name}: {n} boxes but {len(self.masks)} masks")
 
     @classmethod
     def from_objects(cls, image_id, file_name, path, width, height, objects):
         """The Record of one image from its objects as a reader parses them: one
-        (box xyxy, label, iscrowd, difficult) tuple per object; none for a negative."""
+        (box xyxy, label, iscrowd, difficult[, mask]) tuple per object; none for a negative.
+        With a fifth item (a compact mask or None) on any object, the Record has masks."""
+        masks = None
+        if any(len(o) > 4 for o in objects):
+            masks = [o[4] if len(o) > 4 else None for o in objects]
         return cls(
             image_id=image_id,
             file_name=file_name,
@@ -73,6 +85,7 @@ class Record:
             labels=[o[1] for o in objects],
             iscrowd=[o[2] for o in objects],
             difficult=[o[3] for o in objects],
+            masks=masks,
         )
 
 
@@ -121,6 +134,11 @@ class Dataset:
     def __len__(self):
         return len(self.records)
 
+    @property
+    def has_masks(self):
+        """True when some record carries masks (see Record.masks)."""
+        return any(record.masks is not None for record in self.records)
+
     def num_boxes(self):
         """Total number of boxes over all records (crowd boxes included)."""
         return sum(len(record.boxes) for record in self.records)
@@ -146,7 +164,8 @@ class Dataset:
 
         images: id, file_name, width, height. annotations: id (1..), image_id,
         category_id (original ids), bbox [x, y, w, h], area (box area), iscrowd, and an
-        extra "difficult" 0/1 key that pycocotools ignores. categories: id, name.
+        extra "difficult" 0/1 key that pycocotools ignores; "segmentation" (polygons or
+        compressed RLE) for objects with a mask. categories: id, name.
         """
         images, annotations = [], []
         for record in self.records:
@@ -158,13 +177,15 @@ class Dataset:
                     "height": int(record.height),
                 }
             )
-            for box, label, crowd, difficult in zip(
-                record.boxes, record.labels, record.iscrowd, record.difficult
+            masks = record.masks if record.masks is not None else [None] * len(record.boxes)
+            for box, label, crowd, difficult, mask in zip(
+                record.boxes, record.labels, record.iscrowd, record.difficult, masks
             ):
-                annotations.append(
-                    _coco_annotation(len(annotations) + 1, record.image_id, box,
-                                     self.label_to_category_id(label), crowd, difficult)
-                )
+                annotation = _coco_annotation(len(annotations) + 1, record.image_id, box,
+                                              self.label_to_category_id(label), crowd, difficult)
+                if mask is not None:
+                    annotation["segmentation"] = mask
+                annotations.append(annotation)
         categories = [
             {"id": cat_id, "name": name}
             for cat_id, name in zip(self.category_ids, self.classes)

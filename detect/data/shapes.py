@@ -15,7 +15,9 @@ Layout written by `generate_shapes(out_dir)`:
 
 COCO `file_name`s are relative to `out_dir/images` ("train/000001.jpg"); `bbox` is
 `[x, y, w, h]` in float pixels; `area` is the box area `w * h` (as for any boxes-only
-dataset, so COCO's small/medium/large ranges mean the same across data formats).
+dataset, so COCO's small/medium/large ranges mean the same across data formats). With
+`masks=True` (`detect data shapes --masks`) each annotation also has the shape's exact
+pixel mask as `segmentation`, COCO compressed RLE; images and boxes stay the same bytes.
 """
 
 import json
@@ -36,8 +38,8 @@ _MIN_CONTRAST = 100.0  # Euclidean RGB distance between a shape and the backgrou
 _PLACEMENT_TRIALS = 20
 
 
-def render_image(rng, image_size=128, max_shapes=4, *, plain=False):
-    """Draw one synthetic image with its exact boxes.
+def render_image(rng, image_size=128, max_shapes=4, *, plain=False, return_masks=False):
+    """Draw one synthetic image with its exact boxes (and masks).
 
     Args:
         rng: `numpy.random.Generator`; the only source of randomness.
@@ -45,11 +47,14 @@ def render_image(rng, image_size=128, max_shapes=4, *, plain=False):
         max_shapes: draws 1..max_shapes shapes (fewer if they do not fit); 0 draws a
             negative image with no shapes.
         plain: white background and no noise, so every non-white pixel is a shape pixel.
+        return_masks: also return the shapes' exact pixel masks (the same draws: the image
+            and boxes do not change).
 
     Returns:
         image: (S, S, 3) uint8 RGB.
         boxes: (N, 4) float32 xyxy, each the tight box of its shape's pixels.
         labels: (N,) int32 in 1..3, indexing `CLASS_NAMES` from 1.
+        masks (with return_masks): list of N (S, S) bool masks, one a shape.
     """
     size = int(image_size)
     count = int(rng.integers(1, max_shapes + 1)) if max_shapes > 0 else 0
@@ -64,6 +69,8 @@ def render_image(rng, image_size=128, max_shapes=4, *, plain=False):
         canvas += rng.normal(0.0, rng.uniform(2.0, 8.0), canvas.shape).astype(np.float32)
     image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
     boxes = np.array([_tight_box(mask) for mask in masks], dtype=np.float32).reshape(-1, 4)
+    if return_masks:
+        return image, boxes, np.asarray(labels, dtype=np.int32), masks
     return image, boxes, np.asarray(labels, dtype=np.int32)
 
 
@@ -77,8 +84,12 @@ def generate_shapes(
     max_shapes=4,
     *,
     progress=True,
+    masks=False,
 ):
     """Write the synthetic shapes dataset (layout in the module docstring).
+
+    masks: also write each shape's exact pixel mask as the annotation's `segmentation`
+    (COCO compressed RLE); the images and boxes are the same bytes as without.
 
     The output depends only on the arguments: the same seed gives byte-identical JPEGs
     and JSON. `round(num_images * negative_fraction)` images have no shapes; the val split
@@ -93,7 +104,7 @@ def generate_shapes(
     _check_arguments(num_images, image_size, seed, val_fraction, negative_fraction, max_shapes)
 
     def render(rng, negative):
-        return render_image(rng, int(image_size), 0 if negative else max_shapes)
+        return render_image(rng, int(image_size), 0 if negative else max_shapes, return_masks=masks)
 
     return write_dataset(out_dir, render, CLASS_NAMES, num_images, image_size, seed, val_fraction,
                          negative_fraction, progress=progress)
@@ -103,9 +114,10 @@ def write_dataset(out_dir, render, class_names, num_images, image_size, seed, va
                   *, progress=True):
     """Render and write a synthetic COCO dataset (layout in the module docstring).
 
-    render(rng, negative) -> (image (S, S, 3) uint8, boxes (N, 4) xyxy, labels (N,) 1..K);
-    image i draws only from a generator seeded by (seed, i). Returns the summary dict of
-    `generate_shapes`.
+    render(rng, negative) -> (image (S, S, 3) uint8, boxes (N, 4) xyxy, labels (N,) 1..K[,
+    masks: N (S, S) bool]); with masks each annotation gets its `segmentation` as COCO
+    compressed RLE. Image i draws only from a generator seeded by (seed, i). Returns the
+    summary dict of `generate_shapes`.
     """
     num_images, image_size, seed = int(num_images), int(image_size), int(seed)
     root = Path(out_dir)
@@ -121,13 +133,13 @@ def write_dataset(out_dir, render, class_names, num_images, image_size, seed, va
     stats = {key: {"train": 0, "val": 0} for key in ("num_images", "num_objects", "num_negatives")}
     for index in tqdm(range(num_images), desc="shapes", unit="img", disable=not progress):
         split = "val" if is_val[index] else "train"
-        image, boxes, labels = render(np.random.default_rng(image_seeds[index]), bool(is_negative[index]))
+        image, boxes, labels, *masks = render(np.random.default_rng(image_seeds[index]), bool(is_negative[index]))
         image_id = index + 1
         file_name = f"{split}/{image_id:06d}.jpg"
         Image.fromarray(image).save(
             images_dir / file_name, format="JPEG", quality=JPEG_QUALITY, subsampling=0
         )
-        _add_to_coco(coco[split], image_id, file_name, image_size, boxes, labels)
+        _add_to_coco(coco[split], image_id, file_name, image_size, boxes, labels, masks[0] if masks else None)
         stats["num_images"][split] += 1
         stats["num_objects"][split] += len(boxes)
         stats["num_negatives"][split] += int(len(boxes) == 0)
@@ -188,12 +200,21 @@ def _empty_coco(class_names=CLASS_NAMES):
     }
 
 
-def _add_to_coco(coco, image_id, file_name, image_size, boxes, labels):
+def _add_to_coco(coco, image_id, file_name, image_size, boxes, labels, masks=None):
     coco["images"].append(
         {"id": image_id, "file_name": file_name, "width": image_size, "height": image_size}
     )
-    for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
+    for index, ((x1, y1, x2, y2), label) in enumerate(zip(boxes.tolist(), labels.tolist())):
         width, height = x2 - x1, y2 - y1
+        if masks is not None:
+            from detect.data.masks import encode
+
+            coco["annotations"].append({
+                "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": int(label),
+                "bbox": [x1, y1, width, height], "area": width * height, "iscrowd": 0,
+                "segmentation": encode(masks[index]),
+            })
+            continue
         coco["annotations"].append({
             "id": len(coco["annotations"]) + 1,
             "image_id": image_id,

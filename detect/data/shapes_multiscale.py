@@ -124,9 +124,11 @@ def _place(rng, size, count):
     return masks, labels, boxes
 
 
-def render_multiscale(rng, image_size=320, negative=False):
+def render_multiscale(rng, image_size=320, negative=False, return_masks=False):
     """One multiscale image: (image (S, S, 3) uint8 RGB, boxes (N, 4) float32 xyxy tight
-    boxes, labels (N,) int32 in 1..5 indexing CLASS_NAMES from 1)."""
+    boxes, labels (N,) int32 in 1..5 indexing CLASS_NAMES from 1[, masks]). With
+    return_masks also the N (S, S) bool masks of each shape's visible pixels (the parts
+    later shapes cover are not in it, as in COCO; its box stays the box of all its pixels)."""
     size = int(image_size)
     if rng.uniform() < 0.6:
         canvas = _photo_background(rng, size)
@@ -140,18 +142,27 @@ def render_multiscale(rng, image_size=320, negative=False):
         canvas[mask] = colour * shade
     canvas += rng.normal(0.0, rng.uniform(2.0, 8.0), canvas.shape).astype(np.float32)
     image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
-    return image, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int32)
+    boxes, labels = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int32)
+    if return_masks:
+        visible, covered = [], np.zeros((size, size), bool)
+        for mask in masks[::-1]:  # a later shape is drawn over an earlier one
+            visible.append(mask & ~covered)
+            covered |= mask
+        return image, boxes, labels, visible[::-1]
+    return image, boxes, labels
 
 
 def generate_multiscale(out_dir, num_images=DEFAULTS["num_images"], image_size=DEFAULTS["image_size"], seed=0,
-                        val_fraction=0.2, negative_fraction=DEFAULTS["negative_fraction"], *, progress=True):
-    """Write the multiscale set (layout and return value as detect.data.shapes.generate_shapes)."""
+                        val_fraction=0.2, negative_fraction=DEFAULTS["negative_fraction"], *, progress=True,
+                        masks=False):
+    """Write the multiscale set (layout and return value as detect.data.shapes.generate_shapes;
+    masks: each shape's visible pixels as its COCO RLE `segmentation`)."""
     from detect.data.shapes import _check_arguments
 
     _check_arguments(num_images, image_size, seed, val_fraction, negative_fraction, MAX_COUNT)
 
     def render(rng, negative):
-        return render_multiscale(rng, image_size, negative)
+        return render_multiscale(rng, image_size, negative, return_masks=masks)
 
     return write_dataset(out_dir, render, CLASS_NAMES, num_images, image_size, seed, val_fraction,
                          negative_fraction, progress=progress)

@@ -20,6 +20,9 @@ PIXEL_MEAN_RGB = {
     "vgg16": _CAFFE_MEAN_RGB,
     "resnet50": _CAFFE_MEAN_RGB,
     "resnet101": _CAFFE_MEAN_RGB,
+    # torchvision's ImageNet mean (0.485, 0.456, 0.406) x 255: its zero padding after Normalize.
+    "torchvision_resnet50": (123.675, 116.28, 103.53),
+    "torchvision_mobilenet_v3_large": (123.675, 116.28, 103.53),
 }
 
 
@@ -54,7 +57,7 @@ def proposals_for(config, dataset, split):
     Raises:
         DetectError: proposals.<split> is unset, missing, or lacks an image of the dataset.
     """
-    if config["detector"] == "faster_rcnn":
+    if config["detector"] in ("faster_rcnn", "mask_rcnn"):
         return None
     from detect.proposals.cache import load_proposals
 
@@ -91,6 +94,7 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None, split=Non
         min_size=inp["min_size"],
         max_size=inp["max_size"],
         canvas_size=inp.get("canvas"),
+        resize_rule=inp.get("resize", "detect"),
         max_boxes=inp["max_boxes"],
         training=training,
         flip=inp["flip"] and training,
@@ -101,5 +105,6 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None, split=Non
         proposals=proposals,
         num_proposals=config["proposals"]["max_proposals"],
         pad_value=pad_value(config["backbone"]["name"]),
+        masks=config["detector"] == "mask_rcnn",
     )
     return ds.repeat() if training else ds

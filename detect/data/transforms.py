@@ -32,18 +32,38 @@ def resized_shape(height, width, min_size, max_size, canvas_size=None):
     return new_h, new_w
 
 
-def resize(image, boxes, min_size, max_size, canvas_size=None):
+RESIZE_RULES = ("detect", "torchvision")
+
+
+def torchvision_resized_shape(height, width, min_size, max_size):
+    """(new_height, new_width) int32 as torchvision's GeneralizedRCNNTransform resizes: the
+    scale min(min_size / short, max_size / long) and floor(side * scale), in float64 as
+    Python computes them (300 x 451 at 800 / 1333: 2.6666666666666665 -> 800 x 1202)."""
+    height = tf.cast(height, tf.float64)
+    width = tf.cast(width, tf.float64)
+    scale = tf.minimum(float(min_size) / tf.minimum(height, width), float(max_size) / tf.maximum(height, width))
+    new_h = tf.maximum(tf.cast(tf.floor(height * scale), tf.int32), 1)
+    new_w = tf.maximum(tf.cast(tf.floor(width * scale), tf.int32), 1)
+    return new_h, new_w
+
+
+def resize(image, boxes, min_size, max_size, canvas_size=None, rule="detect"):
     """Resize a (H, W, 3) image and its boxes; returns image float32, boxes, (sy, sx).
 
     The per-axis scales (sy, sx) are new/old sizes after rounding, so boxes map exactly
-    onto the resized pixels.
+    onto the resized pixels. rule "detect": sizes rounded, antialiased when shrinking;
+    "torchvision": torchvision_resized_shape and plain bilinear (half-pixel centres, no
+    antialiasing), as torch's interpolate(mode="bilinear", align_corners=False).
     """
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    new_h, new_w = resized_shape(height, width, min_size, max_size, canvas_size)
+    if rule == "torchvision":
+        new_h, new_w = torchvision_resized_shape(height, width, min_size, max_size)
+    else:
+        new_h, new_w = resized_shape(height, width, min_size, max_size, canvas_size)
     # The resize kernel reads uint8 itself (the same float32 result as casting first), so a
     # large photo is never held as a float32 copy (4 bytes a channel) before shrinking.
-    resized = tf.image.resize(image, [new_h, new_w], method="bilinear", antialias=True)
+    resized = tf.image.resize(image, [new_h, new_w], method="bilinear", antialias=rule != "torchvision")
     resized = tf.cast(resized, tf.float32)
     sy = tf.cast(new_h, tf.float32) / tf.cast(height, tf.float32)
     sx = tf.cast(new_w, tf.float32) / tf.cast(width, tf.float32)
@@ -73,6 +93,12 @@ def canvases(min_size, max_size, canvas=None, multiple=32):
     else:
         landscape = tuple(int(-(-int(side) // multiple) * multiple) for side in (min_size, max_size))
     return landscape, (landscape[1], landscape[0])
+
+
+def per_image_canvas(height, width, multiple=32):
+    """(Hc, Wc): the content size rounded up to `multiple` (torchvision's batch_images and
+    detectron2's size_divisibility for a batch of one)."""
+    return (-(-height // multiple)) * multiple, (-(-width // multiple)) * multiple
 
 
 def is_portrait(height, width):

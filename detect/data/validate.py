@@ -79,6 +79,7 @@ def validate(dataset, check_images=True):
                 labels=record.labels[keep],
                 iscrowd=record.iscrowd[keep],
                 difficult=record.difficult[keep],
+                masks=None if record.masks is None else [m for m, k in zip(record.masks, keep) if k],
             )
         )
         summary.boxes += int(np.count_nonzero(keep))

@@ -4,7 +4,9 @@ A label file holds one object a line, `class cx cy w h`, with the class index 0-
 the centre, width and height normalized by the image size, so in pixels
 x1 = (cx - w / 2) * W, x2 = (cx + w / 2) * W (and the same for y with H). A segmentation
 line `class x1 y1 x2 y2 ...` (a polygon, normalized) is reduced to its bounding box and
-counted. An image without a label file, or with an empty one, is a negative.
+counted; the polygon, in pixels, is kept as the object's mask (detect/data/masks.py). An
+image without a label file, or with an empty one, is a negative. `write_yolo` writes an
+object with a mask as a segmentation line (its polygons' outer contour, the first polygon).
 
 Layouts:
     ultralytics: a data.yaml with `names` (a list, or a dict {index: name}), an optional
@@ -67,10 +69,12 @@ def load_yolo(annotations, split=None, classes=None):
     records, polygons = [], 0
     for image_id, path in enumerate(image_paths, start=1):
         width, height = image_size(path)
-        boxes, labels, reduced = _read_labels(label_path(path), width, height, len(classes))
+        boxes, labels, masks = _read_labels(label_path(path), width, height, len(classes))
+        reduced = sum(mask is not None for mask in masks)
         polygons += reduced
         file_name = os.path.relpath(path, root).replace(os.sep, "/")
-        records.append(Record(image_id, file_name, path, width, height, boxes, labels))
+        records.append(Record(image_id, file_name, path, width, height, boxes, labels,
+                              masks=masks if reduced else None))
     return Dataset(classes=list(classes), records=records, source=os.path.abspath(annotations),
                    notes={POLYGONS: polygons})
 
@@ -173,10 +177,11 @@ def _image_paths(source):
 
 
 def _read_labels(path, width, height, num_classes):
-    """(boxes (N, 4) xyxy pixels, labels (N,) 1..K, polygons reduced) of one label file."""
+    """(boxes (N, 4) xyxy pixels, labels (N,) 1..K, masks: a flat pixel polygon or None per
+    box) of one label file."""
     if path is None:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), 0
-    boxes, labels, polygons = [], [], 0
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), []
+    boxes, labels, masks = [], [], []
     for line_number, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -190,13 +195,14 @@ def _read_labels(path, width, height, num_classes):
         if len(coords) == 4:
             cx, cy, w, h = coords
             box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+            masks.append(None)
         else:
             xs, ys = coords[0::2], coords[1::2]
             box = [min(xs), min(ys), max(xs), max(ys)]
-            polygons += 1
+            masks.append([[float(v * (width if i % 2 == 0 else height)) for i, v in enumerate(coords)]])
         boxes.append(np.array(box, np.float64) * [width, height, width, height])
         labels.append(index + 1)
-    return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32), polygons
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32), masks
 
 
 def _parse_line(fields, where):
@@ -246,8 +252,9 @@ def write_yolo(dataset, out_dir, subset="train", image_mode="link"):
         place_image(record.path, image_path, image_mode)
         keep = ~record.iscrowd
         skipped += int(np.count_nonzero(~keep))
-        lines = [_label_line(box, label, record.width, record.height)
-                 for box, label in zip(record.boxes[keep], record.labels[keep])]
+        masks = record.masks if record.masks is not None else [None] * len(record.boxes)
+        lines = [_label_line(box, label, record.width, record.height, mask)
+                 for box, label, mask, kept in zip(record.boxes, record.labels, masks, keep) if kept]
         # The label goes where readers look for it: names holding an images/ folder of
         # their own move the swap to that last images/ folder.
         with atomic_write(_swapped_label_path(image_path), fsync=False) as f:
@@ -278,8 +285,17 @@ def _safe_relative(file_name, path):
     return name
 
 
-def _label_line(box, label, width, height):
-    """`index cx cy w h` normalized, for a (4,) xyxy pixel box and a label 1..K."""
+def _label_line(box, label, width, height, mask=None):
+    """`index cx cy w h` normalized, for a (4,) xyxy pixel box and a label 1..K; with a
+    compact mask, the segmentation line `index x1 y1 x2 y2 ...` of its largest polygon."""
+    if mask is not None:
+        from detect.data.masks import polygons_of
+
+        polygons = polygons_of(mask, height, width)
+        if polygons:
+            polygon = max(polygons, key=len)
+            values = [v / (width if i % 2 == 0 else height) for i, v in enumerate(polygon)]
+            return f"{int(label) - 1} " + " ".join(f"{v:.6f}" for v in values) + "\n"
     x1, y1, x2, y2 = (float(v) for v in box)
     values = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
     return f"{int(label) - 1} " + " ".join(f"{v:.6f}" for v in values) + "\n"

@@ -1,4 +1,4 @@
-"""COCO box evaluation of detections with pycocotools.
+"""COCO box (and mask) evaluation of detections with pycocotools.
 
 Inputs, shared by every module of `detect.evaluation`:
 
@@ -7,6 +7,11 @@ Inputs, shared by every module of `detect.evaluation`:
   "difficult": 0/1}) and `categories` ({"id", "name"}, ids arbitrary, e.g. 2, 5, 11);
 - detections: COCO results format, a list of {"image_id", "category_id" (original
   category ids), "bbox": [x, y, w, h] in pixels, "score"}.
+
+Mask detections (Mask R-CNN) also carry "segmentation", COCO compressed RLE of the image
+({"size": [h, w], "counts": str}); `coco_evaluate(..., iou_type="segm")` scores those
+against the gt's "segmentation" (polygons or RLE; a gt object without one counts as its
+box), as pycocotools' iouType "segm" does.
 
 Classes are always listed in ascending category id order, the order of the K axis of
 pycocotools' arrays (`category_names`). COCO metrics ignore "difficult", as pycocotools
@@ -110,9 +115,27 @@ def check_detections(gt, detections, source="detections"):
         if category_id not in category_ids:
             known = ", ".join(str(c) for c in sorted(category_ids))
             raise DetectError(f"{where}: unknown category_id {category_id!r} (known: {known})")
-        plain.append({"image_id": image_id, "category_id": category_id,
-                      "bbox": [float(v) for v in det["bbox"]], "score": float(score)})
+        entry = {"image_id": image_id, "category_id": category_id,
+                 "bbox": [float(v) for v in det["bbox"]], "score": float(score)}
+        if "segmentation" in det:
+            entry["segmentation"] = _check_result_rle(det["segmentation"], where)
+        plain.append(entry)
     return plain
+
+
+def _check_result_rle(rle, where):
+    if not isinstance(rle, dict) or not isinstance(rle.get("counts"), (str, bytes)) \
+            or not isinstance(rle.get("size"), (list, tuple)) or len(rle["size"]) != 2:
+        raise DetectError(f"{where}: segmentation must be COCO compressed RLE {{'size': [h, w], 'counts': str}}")
+    counts = rle["counts"]
+    return {"size": [int(v) for v in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes)
+            else counts}
+
+
+def has_masks(gt, detections):
+    """True when both the gt and the detections carry segmentations (segm AP applies)."""
+    return any("segmentation" in d for d in detections) and any(
+        a.get("segmentation") for a in gt.get("annotations", []))
 
 
 def _python_scalar(value):
@@ -127,6 +150,16 @@ def _coco_from_dict(dataset):
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _with_box_segmentation(dataset):
+    """gt objects without a segmentation get their box as a polygon (segm evaluation reads
+    every annotation's mask; an object annotated by its box alone is its box)."""
+    for ann in dataset["annotations"]:
+        if not ann.get("segmentation"):
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    return dataset
 
 
 def _prepared_ground_truth(gt):
@@ -145,10 +178,10 @@ def _prepared_ground_truth(gt):
     return dataset
 
 
-def _run_cocoeval(coco_gt, coco_dt):
+def _run_cocoeval(coco_gt, coco_dt, iou_type="bbox"):
     from pycocotools.cocoeval import COCOeval
 
-    evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+    evaluator = COCOeval(coco_gt, coco_dt, iou_type)
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
@@ -162,8 +195,9 @@ def _class_ap(precision):
     return float(np.mean(valid)) if valid.size else None
 
 
-def coco_evaluate(gt, detections):
-    """COCO bbox metrics of `detections` against `gt` (see the module docstring for formats).
+def coco_evaluate(gt, detections, iou_type="bbox"):
+    """COCO bbox (iou_type "bbox") or mask ("segm") metrics of `detections` against `gt`
+    (see the module docstring for formats; "segm" scores the detections' segmentation).
 
     Returns a dict:
       "coco": {name: float} for the 12 COCOeval stats in STAT_NAMES order, as pycocotools
@@ -184,6 +218,14 @@ def coco_evaluate(gt, detections):
     check_ground_truth(gt)
     plain = check_detections(gt, detections)
     dataset = _prepared_ground_truth(gt)
+    if iou_type == "segm":
+        dataset = _with_box_segmentation(dataset)
+        missing = sum("segmentation" not in d for d in plain)
+        if missing:
+            raise DetectError(f"detections: {missing} of {len(plain)} have no segmentation; segm AP needs masks")
+        # loadRes reads a result with a "bbox" as a box (and replaces its segmentation by
+        # the box's polygon): a mask result goes in without its box, as detectron2 does.
+        plain = [{k: v for k, v in d.items() if k != "bbox"} for d in plain]
     coco_gt = _coco_from_dict(dataset)
     if plain:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -193,7 +235,7 @@ def coco_evaluate(gt, detections):
         coco_dt = _coco_from_dict({"images": list(dataset["images"]),
                                    "categories": copy.deepcopy(dataset["categories"]),
                                    "annotations": []})
-    evaluator = _run_cocoeval(coco_gt, coco_dt)
+    evaluator = _run_cocoeval(coco_gt, coco_dt, iou_type)
     stats = [float(s) for s in evaluator.stats] if plain else [0.0] * len(STAT_NAMES)
     precision = evaluator.eval["precision"]
 

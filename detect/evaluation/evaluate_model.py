@@ -26,13 +26,10 @@ def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch
     dataset = load_split(config, split)
     if dataset is None:
         raise DetectError(f"config: dataset.{split}.annotations is not set")
-    if list(dataset.classes) != list(model.class_names):
-        raise DetectError(
-            f"model classes {model.class_names} differ from the classes of {dataset.source}: {dataset.classes}"
-        )
+    to_category = label_mapping(model.class_names, dataset)
     tf_dataset = pipeline(config, dataset, training=False, batch_size=batch_size, split=split)
     results, num_images, seconds = collect_detections(
-        model, tf_dataset, dataset.label_to_category_id, total=len(dataset), progress=progress
+        model, tf_dataset, to_category, total=len(dataset), progress=progress
     )
     out_dir = out_dir or os.path.join(model_dir, f"eval_{split}")
     extra = {"seconds_per_image": seconds / max(num_images, 1), "split": split, "precision": precision}
@@ -41,6 +38,23 @@ def evaluate_model(model_dir, config_path=None, split="val", out_dir=None, batch
     return evaluate_detections(gt, results, out_dir, extra=extra, image_paths=image_paths,
                                model=model_section(model_dir, out_dir),
                                source=f"{model_dir} on the {split} split of {dataset.source}")
+
+
+def label_mapping(model_classes, dataset):
+    """model label -> the dataset's category id. The same class list maps label to label; a
+    model whose classes include every class of the dataset (a COCO detector converted from
+    torchvision, on a dataset of some of COCO's classes) maps by name, and its other classes
+    map to None (their detections are not scored). Anything else is a DetectError."""
+    model_classes = list(model_classes)
+    if model_classes == list(dataset.classes):
+        return dataset.label_to_category_id
+    missing = [c for c in dataset.classes if c not in model_classes]
+    if missing:
+        raise DetectError(f"model classes {model_classes} differ from the classes of {dataset.source}: "
+                          f"{list(dataset.classes)} ({missing[0]!r} is not a class of the model)")
+    by_name = {name: dataset.label_to_category_id(i) for i, name in enumerate(dataset.classes, start=1)}
+    table = {label: by_name.get(name) for label, name in enumerate(model_classes, start=1)}
+    return table.get
 
 
 def model_section(model_dir, out_dir):

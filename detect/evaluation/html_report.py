@@ -65,19 +65,30 @@ def _metrics_section(metrics):
     head = "".join(f"<th>{name}</th>" for name in STAT_NAMES) + "<th>VOC mAP50</th>"
     row = "".join(f"<td>{_num(coco[name])}</td>" for name in STAT_NAMES)
     row += f"<td>{_num(metrics['voc']['mAP50'])}</td>"
+    table = f"<table><tr>{head}</tr><tr>{row}</tr></table>"
+    if "segm" in metrics:  # Mask R-CNN: the mask metrics under the box ones
+        segm_row = "".join(f"<td>{_num(metrics['segm'][name])}</td>" for name in STAT_NAMES)
+        table = (f"<table><tr><th></th>{head}</tr><tr><th>box</th>{row}</tr>"
+                 f"<tr><th>mask</th>{segm_row}<td></td></tr></table>")
     return ("<h2>Metrics</h2><p class=sub>COCO box metrics (pycocotools; &ndash; where an area range has "
-            f"no ground truth) and VOC mAP at IoU 0.5.</p><table><tr>{head}</tr><tr>{row}</tr></table>")
+            "no ground truth), mask metrics (iouType segm) for instance masks, and VOC mAP at IoU 0.5.</p>"
+            + table)
 
 
 def _per_class_section(metrics, errors):
-    head = ("<tr><th>class</th><th>AP</th><th>AP50</th><th>VOC AP50</th><th>gt</th><th>dets</th>"
+    masks = "per_class_segm" in metrics
+    head = ("<tr><th>class</th><th>AP</th><th>AP50</th>" + ("<th>mask AP</th><th>mask AP50</th>" if masks else "")
+            + "<th>VOC AP50</th><th>gt</th><th>dets</th>"
             + "".join(f"<th>d{k}</th>" for k in MAIN_ERRORS) + "</tr>")
     rows = []
     for name, ap in metrics["per_class"].items():
         voc = metrics["voc"]["per_class"].get(name, {}).get("AP")
         tide = errors["per_class"].get(name, {}).get("dAP", {})
+        mask_cells = (f"<td>{_num(metrics['per_class_segm'][name])}</td>"
+                      f"<td>{_num(metrics['per_class_segm_AP50'][name])}</td>") if masks else ""
         rows.append(f"<tr><td>{_esc(name)}</td><td>{_num(ap)}</td><td>{_num(metrics['per_class_AP50'][name])}</td>"
-                    f"<td>{_num(voc)}</td><td>{metrics['gt_count'][name]}</td><td>{metrics['det_count'][name]}</td>"
+                    f"{mask_cells}<td>{_num(voc)}</td><td>{metrics['gt_count'][name]}</td>"
+                    f"<td>{metrics['det_count'][name]}</td>"
                     + "".join(f"<td>{_num(tide.get(k))}</td>" for k in MAIN_ERRORS) + "</tr>")
     return ("<h2>Per class</h2><p class=sub>AP at IoU .50:.95, AP50, and the AP50 each error type costs the "
             f"class (dCls ... dMiss, TIDE).</p><table>{head}{''.join(rows)}</table>")

@@ -3,6 +3,8 @@
 `evaluate_detections` writes, atomically (temp file + os.replace), into `out_dir`:
 
 - metrics.json: {"coco": 12 COCOeval stats, "per_class": {name: AP or null},
+  with mask detections also "segm" (the 12 stats of iouType "segm"), "per_class_segm",
+  "per_class_segm_AP50",
   "per_class_AP50": {name: AP50 or null}, "voc": {"mAP50", "mAP50_07", "per_class"},
   "gt_count", "det_count", "num_images", "confusion_matrix": {"labels", "matrix"},
   plus the caller's `extra` keys (e.g. "seconds_per_image")};
@@ -20,7 +22,7 @@ import os
 
 from detect.errors import DetectError
 from detect.evaluation.coco_eval import (STAT_NAMES, category_names, check_detections,
-                                         check_ground_truth, coco_evaluate)
+                                         check_ground_truth, coco_evaluate, has_masks)
 from detect.evaluation.errors import error_breakdown
 from detect.evaluation.galleries import write_galleries
 from detect.evaluation.html_report import write_report
@@ -45,6 +47,7 @@ def evaluate_detections(gt, detections, out_dir, extra=None, image_paths=None, m
     """
     coco = coco_evaluate(gt, detections)
     precision = coco.pop("_precision")
+    segm = coco_evaluate(gt, detections, iou_type="segm") if has_masks(gt, detections) else None
     voc = voc_evaluate(gt, detections)
     names = category_names(gt)
     matrix = confusion_matrix(gt, detections)
@@ -58,6 +61,8 @@ def evaluate_detections(gt, detections, out_dir, extra=None, image_paths=None, m
         "num_images": len(gt["images"]),
         "confusion_matrix": {"labels": ["background"] + names, "matrix": matrix.tolist()},
     }
+    if segm is not None:  # Mask R-CNN: mask AP, the same 12 keys as "coco"
+        metrics.update(segm=segm["coco"], per_class_segm=segm["per_class"], per_class_segm_AP50=segm["per_class_AP50"])
     clash = sorted(set(extra or {}) & set(metrics))
     if clash:
         raise ValueError(f"extra keys would replace metrics: {', '.join(clash)}")
@@ -125,16 +130,23 @@ def format_table(metrics):
     """Per-class table (class, AP, AP50, gt, dets) and a summary line, as one string."""
     names = list(metrics["per_class"])
     width = max([len("class")] + [len(n) for n in names])
-    lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}  {'gt':>6}  {'dets':>6}"]
+    masks = "per_class_segm" in metrics  # Mask R-CNN: mask AP columns after the box ones
+    mask_head = f"  {'maskAP':>6}  {'mask50':>6}" if masks else ""
+    lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}{mask_head}  {'gt':>6}  {'dets':>6}"]
     for name in names:
+        mask_cells = (f"  {_fmt(metrics['per_class_segm'][name]):>6}  {_fmt(metrics['per_class_segm_AP50'][name]):>6}"
+                      if masks else "")
         lines.append(f"{name:<{width}}  {_fmt(metrics['per_class'][name]):>6}  "
-                     f"{_fmt(metrics['per_class_AP50'][name]):>6}  "
+                     f"{_fmt(metrics['per_class_AP50'][name]):>6}{mask_cells}  "
                      f"{metrics['gt_count'][name]:>6}  {metrics['det_count'][name]:>6}")
     coco = metrics["coco"]
     summary = "  ".join(f"{key} {_fmt(coco[key])}" for key in (*STAT_NAMES[:6], "AR100"))
     summary += f"  VOC mAP50 {_fmt(metrics['voc']['mAP50'])}"
     summary += f"  images {metrics['num_images']}"
     lines.append(summary)
+    if "segm" in metrics:
+        segm = metrics["segm"]
+        lines.append("mask " + "  ".join(f"{key} {_fmt(segm[key])}" for key in (*STAT_NAMES[:6], "AR100")))
     return "\n".join(lines)
 
 

@@ -100,9 +100,15 @@ def serving_function(model):
 def onnx_canvases(config):
     """(landscape, portrait) canvases of an ONNX export: those the Predictor pads images onto
     (transforms.canvases), so the ONNX Runtime path sees the Keras path's inputs."""
+    from detect.data.canvas import canvas_for
     from detect.data.transforms import canvases
 
     inp = config["input"]
+    if inp.get("canvas") == "per_image":
+        # A graph of fixed shapes cannot follow each image's canvas: the model's square one
+        # holds every resized image (the ONNX path then pads more than the Keras one).
+        square = canvas_for(inp["max_size"], None)
+        return square, square
     return canvases(inp["min_size"], inp["max_size"], inp.get("canvas"))
 
 
@@ -137,6 +143,7 @@ def describe(model, config, fmt):
         "max_size": config["input"]["max_size"],
         # What `detect predict --runtime onnx` needs to prepare images as the Keras path does.
         "backbone": config["backbone"]["name"],
+        "resize_rule": config["input"].get("resize", "detect"),
         "pad_value": [float(v) for v in pad_value(config["backbone"]["name"])],
         "class_names": list(model.class_names),
         "head_svd_ranks": None if model.head_svd_ranks is None else list(model.head_svd_ranks),
@@ -146,6 +153,9 @@ def describe(model, config, fmt):
             "scores": "(N, D) float32",
             "labels": "(N, D) int32; label i is class_names[i - 1]; 0 in padding rows",
             "num_detections": "(N,) int32 valid rows of each image",
+            **({"masks": "(N, D, 2S, 2S) float32 probability of the detected class in each box (Mask R-CNN); "
+                         "paste into the image (detect.ops.masks.paste_mask) and threshold at 0.5"}
+               if hasattr(model, "mask_head") else {}),
         },
     }
     if not model.use_rpn:
@@ -214,19 +224,35 @@ def _onnx_nodes(graph):
                 yield from _onnx_nodes(subgraph)
 
 
+class _SkippedOptimizerPass(logging.Filter):
+    """tf2onnx's transpose optimizer fails on a scalar added after an NHWC transpose (MobileNetV3's
+    hard-swish x + 3) and logs the traceback as a warning; the pass is skipped and the graph
+    stays correct (unoptimized there), so that one record is not for users."""
+
+    def filter(self, record):
+        if record.getMessage().startswith("Failed to apply optimize_transpose"):
+            logger.debug("tf2onnx skipped its transpose optimizer on part of the graph")
+            return False
+        return True
+
+
 @contextlib.contextmanager
 def _quiet_tf2onnx():
     """tf2onnx's INFO lines (opset, constant folding, optimizer counts) and the NumPy
     FutureWarning of Keras' tf2onnx patch are not for users; its warnings and errors are."""
     tf2onnx_logger = logging.getLogger("tf2onnx")
+    optimizer_logger = logging.getLogger("tf2onnx.optimizer")
+    skipped = _SkippedOptimizerPass()
     level = tf2onnx_logger.level
     tf2onnx_logger.setLevel(max(level, logging.WARNING))
+    optimizer_logger.addFilter(skipped)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
         tf2onnx_logger.setLevel(level)
+        optimizer_logger.removeFilter(skipped)
 
 
 def write_litert(model, path):

@@ -110,6 +110,8 @@ class OnnxPredictor(Predictor):
         height, width = (int(s) for s in description["canvas_size"])
         self.canvases = ((height, width), (width, height))
         self.canvas_size = self.canvases[0]
+        self.per_image = False  # export.py writes fixed canvases (the square one for per_image configs)
+        self.resize_rule = description.get("resize_rule", "detect")
         self.pad_value = np.asarray(description["pad_value"], np.float32)
         self._detect = {self.canvases[0]: OnnxModel(os.path.join(self.folder, description["artifact"]))}
         if height != width:

@@ -5,12 +5,13 @@ convolutions and dense layers compute in bfloat16 with float32 weights (Keras'
 mixed_bfloat16: variables stay float32 and are cast when read), while everything that
 handles boxes and scores stays float32:
 
-  - the detector itself, the RPN and the RoI heads (so proposals, RoIs, `scale` and
+  - the detector itself, the RPN, the RoI heads and Mask R-CNN's mask head (so proposals, RoIs, `scale` and
     Fast R-CNN's input proposals are never rounded to bfloat16, whose 8-bit mantissa
     spaces 600-pixel coordinates 4 pixels apart), and the RoI pooling layers (their
     input features are cast back to float32, which crop_and_resize needs anyway);
   - the output layers: the RPN's objectness and delta convolutions, the box predictor
-    (class logits and box deltas) and R-CNN's classifier, SVM and box regressor;
+    (class logits and box deltas), the mask logits and R-CNN's classifier, SVM and box
+    regressor;
   - anchor generation, box decoding, clipping, NMS and softmax (they run in the float32
     containers above).
 
@@ -53,6 +54,7 @@ def bf16_support(flags=None):
 
 def _float32_subtrees(model):
     """Layers that stay float32 with everything under them: the output layers."""
+    from detect.models.mask_head import MaskHead
     from detect.models.roi_heads import BoxPredictor
     from detect.models.rpn import RPNHead
 
@@ -62,6 +64,8 @@ def _float32_subtrees(model):
             kept.append(layer)
         elif isinstance(layer, RPNHead):
             kept += [layer.objectness, layer.deltas]
+        elif isinstance(layer, MaskHead):
+            kept.append(layer.predictor)
     kept += [getattr(model, name) for name in ("classifier", "svm", "box_regressor") if hasattr(model, name)]
     return kept
 
@@ -69,12 +73,13 @@ def _float32_subtrees(model):
 def _float32_containers():
     """Layer classes that stay float32 themselves (their sub-layers are decided one by one):
     they take and return boxes, so their inputs must not be cast to bfloat16."""
+    from detect.models.mask_head import MaskHead
     from detect.models.roi_heads import RoIHeads
     from detect.models.rpn import RegionProposalNetwork
     from detect.ops.multilevel import MultiLevelRoIAlign
     from detect.ops.roi_pool import RoIAlign, RoIPool
 
-    return (RegionProposalNetwork, RoIHeads, RoIAlign, RoIPool, MultiLevelRoIAlign)
+    return (RegionProposalNetwork, RoIHeads, MaskHead, RoIAlign, RoIPool, MultiLevelRoIAlign)
 
 
 def _walk(layer, seen=None):

@@ -5,6 +5,9 @@ resized by the rule alone (shorter side min_size, longer side at most max_size) 
 onto the canvas of the resized image's orientation, the config's landscape canvas for
 width >= height and its transpose for portrait images (transforms.canvases). So a portrait
 photo is seen at the scale `detect evaluate` sees it, and detections match evaluate's.
+With `input.canvas: per_image` (the converted torchvision detectors) each image is padded
+only to its own size rounded up to 32, as torchvision batches one image, and the model is
+traced once with free canvas sizes.
 """
 
 import os
@@ -14,7 +17,7 @@ import tensorflow as tf
 
 from detect.data.images import read_image
 from detect.data.splits import pad_value
-from detect.data.transforms import canvases, pad_to_orientation_canvas, resize
+from detect.data.transforms import canvases, pad_to_canvas, pad_to_orientation_canvas, per_image_canvas, resize
 from detect.models.loading import load_model_dir
 from detect.inference.predict_function import predict_function
 
@@ -45,8 +48,11 @@ class Predictor:
     smaller or image sizes change.
     """
 
-    def __init__(self, model, config, precision=None):
-        """precision: float32 | bf16 (detect/inference/precision.py); None: the config's
+    def __init__(self, model, config, min_score=None, precision=None):
+        """min_score: the lowest score a caller will ask for; a model whose own threshold
+        (test.score_threshold) is higher keeps detections down to it instead, so
+        `--score-threshold 0` sees up to test.max_detections detections per image.
+        precision: float32 | bf16 (detect/inference/precision.py); None: the config's
         test.precision. The model is switched in place before it is traced."""
         from detect.inference.export import input_signature
         from detect.inference.precision import apply_precision
@@ -55,29 +61,41 @@ class Predictor:
         self.model = apply_precision(model, self.precision)
         self.config = config
         self.class_names = list(model.class_names)
+        if min_score is not None:
+            lower_score_threshold(model, min_score)
         inp = config["input"]
+        self.per_image = inp.get("canvas") == "per_image"
+        self.resize_rule = inp.get("resize", "detect")
         # (landscape, portrait) canvases (height, width) of the training and evaluation pipelines.
-        self.canvases = canvases(inp["min_size"], inp["max_size"], inp.get("canvas"))
+        self.canvases = canvases(inp["min_size"], inp["max_size"], None if self.per_image else inp.get("canvas"))
         self.canvas_size = self.canvases[0]
         # Padding as the training and evaluation pipelines pad: the backbone's mean colour.
         self.pad_value = pad_value(config["backbone"]["name"])
         self._detect = {}
-        for canvas in dict.fromkeys(self.canvases):
-            spec = {s.name: s for s in input_signature(model, canvas)}
-            self._detect[canvas] = predict_function(model, spec)
+        if self.per_image:
+            spec = {s.name: s for s in input_signature(model, (None, None))}
+            self._any_canvas = predict_function(model, spec)
+        else:
+            for canvas in dict.fromkeys(self.canvases):
+                spec = {s.name: s for s in input_signature(model, canvas)}
+                self._detect[canvas] = predict_function(model, spec)
         self._resizers = {}
 
     @classmethod
-    def from_dir(cls, model_dir, precision=None):
-        return cls(*load_model_dir(model_dir), precision=precision)
+    def from_dir(cls, model_dir, min_score=None, precision=None):
+        return cls(*load_model_dir(model_dir), min_score=min_score, precision=precision)
 
     def _resize_graph(self, image):
         """The pipeline's resize and padding as one graph (eager op by op is ~5x slower):
         (canvas image, content (height, width), scale (sy, sx))."""
         inp = self.config["input"]
-        resized, _, scale = resize(image, tf.zeros([0, 4]), inp["min_size"], inp["max_size"])
-        padded = pad_to_orientation_canvas(resized, *self.canvases, self.pad_value)
-        return padded, tf.shape(resized)[:2], scale
+        resized, _, scale = resize(image, tf.zeros([0, 4]), inp["min_size"], inp["max_size"], rule=self.resize_rule)
+        content = tf.shape(resized)[:2]
+        if self.per_image:
+            padded = pad_to_canvas(resized, per_image_canvas(content[0], content[1]), self.pad_value)
+        else:
+            padded = pad_to_orientation_canvas(resized, *self.canvases, self.pad_value)
+        return padded, content, scale
 
     def _resizer(self, dtype):
         """The traced resize for (H, W, 3) images of one dtype."""
@@ -127,7 +145,8 @@ class Predictor:
         made them already (`detect predict` does it in a reader thread), else None.
 
         Returns one dict per image: boxes (D, 4) xyxy in that image's pixels, scores (D,),
-        labels (D,) in 1..K, class_names (D,) list.
+        labels (D,) in 1..K, class_names (D,) list; Mask R-CNN models also masks (D, H, W)
+        bool, pasted into the image at full resolution (detect.inference.masks).
         """
         if prepared is not None:
             return self._run(prepared, score_threshold)
@@ -144,7 +163,7 @@ class Predictor:
 
     def _run(self, prepared, score_threshold):
         """The traced model of the inputs' canvas on one batch; one dict per image."""
-        detect = self._detect.get(canvas_of(prepared))
+        detect = self._any_canvas if self.per_image else self._detect.get(canvas_of(prepared))
         if detect is None:
             raise ValueError(f"images on canvas {canvas_of(prepared)}: this model's canvases are "
                              f"{' and '.join(map(str, self._detect))}")
@@ -162,11 +181,25 @@ class Predictor:
                     "class_names": [self.class_names[int(l) - 1] for l in labels],
                 }
             )
+            if "masks" in raw:
+                from detect.inference.masks import image_masks, mask_threshold, original_size
+
+                height, width = original_size(prepared["image_shape"][i], prepared["scale"][i])
+                out[-1]["masks"] = image_masks(raw["masks"][i, :n][keep], out[-1]["boxes"], height, width,
+                                               mask_threshold(self.model))
         return out
 
     def predict(self, image, score_threshold=0.0):
         """Detections for one uint8 (H, W, 3) RGB image or image path (see predict_batch)."""
         return self.predict_batch([image], score_threshold)[0]
+
+
+def lower_score_threshold(model, score):
+    """Lower the detection score threshold of a model's postprocessing to `score` (never
+    raise it): RoI heads' test.score_threshold, or an R-CNN's own."""
+    part = getattr(model, "roi_heads", model)
+    if hasattr(part, "score_threshold") and float(score) < part.score_threshold:
+        part.score_threshold = float(score)
 
 
 def _array(image):

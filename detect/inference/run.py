@@ -78,13 +78,23 @@ class _Outputs:
     def add(self, frame, detections, position=None):
         """Draw and write one frame's detections; `position` (the frame's place in the
         input order) orders detections.json when batches came out of order."""
+        image = frame.image
+        if "masks" in detections:
+            from detect.inference.masks import draw_masks
+
+            image = draw_masks(image, detections["masks"], detections["labels"])
         annotated = draw_detections(
-            frame.image, detections["boxes"], detections["labels"], self.class_names, detections["scores"]
+            image, detections["boxes"], detections["labels"], self.class_names, detections["scores"]
         )
         items = [
             {"box": [round(float(v), 2) for v in box], "score": round(float(s), 4), "class": name}
             for box, s, name in zip(detections["boxes"], detections["scores"], detections["class_names"])
         ]
+        if "masks" in detections:  # COCO compressed RLE of each mask, in image pixels
+            from detect.inference.masks import to_rle
+
+            for item, rle in zip(items, to_rle(detections["masks"])):
+                item["segmentation"] = rle
         if frame.kind == "image":
             path = self._image_path(frame)
             _, encoded = cv2.imencode(".jpg", cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
@@ -125,6 +135,7 @@ class _Outputs:
                         "category_id": self.class_names.index(det["class"]) + 1,
                         "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
                         "score": det["score"],
+                        **({"segmentation": det["segmentation"]} if "segmentation" in det else {}),
                     }
                 )
         return results
@@ -150,12 +161,15 @@ def _keep_classes(detections, classes):
     if not classes:
         return detections
     keep = [name in classes for name in detections["class_names"]]
-    return {
+    kept = {
         "boxes": detections["boxes"][keep],
         "scores": detections["scores"][keep],
         "labels": detections["labels"][keep],
         "class_names": [n for n, k in zip(detections["class_names"], keep) if k],
     }
+    if "masks" in detections:
+        kept["masks"] = detections["masks"][keep]
+    return kept
 
 
 def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=None, classes=None, show=False,
@@ -171,7 +185,7 @@ def run_predict(model_dir, sources, out_dir, score_threshold=0.5, batch_size=Non
     """
     if show and not has_display():
         raise DetectError("--show needs a display (none found: DISPLAY is unset or OpenCV has no GUI)")
-    predictor = load_predictor(model_dir, runtime=runtime, precision=precision)
+    predictor = load_predictor(model_dir, runtime=runtime, precision=precision, min_score=score_threshold)
     if classes:
         unknown = [c for c in classes if c not in predictor.class_names]
         if unknown:

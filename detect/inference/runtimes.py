@@ -6,11 +6,13 @@ from detect.errors import DetectError
 RUNTIMES = ("keras", "onnx")
 
 
-def load_predictor(folder, runtime=None, precision=None):
+def load_predictor(folder, runtime=None, precision=None, min_score=None):
     """A Predictor for `folder`.
 
     runtime: keras | onnx | None (onnx when the folder is an ONNX export, else keras).
     precision: float32 | bf16 | None (the config's test.precision); keras runtime only.
+    min_score: see Predictor (keras runtime; an ONNX export keeps the score threshold it
+    was exported with).
     """
     from detect.inference.onnx_runtime import OnnxPredictor, is_onnx_export
 
@@ -29,4 +31,4 @@ def load_predictor(folder, runtime=None, precision=None):
     if is_onnx_export(folder):
         raise DetectError(f"{folder} is an ONNX export: run it with --runtime onnx (the Keras runtime reads the "
                           "model folder it was exported from)")
-    return Predictor.from_dir(folder, precision=precision)
+    return Predictor.from_dir(folder, min_score=min_score, precision=precision)

@@ -205,7 +205,7 @@ def _application_backbone(name, weights, roi_size, head_dim, svd_ranks, dropout)
 
 def build_backbone(
     name, weights="none", roi_size=7, head_dim=4096, width=32, head_svd_ranks=None, head_dropout=None,
-    fpn_channels=256,
+    fpn_channels=256, head_convs=0, head_fcs=2,
 ):
     """Build (trunk, roi_head, info) for a backbone name.
 
@@ -219,9 +219,16 @@ def build_backbone(
       head_dropout: dropout rate after fc6 and fc7 (fc heads); None = 0.5 for vgg16 as in
         the paper, 0 for tiny.
       fpn_channels: channels of the FPN levels (the `*_fpn` backbones, see build_fpn_backbone).
+      head_convs, head_fcs: the torchvision_* backbones' box head (conv layers, then fc
+        layers; see detect.models.torchvision_backbones).
     Returns:
       trunk, roi_head, info dict with `channels` (C), `stride` (16), `roi_pool_size`.
     """
+    if name.startswith("torchvision_"):
+        from detect.models.torchvision_backbones import build_torchvision_backbone
+
+        return build_torchvision_backbone(name, weights, roi_size, head_dim, fpn_channels, head_convs, head_fcs,
+                                          head_svd_ranks)
     if weights not in ("none", "imagenet") and not os.path.isfile(str(weights)):
         raise DetectError(f"backbone.weights: file not found: {weights}")
     if name in FPN_BACKBONES:
@@ -257,14 +264,21 @@ def build_backbone(
 # paper), ResNet conv1-2 and every BatchNorm (`*_bn`). The tiny backbone's BatchNorm
 # (`bn1`..`bn4`) trains from scratch and is not matched.
 _FIXED_PREFIXES = ("block1_", "block2_", "conv1_", "conv2_")
+# torchvision_* backbones (torchvision_backbones.py): ResNet's stem and layer1, MobileNetV3's
+# features 0..6; their BatchNorm layers are FrozenBatchNormalization, never trainable.
+_TORCHVISION_FIXED = ("stem_", "layer1_") + tuple(f"features_{i}_" for i in range(7))
 
 
 def freeze_fixed_layers(model):
     """Re-apply the build-time freezing inside `model` (a trunk or box head), e.g. after
     `model.trainable = True`, which Keras propagates to every sublayer."""
+    from detect.models.torchvision_backbones import FrozenBatchNormalization
+
+    torchvision = any(isinstance(layer, FrozenBatchNormalization) for layer in _all_layers(model))
+    prefixes = _FIXED_PREFIXES + (_TORCHVISION_FIXED if torchvision else ())
     for layer in _all_layers(model):
         bn = isinstance(layer, keras.layers.BatchNormalization) and layer.name.endswith("_bn")
-        if bn or layer.name.startswith(_FIXED_PREFIXES):
+        if bn or isinstance(layer, FrozenBatchNormalization) or layer.name.startswith(prefixes):
             layer.trainable = False
 
 

@@ -28,38 +28,74 @@ class FeaturePyramid(keras.layers.Layer):
     Args:
       channels: output channels of every level (256 in the paper).
       num_inputs: backbone maps C2..C5 it takes (4).
+      norm: "none" (convs with bias, the paper) or "batch" (convs without bias, each
+        followed by a frozen BatchNorm: fasterrcnn_resnet50_fpn_v2).
+      input_strides: the strides of the input maps when they are not C2..C5's 4..32; a map
+        of the same stride as the next coarser one takes it without upsampling
+        (MobileNetV3's two stride-32 maps).
     """
 
-    def __init__(self, channels=256, num_inputs=4, **kwargs):
+    def __init__(self, channels=256, num_inputs=4, norm="none", input_strides=None, **kwargs):
         super().__init__(**kwargs)
+        if norm not in ("none", "batch"):
+            raise ValueError(f"FeaturePyramid norm must be 'none' or 'batch', got {norm!r}")
         self.channels = int(channels)
         self.num_inputs = int(num_inputs)
-        self.lateral = [keras.layers.Conv2D(self.channels, 1, name=f"lateral{i + 2}") for i in range(self.num_inputs)]
+        self.norm = norm
+        self.input_strides = None if input_strides is None else tuple(int(s) for s in input_strides)
+        bias = norm == "none"
+        self.lateral = [keras.layers.Conv2D(self.channels, 1, use_bias=bias, name=f"lateral{i + 2}")
+                        for i in range(self.num_inputs)]
         self.output_convs = [
-            keras.layers.Conv2D(self.channels, 3, padding="same", name=f"output{i + 2}") for i in range(self.num_inputs)
+            keras.layers.Conv2D(self.channels, 3, padding="same", use_bias=bias, name=f"output{i + 2}")
+            for i in range(self.num_inputs)
         ]
+        self.lateral_norms, self.output_norms = [], []
+        if norm == "batch":
+            from detect.models.torchvision_backbones import FrozenBatchNormalization
+
+            self.lateral_norms = [FrozenBatchNormalization(epsilon=1e-5, name=f"lateral{i + 2}_bn")
+                                  for i in range(self.num_inputs)]
+            self.output_norms = [FrozenBatchNormalization(epsilon=1e-5, name=f"output{i + 2}_bn")
+                                 for i in range(self.num_inputs)]
         self.extra = keras.layers.MaxPool2D(pool_size=1, strides=2, name=f"p{self.num_inputs + 2}_pool")
 
     @property
     def strides(self):
+        if self.input_strides is not None:
+            return self.input_strides + (2 * self.input_strides[-1],)
         return STRIDES[: self.num_inputs + 1]
 
     def build(self, input_shapes):
         for lateral, output, shape in zip(self.lateral, self.output_convs, input_shapes):
             lateral.build(tuple(shape))
             output.build(tuple(shape[:-1]) + (self.channels,))
+        for norm, shape in zip(self.lateral_norms + self.output_norms, list(input_shapes) * 2):
+            norm.build(tuple(shape[:-1]) + (self.channels,))
+
+    def _lateral(self, i, x):
+        x = self.lateral[i](x)
+        return self.lateral_norms[i](x) if self.lateral_norms else x
+
+    def _output(self, i, x):
+        x = self.output_convs[i](x)
+        return self.output_norms[i](x) if self.output_norms else x
+
+    def _same_stride(self, i):
+        """True where input map i has the stride of map i + 1 (no upsampling between them)."""
+        return self.input_strides is not None and self.input_strides[i] == self.input_strides[i + 1]
 
     def call(self, inputs):
         if len(inputs) != self.num_inputs:
             raise ValueError(f"FeaturePyramid takes {self.num_inputs} maps, got {len(inputs)}")
         merged = [None] * self.num_inputs
-        top = self.lateral[-1](inputs[-1])
+        top = self._lateral(self.num_inputs - 1, inputs[-1])
         merged[-1] = top
         for i in range(self.num_inputs - 2, -1, -1):
-            lateral = self.lateral[i](inputs[i])
-            top = lateral + upsample_to(top, lateral)
+            lateral = self._lateral(i, inputs[i])
+            top = lateral + (top if self._same_stride(i) else upsample_to(top, lateral))
             merged[i] = top
-        outputs = [conv(x) for conv, x in zip(self.output_convs, merged)]
+        outputs = [self._output(i, x) for i, x in enumerate(merged)]
         return outputs + [self.extra(outputs[-1])]
 
     def compute_output_shape(self, input_shapes):
@@ -69,4 +105,5 @@ class FeaturePyramid(keras.layers.Layer):
         return shapes + [(n, half(h), half(w), c)]
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "num_inputs": self.num_inputs}
+        return {**super().get_config(), "channels": self.channels, "num_inputs": self.num_inputs, "norm": self.norm,
+                "input_strides": None if self.input_strides is None else list(self.input_strides)}

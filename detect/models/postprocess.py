@@ -7,12 +7,12 @@ Shape shorthand: N images, P RoIs per image, K classes, D = max detections per i
 
 from keras import ops
 
-from detect.ops.boxes import clip_boxes, scale_boxes
+from detect.ops.boxes import clip_boxes, scale_boxes, small_box_mask
 from detect.ops.nms import multiclass_nms
 
 
 def postprocess_detections(scores, deltas, rois, roi_valid, image_shape, scale, *, coder, score_threshold,
-                           nms_iou, max_detections):
+                           nms_iou, max_detections, min_box_size=0.0):
     """Turn per-class scores and box deltas into final detections.
 
     Args:
@@ -21,6 +21,8 @@ def postprocess_detections(scores, deltas, rois, roi_valid, image_shape, scale, 
       roi_valid: (N, P) bool; padding RoIs never become detections.
       image_shape: (N, 2) content (height, width) in the canvas, for clipping.
       scale: (N, 2) (sy, sx) from original image to canvas pixels, or None for 1.
+      min_box_size: boxes narrower or lower than this many canvas pixels after clipping are
+        dropped (torchvision: 0.01); 0 keeps all.
     Returns:
       dict boxes (N, D, 4) xyxy in original image pixels, scores (N, D),
       labels (N, D) int32 in 1..K (0 in padding rows), num_detections (N,) int32.
@@ -31,6 +33,8 @@ def postprocess_detections(scores, deltas, rois, roi_valid, image_shape, scale, 
     boxes = coder.decode(deltas, anchors)
     shape = ops.cast(image_shape, boxes.dtype)
     boxes = clip_boxes(boxes, shape[:, 0, None, None], shape[:, 1, None, None])
+    if min_box_size > 0:
+        scores = ops.where(small_box_mask(boxes, float(min_box_size)), scores, 0.0)
     result = multiclass_nms(
         boxes, scores, max_detections=max_detections, iou_threshold=nms_iou, score_threshold=score_threshold
     )

@@ -12,7 +12,7 @@ from detect.errors import DetectError
 RPN_KEYS = {f"rpn.{name}": name for name in (
     "anchor_sizes", "anchor_ratios", "channels", "fg_iou", "bg_iou", "batch_size", "positive_fraction",
     "pre_nms_top_n_train", "post_nms_top_n_train", "pre_nms_top_n_test", "post_nms_top_n_test", "nms_iou",
-    "min_size", "ignore_border", "loss_weight",
+    "min_size", "ignore_border", "loss_weight", "conv_depth", "anchor_rule", "shared_anchor_sizes", "score_threshold",
 )}
 
 # config key -> RoIHeads argument.
@@ -29,7 +29,14 @@ ROI_HEADS_KEYS = {
     "test.nms_iou": "nms_iou",
     "test.max_detections": "max_detections",
     "roi.canonical_size": "canonical_size",
+    "roi.aligned": "aligned",
+    "test.min_box_size": "min_box_size",
 }
+
+# config key -> MaskHead argument (detector mask_rcnn).
+MASK_HEAD_KEYS = {f"mask.{name}": name for name in (
+    "pool_size", "channels", "num_convs", "num_rois", "loss_weight", "threshold",
+)}
 
 # config key -> build_backbone argument.
 BACKBONE_KEYS = {
@@ -39,10 +46,12 @@ BACKBONE_KEYS = {
     "roi.size": "roi_size",
     "roi.head_dim": "head_dim",
     "fpn.channels": "fpn_channels",
+    "roi.head_convs": "head_convs",
+    "roi.head_fcs": "head_fcs",
 }
 
 # config key -> FeaturePyramid argument (backbones named *_fpn).
-FPN_KEYS = {"fpn.channels": "channels"}
+FPN_KEYS = {"fpn.channels": "channels", "fpn.norm": "norm"}
 
 # config key -> RCNN argument.
 RCNN_KEYS = {
@@ -104,7 +113,7 @@ def _neck(config, info):
 
     strides = tuple(info["strides"])
     sizes = config["rpn"]["anchor_sizes"]
-    if len(sizes) != len(strides):
+    if len(sizes) != len(strides) and not config["rpn"]["shared_anchor_sizes"]:
         raise DetectError(
             f"rpn.anchor_sizes: {config['backbone']['name']} has {len(strides)} pyramid levels (P2-P6) and takes "
             f"one anchor size per level, got {len(sizes)} ({sizes})"
@@ -112,9 +121,15 @@ def _neck(config, info):
     if config["roi"]["pool"] != "align":
         raise DetectError(f"roi.pool: {config['backbone']['name']} pools RoIs from pyramid levels with align, "
                           f"got {config['roi']['pool']}")
-    neck = FeaturePyramid(**arguments(config, FPN_KEYS), name="fpn")
-    # RoIs are pooled from P2..P5 (P6 serves the RPN only), as in the FPN paper.
-    return neck, {"rpn": {"strides": strides}, "roi_heads": {"pool_strides": strides[:-1]}}
+    inputs = strides[:-1]
+    consecutive = inputs == tuple(4 * 2**i for i in range(len(inputs)))
+    neck = FeaturePyramid(**arguments(config, FPN_KEYS), num_inputs=len(inputs),
+                          input_strides=None if consecutive else inputs, name="fpn")
+    # RoIs are pooled from P2..P5 (P6 serves the RPN only), as in the FPN paper; of maps
+    # that share a stride the first is pooled (torchvision's MultiScaleRoIAlign maps every
+    # RoI to the first map of a scale).
+    pooled = tuple(dict.fromkeys(inputs))
+    return neck, {"rpn": {"strides": strides}, "roi_heads": {"pool_strides": pooled}}
 
 
 def rcnn_kwargs(config):
@@ -140,13 +155,33 @@ def _rcnn(config, class_names):
     return RCNN(class_names=class_names, **rcnn_kwargs(config))
 
 
+def build_mask_rcnn(config, class_names):
+    """A MaskRCNN: the parts of the Faster R-CNN the config describes, plus a MaskHead that
+    pools as the RoI heads do (same levels or map, same sampling ratio)."""
+    from detect.models.mask_head import MaskHead
+    from detect.models.mask_rcnn import MaskRCNN
+
+    faster = build_two_stage(config, class_names, with_rpn=True)
+    heads = faster.roi_heads
+    mask_args = arguments(config, MASK_HEAD_KEYS)
+    if mask_args["num_rois"] is None:
+        mask_args["num_rois"] = max(int(heads.batch_size * heads.positive_fraction), 1)
+    mask_head = MaskHead(num_classes=len(class_names), spatial_scale=heads.spatial_scale,
+                         sampling_ratio=heads.sampling_ratio, pool_strides=heads.pool_strides,
+                         canonical_size=heads.canonical_size, **mask_args, name="mask_head")
+    return MaskRCNN(backbone=faster.backbone, neck=faster.neck, rpn=faster.rpn, roi_heads=heads,
+                    mask_head=mask_head, class_names=class_names, canvas_size=faster.canvas_size)
+
+
 BUILDERS = {
     "faster_rcnn": lambda config, names: build_two_stage(config, names, with_rpn=True),
+    "mask_rcnn": build_mask_rcnn,
     "fast_rcnn": lambda config, names: build_two_stage(config, names, with_rpn=False),
     "rcnn": _rcnn,
 }
 
-MODEL_MODULES = ("detect.models.detector", "detect.models.rcnn")
+MODEL_MODULES = ("detect.models.detector", "detect.models.rcnn", "detect.models.mask_rcnn",
+                 "detect.models.torchvision_backbones")
 
 
 def import_models():

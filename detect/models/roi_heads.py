@@ -143,7 +143,8 @@ class RoIHeads(keras.layers.Layer):
     def __init__(self, *, num_classes, box_head, pool="align", pool_size=7, spatial_scale=1.0 / 16,
                  sampling_ratio=2, batch_size=128, positive_fraction=0.25, fg_iou=0.5, bg_iou_low=0.0,
                  box_weights=(10.0, 10.0, 5.0, 5.0), loss_weight=1.0, score_threshold=0.05, nms_iou=0.5,
-                 max_detections=100, pool_strides=None, canonical_size=224.0, seed=None, **kwargs):
+                 max_detections=100, pool_strides=None, canonical_size=224.0, aligned=True, min_box_size=0.0,
+                 seed=None, **kwargs):
         super().__init__(**kwargs)
         if pool not in ("align", "pool"):
             raise ValueError(f"roi pool must be 'align' or 'pool', got {pool!r}")
@@ -159,13 +160,15 @@ class RoIHeads(keras.layers.Layer):
         self.loss_weight = float(loss_weight)
         self.score_threshold, self.nms_iou = float(score_threshold), float(nms_iou)
         self.max_detections = int(max_detections)
+        self.aligned = bool(aligned)
+        self.min_box_size = float(min_box_size)
         if self.pool_strides is not None:
             # RoIPool has no multi-level form here: pyramids pool with RoIAlign.
             self.pooler = MultiLevelRoIAlign(self.pool_size, self.pool_strides, self.sampling_ratio,
-                                             self.canonical_size, name="multilevel_roi_align")
+                                             self.canonical_size, aligned=self.aligned, name="multilevel_roi_align")
         elif pool == "align":
             self.pooler = RoIAlign(self.pool_size, spatial_scale=self.spatial_scale,
-                                   sampling_ratio=self.sampling_ratio, name="roi_align")
+                                   sampling_ratio=self.sampling_ratio, aligned=self.aligned, name="roi_align")
         else:
             self.pooler = RoIPool(self.pool_size, spatial_scale=self.spatial_scale, name="roi_pool")
         self.predictor = BoxPredictor(self.num_classes, name="box_predictor")
@@ -207,6 +210,7 @@ class RoIHeads(keras.layers.Layer):
         return postprocess_detections(
             probs, box_deltas, rois, roi_valid, image_shape, scale, coder=self.coder,
             score_threshold=self.score_threshold, nms_iou=self.nms_iou, max_detections=self.max_detections,
+            min_box_size=self.min_box_size,
         )
 
     def get_config(self):
@@ -219,7 +223,7 @@ class RoIHeads(keras.layers.Layer):
             "box_weights": list(self.box_weights), "loss_weight": self.loss_weight,
             "score_threshold": self.score_threshold, "nms_iou": self.nms_iou, "max_detections": self.max_detections,
             "pool_strides": None if self.pool_strides is None else list(self.pool_strides),
-            "canonical_size": self.canonical_size,
+            "canonical_size": self.canonical_size, "aligned": self.aligned, "min_box_size": self.min_box_size,
         }
 
     @classmethod

@@ -18,14 +18,19 @@ from detect.ops import dispatch
 from detect.ops.roi_pool import roi_align_flat
 
 
-def assign_levels(boxes, min_level, max_level, canonical_size=224.0, canonical_level=4):
+def assign_levels(boxes, min_level, max_level, canonical_size=224.0, canonical_level=4, rule="detectron2"):
     """(X,) int32 pyramid level of each (X, 4) xyxy box, in [min_level, max_level].
 
     A degenerate box (zero area) goes to min_level, as log2(0) = -inf does after clamping.
+    rule "detectron2": floor(k0 + log2(s / s0 + 1e-8)); "torchvision" (its LevelMapper):
+    floor(k0 + log2(s / s0) + 1e-6). They differ only within 1e-6 of a level boundary.
     """
     boxes = ops.cast(boxes, "float32")
     area = ops.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * ops.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
     scale = ops.sqrt(area)
+    if rule == "torchvision":
+        level = ops.floor(canonical_level + ops.log2(scale / float(canonical_size)) + 1e-6)
+        return ops.cast(ops.clip(level, float(min_level), float(max_level)), "int32")
     # 1e-8 keeps log2 finite; detectron2 adds the same epsilon (assign_boxes_to_levels).
     level = ops.floor(canonical_level + ops.log(scale / float(canonical_size) + 1e-8) / math.log(2.0))
     return ops.cast(ops.clip(level, float(min_level), float(max_level)), "int32")
@@ -41,14 +46,17 @@ class MultiLevelRoIAlign(keras.layers.Layer):
       strides: pixels per cell of the pooled levels, finest first (e.g. 4, 8, 16, 32);
         level k has stride 2**k, so the first stride fixes min_level.
       sampling_ratio, canonical_size, canonical_level: see the module docstring.
+      aligned: RoIAlign's half-cell shift (roi_align_flat); False pools as torchvision's
+        MultiScaleRoIAlign does, which also assigns levels by its own rule (assign_levels).
     call(features: list of L maps (B, Hl, Wl, C), finest first (extra maps after the L
     pooled ones are ignored, e.g. P6), rois (B, R, 4)) -> (B, R, S, S, C).
     """
 
     def __init__(self, output_size=7, strides=(4, 8, 16, 32), sampling_ratio=2, canonical_size=224.0,
-                 canonical_level=4, **kwargs):
+                 canonical_level=4, aligned=True, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
+        self.aligned = bool(aligned)
         self.output_size = int(output_size)
         self.strides = tuple(int(s) for s in strides)
         self.sampling_ratio = int(sampling_ratio)
@@ -67,7 +75,8 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         batch, num_rois = ops.shape(rois)[0], ops.shape(rois)[1]
         flat = ops.reshape(rois, (-1, 4))
         image_index = ops.repeat(ops.arange(batch, dtype="int32"), num_rois)
-        levels = assign_levels(flat, self.min_level, self.max_level, self.canonical_size, self.canonical_level)
+        levels = assign_levels(flat, self.min_level, self.max_level, self.canonical_size, self.canonical_level,
+                               rule="detectron2" if self.aligned else "torchvision")
         if dispatch.native_available():
             merged = self._pool_by_level(features, flat, image_index, levels)
         else:
@@ -80,7 +89,7 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         positions = dispatch.level_positions(levels, self.min_level, len(self.strides))
         pooled = [
             roi_align_flat(level_features, ops.take(flat, chosen, axis=0), ops.take(image_index, chosen, axis=0),
-                           self.output_size, 1.0 / stride, self.sampling_ratio)
+                           self.output_size, 1.0 / stride, self.sampling_ratio, aligned=self.aligned)
             for chosen, level_features, stride in zip(positions, features, self.strides)
         ]
         return dispatch.stitch(positions, pooled)
@@ -90,7 +99,7 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         merged = None
         for offset, (level_features, stride) in enumerate(zip(features, self.strides)):
             pooled = roi_align_flat(level_features, flat, image_index, self.output_size, 1.0 / stride,
-                                    self.sampling_ratio)
+                                    self.sampling_ratio, aligned=self.aligned)
             chosen = (levels == self.min_level + offset)[:, None, None, None]
             merged = pooled if merged is None else ops.where(chosen, pooled, merged)
         return merged
@@ -102,5 +111,5 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         return {
             **super().get_config(), "output_size": self.output_size, "strides": list(self.strides),
             "sampling_ratio": self.sampling_ratio, "canonical_size": self.canonical_size,
-            "canonical_level": self.canonical_level,
+            "canonical_level": self.canonical_level, "aligned": self.aligned,
         }

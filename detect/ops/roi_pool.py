@@ -20,8 +20,9 @@ def _check_size(name, value):
     return value
 
 
-def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sampling_ratio, method=None):
-    """Aligned RoIAlign of X boxes given as a flat list (the arithmetic of `RoIAlign`).
+def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sampling_ratio, method=None,
+                   aligned=True):
+    """RoIAlign of X boxes given as a flat list (the arithmetic of `RoIAlign`).
 
     Args:
       features: (B, Hf, Wf, C); boxes: (X, 4) xyxy image pixels; box_indices: (X,) int32
@@ -29,6 +30,9 @@ def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sam
       method: "crop_and_resize" (the backend's kernel where it has one: the fastest on
         CPU), "gather" (keras.ops gathers: deterministic gradients on GPU) or None:
         "gather" when TensorFlow's op determinism is on, else "crop_and_resize".
+      aligned: True (detectron2's aligned=True: a half-cell shift, so cell k's centre is at
+        k + 0.5) or False (torchvision's and the original RoIAlign: no shift, RoIs at least
+        one cell wide and high).
     Returns:
       (X, S, S, C) in the dtype of `features`.
     """
@@ -37,8 +41,12 @@ def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sam
     samples = size * ratio
     height, width = ops.shape(features)[1], ops.shape(features)[2]
 
-    # Feature coordinates in which cell k's centre is at k (hence the -0.5).
-    scaled = boxes * float(spatial_scale) - 0.5
+    # Feature coordinates in which cell k's centre is at k (hence the -0.5 when aligned).
+    scaled = boxes * float(spatial_scale) - (0.5 if aligned else 0.0)
+    if not aligned:
+        right = scaled[:, 0] + ops.maximum(scaled[:, 2] - scaled[:, 0], 1.0)
+        bottom = scaled[:, 1] + ops.maximum(scaled[:, 3] - scaled[:, 1], 1.0)
+        scaled = ops.stack([scaled[:, 0], scaled[:, 1], right, bottom], axis=-1)
     step_x = (scaled[:, 2] - scaled[:, 0]) / samples
     step_y = (scaled[:, 3] - scaled[:, 1]) / samples
     # Replicating the border once reproduces detectron2's clamping for samples in
@@ -91,7 +99,8 @@ class _RoILayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="detect")
 class RoIAlign(_RoILayer):
-    """Aligned RoIAlign (detectron2 ROIAlign with aligned=True).
+    """RoIAlign: aligned (detectron2 ROIAlign with aligned=True, the default) or not
+    (aligned=False: torchvision's roi_align default; see roi_align_flat).
 
     Each of the S x S bins averages `sampling_ratio` x `sampling_ratio` bilinear samples
     taken at the centres of a regular sub-grid of the bin; a sample within one cell
@@ -100,9 +109,10 @@ class RoIAlign(_RoILayer):
     call(features (B, Hf, Wf, C), rois (B, R, 4) xyxy image pixels) -> (B, R, S, S, C)
     """
 
-    def __init__(self, output_size=7, spatial_scale=1.0 / 16, sampling_ratio=2, **kwargs):
+    def __init__(self, output_size=7, spatial_scale=1.0 / 16, sampling_ratio=2, aligned=True, **kwargs):
         super().__init__(output_size, spatial_scale, **kwargs)
         self.sampling_ratio = _check_size("sampling_ratio", sampling_ratio)
+        self.aligned = bool(aligned)
 
     def call(self, features, rois):
         features = ops.convert_to_tensor(features)
@@ -111,14 +121,14 @@ class RoIAlign(_RoILayer):
         image_index = ops.repeat(ops.arange(batch, dtype="int32"), num_rois)
         pooled = roi_align_flat(
             features, ops.reshape(rois, (-1, 4)), image_index,
-            self.output_size, self.spatial_scale, self.sampling_ratio,
+            self.output_size, self.spatial_scale, self.sampling_ratio, aligned=self.aligned,
         )
         size = self.output_size
         return ops.reshape(pooled, (batch, num_rois, size, size, ops.shape(features)[-1]))
 
     def get_config(self):
         config = super().get_config()
-        config.update(sampling_ratio=self.sampling_ratio)
+        config.update(sampling_ratio=self.sampling_ratio, aligned=self.aligned)
         return config
 
 

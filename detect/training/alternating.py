@@ -122,8 +122,11 @@ class _Schedule:
 
 
 def _model(config, classes, strategy, stage, **trainable):
+    from detect.training.train import apply_init
+
     with strategy.scope():
         model = build_model(config, classes)
+        apply_init(model, config)
     model.stage = stage
     model.set_trainable(**trainable)
     return model

@@ -303,6 +303,9 @@ def train_rcnn(config, out_dir, train_set, val_set, skipped, strategy, meter=Non
     # Written before any work, so `--resume` finds the run even if fine-tuning is killed.
     _save_state(state_path, state)
     phases = {}
+    if config["model"]["init"]:
+        raise DetectError("model.init: R-CNN trains its CNN, SVMs and regressors from its own stages; "
+                          "model.init applies to fast_rcnn and faster_rcnn")
     with strategy.scope():
         model = build_model(config, train_set.classes)
 

@@ -38,8 +38,22 @@ def train_joint(config, out_dir, train_set, val_set, skipped, strategy, meter=No
     val = (pipeline(config, val_set, training=False), val_set) if val_set is not None else None
     with strategy.scope():
         model = build_model(config, train_set.classes)
+        apply_init(model, config)
         model.compile(optimizer=build_optimizer(config["training"]), jit_compile=jit_compile())
     return fit_model(model, config, out_dir, train_ds, val, steps_per_epoch(config, train_set), skipped, meter=meter)
+
+
+def apply_init(model, config):
+    """Start `model` from config's model.init (detect.training.init_from), saying so."""
+    source = config["model"]["init"]
+    if not source:
+        return None
+    from detect.training.init_from import initialize_from
+
+    done = initialize_from(model, source)
+    print(f"model.init: weights of {', '.join(done['parts'])} from {done['folder']}; class predictor "
+          f"{done['predictor']} ({model.num_classes} classes)")
+    return done
 
 
 def _train_faster_rcnn(config, *args, **kwargs):
@@ -47,7 +61,8 @@ def _train_faster_rcnn(config, *args, **kwargs):
     return schedule(config, *args, **kwargs)
 
 
-TRAINERS = {"faster_rcnn": _train_faster_rcnn, "fast_rcnn": train_joint, "rcnn": train_rcnn}
+TRAINERS = {"faster_rcnn": _train_faster_rcnn, "fast_rcnn": train_joint, "rcnn": train_rcnn,
+            "mask_rcnn": _train_faster_rcnn}
 
 
 def _check_classes(train, val):

@@ -95,3 +95,19 @@ def test_bf16_support_reads_cpu_flags():
     assert bf16_support({"avx512f", "avx512_bf16"}) == ["avx512_bf16"]
     assert bf16_support({"amx_bf16", "amx_tile"}) == ["amx_bf16"]
     assert bf16_support({"avx2"}) == []
+
+
+def test_bf16_mask_rcnn_keeps_rois_and_mask_logits_in_float32():
+    config = from_dict({
+        "detector": "mask_rcnn", "backbone": {"name": "tiny", "width": 8}, "input": {"min_size": 48, "max_size": 64},
+        "rpn": {"anchor_sizes": [16, 32], "channels": 16, "post_nms_top_n_test": 20},
+        "roi": {"head_dim": 32}, "mask": {"channels": 8, "num_convs": 2, "pool_size": 7},
+        "test": {"max_detections": 5, "score_threshold": 0.0},
+    })
+    model = build_model(config, CLASSES)
+    predictor = Predictor(model, config, precision="bf16")
+    head = model.mask_head
+    assert head.dtype_policy.name == "float32" and head.predictor.dtype_policy.name == "float32"
+    assert all(conv.compute_dtype == "bfloat16" for conv in head.convs)
+    result = predictor.predict(images()[0])
+    assert result["masks"].dtype == bool and len(result["masks"]) == len(result["boxes"]) > 0

@@ -158,3 +158,26 @@ def test_alternating_schedule_four_steps_share_a_frozen_backbone(tmp_path, shape
     train(config, out)
     assert [os.stat(w).st_mtime_ns for w in weights] == before
 
+
+
+def test_per_image_canvases_train_evaluate_and_predict(tmp_path, shapes):
+    """`input.canvas: per_image` (the torchvision detectors' batching): batches of varying canvas
+    sizes train through one traced step, and the model evaluates and predicts on them."""
+    from detect.evaluation.evaluate_model import evaluate_model
+    from detect.inference.predictor import Predictor
+
+    config = load_config(write_config(tmp_path, shapes, epochs=1, steps_per_epoch=3), [
+        "input.canvas=per_image", "input.resize=torchvision", "input.min_size=56", "input.max_size=100",
+        "rpn.anchor_rule=torchvision", "roi.aligned=false"])
+    out = str(tmp_path / "model")
+    train(config, out)
+    metrics = evaluate_model(out, split="val", progress=False)
+    assert 0.0 <= metrics["coco"]["AP"] <= 1.0
+    import numpy as np
+
+    predictor = Predictor.from_dir(out, min_score=0.0)
+    # 64 x 64 -> 56 x 56 content on a 64 x 64 canvas; 30 x 90 -> 56 x 168 -> max 100: 33 x 100 on 64 x 128.
+    for shape, canvas in (((64, 64, 3), (64, 64)), ((30, 90, 3), (64, 128))):
+        prepared = predictor.prepare(np.zeros(shape, np.uint8))
+        assert prepared["images"].shape[1:3] == canvas
+        predictor.predict(np.zeros(shape, np.uint8), 0.0)

@@ -1,0 +1,1 @@
+"""Detectors trained elsewhere, converted into detect model folders (torchvision's COCO models)."""
