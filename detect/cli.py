@@ -303,7 +303,7 @@ def export(model_dir, fmt, svd, out):
 
 
 # --------------------------------------------------------------------------- weights
-@main.group(short_help="Detectors trained elsewhere as model folders (torchvision's COCO models).")
+@main.group(short_help="Convert torchvision COCO detectors to model folders.")
 def weights():
     """Convert published detectors into model folders that predict, evaluate, export and train take."""
 

@@ -12,7 +12,7 @@ from PIL import Image
 from detect import __version__
 from detect.cli import main
 
-COMMANDS = ["data", "proposals", "train", "evaluate", "predict", "benchmark", "export"]
+COMMANDS = ["data", "proposals", "train", "evaluate", "predict", "benchmark", "export", "weights"]
 DETECT = os.path.join(os.path.dirname(sys.executable), "detect")
 # Markers of TensorFlow's C++ start-up logging (absl prefixes, oneDNN and CUDA probing).
 TF_NOISE = ("I0000", "W0000", "E0000", "absl::InitializeLog", "oneDNN", "cuInit", "cuda")
@@ -49,7 +49,8 @@ def test_help_lists_every_command():
 
 @pytest.mark.parametrize(
     "command",
-    [[c] for c in COMMANDS] + [["data", "shapes"], ["data", "inspect"], ["data", "convert"], ["proposals", "recall"]],
+    [[c] for c in COMMANDS] + [["data", "shapes"], ["data", "inspect"], ["data", "convert"], ["proposals", "recall"],
+                               ["weights", "convert"]],
     ids=" ".join,
 )
 def test_every_command_has_help(command):
