@@ -35,7 +35,7 @@ ROI_HEADS_KEYS = {
 
 # config key -> MaskHead argument (detector mask_rcnn).
 MASK_HEAD_KEYS = {f"mask.{name}": name for name in (
-    "pool_size", "channels", "num_convs", "num_rois", "loss_weight", "threshold",
+    "pool_size", "channels", "num_convs", "num_rois", "loss_weight", "threshold", "paste",
 )}
 
 # config key -> build_backbone argument.
