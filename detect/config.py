@@ -101,6 +101,7 @@ DEFAULTS = {
         "num_rois": None,  # foreground RoIs per image it trains on (default roi.batch_size * positive_fraction)
         "loss_weight": 1.0,
         "threshold": 0.5,  # probability that is foreground when a mask is pasted into the image
+        "paste": "detectron2",  # detectron2 | torchvision: how a 28 x 28 mask is resized into its box
     },
     "test": {
         "score_threshold": 0.05,
@@ -181,6 +182,7 @@ _REQUIRED_CHOICES = {
     "fpn.norm": ("none", "batch"),
     "input.resize": ("detect", "torchvision"),
     "rpn.anchor_rule": ("centred", "torchvision"),
+    "mask.paste": ("detectron2", "torchvision"),
     "dataset.format": ("coco", "voc", "csv", "yolo", "labelme", "cvat"),
     "roi.pool": ("align", "pool"),
     "training.optimizer": ("sgd", "adam", "adamw"),

@@ -11,7 +11,8 @@ torch.save(model.state_dict())) with the score threshold 0, runs it in eval mode
   <i>_boxes (D, 4) xyxy original pixels, <i>_scores (D,), <i>_labels (D,) (COCO ids 1..90),
   <i>_input (3, Hp, Wp) the normalized, padded batch image GeneralizedRCNNTransform made,
   <i>_image_size (2,) its resized (height, width), <i>_features_<name> (C, H, W) for each map of
-  backbone(+FPN), <i>_proposals (P, 4) the RPN's proposals in resized-image pixels.
+  backbone(+FPN), <i>_proposals (P, 4) the RPN's proposals in resized-image pixels; Mask R-CNN
+  also <i>_masks (D, H, W) bool, its pasted masks at probability >= 0.5.
 
 `--calibrate-bn`: before saving, every BatchNorm's running statistics are set from the images
 (one forward pass in training mode with cumulative averages). A randomly initialised
@@ -30,7 +31,8 @@ import torch
 import torchvision
 from PIL import Image
 
-ARCHS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn")
+ARCHS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+         "maskrcnn_resnet50_fpn")
 
 
 def build(arch, checkpoint, seed):
@@ -100,6 +102,8 @@ def main():
             arrays[f"{i}_boxes"] = result["boxes"].numpy()
             arrays[f"{i}_scores"] = result["scores"].numpy()
             arrays[f"{i}_labels"] = result["labels"].numpy()
+            if "masks" in result:  # (D, 1, H, W) probabilities, pasted into the image
+                arrays[f"{i}_masks"] = result["masks"][:, 0].numpy() >= 0.5
             arrays[f"{i}_input"] = captured["images"].tensors[0].numpy()
             arrays[f"{i}_image_size"] = np.asarray(captured["images"].image_sizes[0])
             for name, value in captured["features"].items():

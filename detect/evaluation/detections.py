@@ -15,7 +15,8 @@ def detect_function(model):
     return predict_function(model)
 
 
-def to_coco_results(detections, image_ids, label_to_category_id, image_sizes=None, mask_threshold=0.5):
+def to_coco_results(detections, image_ids, label_to_category_id, image_sizes=None, mask_threshold=0.5,
+                    mask_paste="detectron2"):
     """Padded batch detections (NumPy) -> list of COCO result dicts (xywh, original ids).
 
     A label whose category id is None (a class of the model the dataset does not have) is
@@ -32,7 +33,7 @@ def to_coco_results(detections, image_ids, label_to_category_id, image_sizes=Non
 
             height, width = image_sizes[i]
             rles = to_rle(image_masks(detections["masks"][i, :n], detections["boxes"][i, :n], height, width,
-                                      mask_threshold))
+                                      mask_threshold, mask_paste))
         for j, (box, score, label) in enumerate(zip(
             detections["boxes"][i, :n], detections["scores"][i, :n], detections["labels"][i, :n]
         )):
@@ -69,12 +70,13 @@ def collect_detections(model, tf_dataset, label_to_category_id, total=None, max_
         ids = np.asarray(batch["image_id"])
         sizes = None
         if "masks" in detections:
-            from detect.inference.masks import mask_threshold, original_size
+            from detect.inference.masks import mask_paste, mask_threshold, original_size
 
             sizes = [original_size(c, s) for c, s in zip(np.asarray(batch["image_shape"]), np.asarray(batch["scale"]))]
             threshold = mask_threshold(model)
         results.extend(to_coco_results(detections, ids, label_to_category_id, sizes,
-                                       threshold if sizes is not None else 0.5))
+                                       threshold if sizes is not None else 0.5,
+                                       mask_paste(model) if sizes is not None else "detectron2"))
         if seen_ids is not None:
             seen_ids.extend(int(i) for i in ids.reshape(-1))
         seen += len(ids)

@@ -26,10 +26,16 @@ def mask_threshold(model, default=0.5):
     return float(head.threshold) if head is not None else default
 
 
-def image_masks(masks, boxes, height, width, threshold=0.5):
+def mask_paste(model, default="detectron2"):
+    """The pasting rule of a Mask R-CNN model (its mask head's), else `default`."""
+    head = getattr(model, "mask_head", None)
+    return getattr(head, "paste", default) if head is not None else default
+
+
+def image_masks(masks, boxes, height, width, threshold=0.5, paste="detectron2"):
     """(D, height, width) bool masks of one image from its (D, 2S, 2S) mask probabilities
-    and (D, 4) xyxy boxes in its pixels."""
-    return paste_masks(np.asarray(masks), np.asarray(boxes), height, width, threshold)
+    and (D, 4) xyxy boxes in its pixels (`paste`: detect.ops.masks.paste_masks' rule)."""
+    return paste_masks(np.asarray(masks), np.asarray(boxes), height, width, threshold, paste)
 
 
 def to_rle(binary_masks):

@@ -182,11 +182,11 @@ class Predictor:
                 }
             )
             if "masks" in raw:
-                from detect.inference.masks import image_masks, mask_threshold, original_size
+                from detect.inference.masks import image_masks, mask_paste, mask_threshold, original_size
 
                 height, width = original_size(prepared["image_shape"][i], prepared["scale"][i])
                 out[-1]["masks"] = image_masks(raw["masks"][i, :n][keep], out[-1]["boxes"], height, width,
-                                               mask_threshold(self.model))
+                                               mask_threshold(self.model), mask_paste(self.model))
         return out
 
     def predict(self, image, score_threshold=0.0):

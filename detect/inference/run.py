@@ -87,7 +87,7 @@ class _Outputs:
             image, detections["boxes"], detections["labels"], self.class_names, detections["scores"]
         )
         items = [
-            {"box": [round(float(v), 2) for v in box], "score": round(float(s), 4), "class": name}
+            {"box": [round(float(v), 3) for v in box], "score": round(float(s), 5), "class": name}
             for box, s, name in zip(detections["boxes"], detections["scores"], detections["class_names"])
         ]
         if "masks" in detections:  # COCO compressed RLE of each mask, in image pixels
@@ -133,7 +133,7 @@ class _Outputs:
                         "image_id": image_id,
                         "file_name": entry["file"],
                         "category_id": self.class_names.index(det["class"]) + 1,
-                        "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
+                        "bbox": [x1, y1, round(x2 - x1, 3), round(y2 - y1, 3)],
                         "score": det["score"],
                         **({"segmentation": det["segmentation"]} if "segmentation" in det else {}),
                     }

@@ -16,7 +16,7 @@ the RoI (detect.ops.masks.mask_targets).
 import keras
 from keras import ops
 
-from detect.ops.masks import mask_targets, matched_gt
+from detect.ops.masks import PASTE_RULES, mask_targets, matched_gt
 from detect.ops.multilevel import MultiLevelRoIAlign
 from detect.ops.roi_pool import RoIAlign
 
@@ -34,13 +34,17 @@ class MaskHead(keras.layers.Layer):
       num_rois: M, foreground RoIs per image the head trains on (None: all R sampled RoIs;
         the sampler keeps at most roi.batch_size * positive_fraction foreground, the
         registry's default).
+      paste: how masks are pasted into the image (detect.ops.masks.paste_masks): detectron2
+        or torchvision (the converted torchvision models).
       loss_weight: factor of the mask loss in the total. threshold: mask probability that
         counts as foreground when masks are pasted (inference).
+      aligned: RoIAlign's half-cell shift (True, detectron2); False pools as torchvision's
+        aligned=False (the registry passes roi.aligned, as the box head's).
     """
 
     def __init__(self, *, num_classes, pool_size=14, channels=256, num_convs=4, spatial_scale=1.0 / 16,
                  sampling_ratio=2, pool_strides=None, canonical_size=224.0, num_rois=None, loss_weight=1.0,
-                 threshold=0.5, **kwargs):
+                 threshold=0.5, aligned=True, paste="detectron2", **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.pool_size = int(num_classes), int(pool_size)
         self.channels, self.num_convs = int(channels), int(num_convs)
@@ -49,12 +53,18 @@ class MaskHead(keras.layers.Layer):
         self.canonical_size = float(canonical_size)
         self.num_rois = None if num_rois is None else int(num_rois)
         self.loss_weight, self.threshold = float(loss_weight), float(threshold)
+        if paste not in PASTE_RULES:
+            raise ValueError(f"mask paste must be one of {PASTE_RULES}, got {paste!r}")
+        self.paste = paste
+        self.aligned = bool(aligned)
         if self.pool_strides is not None:
             self.pooler = MultiLevelRoIAlign(self.pool_size, self.pool_strides, self.sampling_ratio,
-                                             self.canonical_size, name="mask_multilevel_roi_align")
+                                             self.canonical_size, aligned=self.aligned,
+                                             name="mask_multilevel_roi_align")
         else:
             self.pooler = RoIAlign(self.pool_size, spatial_scale=self.spatial_scale,
-                                   sampling_ratio=self.sampling_ratio, name="mask_roi_align")
+                                   sampling_ratio=self.sampling_ratio, aligned=self.aligned,
+                                   name="mask_roi_align")
         # He-normal (fan_out) as detectron2's c2_msra_fill; the predictor's std 0.001.
         init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
         self.convs = [keras.layers.Conv2D(self.channels, 3, padding="same", activation="relu", kernel_initializer=init,
@@ -125,7 +135,7 @@ class MaskHead(keras.layers.Layer):
             "sampling_ratio": self.sampling_ratio,
             "pool_strides": None if self.pool_strides is None else list(self.pool_strides),
             "canonical_size": self.canonical_size, "num_rois": self.num_rois, "loss_weight": self.loss_weight,
-            "threshold": self.threshold,
+            "threshold": self.threshold, "aligned": self.aligned, "paste": self.paste,
         }
 
 

@@ -35,7 +35,7 @@ ROI_HEADS_KEYS = {
 
 # config key -> MaskHead argument (detector mask_rcnn).
 MASK_HEAD_KEYS = {f"mask.{name}": name for name in (
-    "pool_size", "channels", "num_convs", "num_rois", "loss_weight", "threshold",
+    "pool_size", "channels", "num_convs", "num_rois", "loss_weight", "threshold", "paste",
 )}
 
 # config key -> build_backbone argument.
@@ -157,7 +157,7 @@ def _rcnn(config, class_names):
 
 def build_mask_rcnn(config, class_names):
     """A MaskRCNN: the parts of the Faster R-CNN the config describes, plus a MaskHead that
-    pools as the RoI heads do (same levels or map, same sampling ratio)."""
+    pools as the RoI heads do (same levels or map, sampling ratio and roi.aligned)."""
     from detect.models.mask_head import MaskHead
     from detect.models.mask_rcnn import MaskRCNN
 
@@ -168,7 +168,8 @@ def build_mask_rcnn(config, class_names):
         mask_args["num_rois"] = max(int(heads.batch_size * heads.positive_fraction), 1)
     mask_head = MaskHead(num_classes=len(class_names), spatial_scale=heads.spatial_scale,
                          sampling_ratio=heads.sampling_ratio, pool_strides=heads.pool_strides,
-                         canonical_size=heads.canonical_size, **mask_args, name="mask_head")
+                         canonical_size=heads.canonical_size, aligned=heads.aligned, **mask_args,
+                         name="mask_head")
     return MaskRCNN(backbone=faster.backbone, neck=faster.neck, rpn=faster.rpn, roi_heads=heads,
                     mask_head=mask_head, class_names=class_names, canvas_size=faster.canvas_size)
 

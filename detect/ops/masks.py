@@ -74,9 +74,56 @@ def paste_mask(mask, box, height, width, threshold=0.5):
     return out
 
 
-def paste_masks(masks, boxes, height, width, threshold=0.5):
-    """(D, S, S) masks into (D, height, width) bool at their (D, 4) xyxy boxes (`paste_mask`)."""
+PASTE_RULES = ("detectron2", "torchvision")
+
+
+def _axis_weights(size_in, size_out):
+    """Source indices and weights of torch's bilinear interpolate(align_corners=False) along one
+    axis: source = max((i + 0.5) * in / out - 0.5, 0), between floor(source) and the next cell."""
+    source = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(int), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    frac = (source - low).astype(np.float32)
+    return low, high, frac
+
+
+def _resize_bilinear(image, height, width):
+    """(h, w) float32 -> (height, width), bilinear with half-pixel centres and no antialiasing."""
+    y0, y1, fy = _axis_weights(image.shape[0], height)
+    x0, x1, fx = _axis_weights(image.shape[1], width)
+    rows = image[y0] * (1 - fy)[:, None] + image[y1] * fy[:, None]
+    return rows[:, x0] * (1 - fx)[None, :] + rows[:, x1] * fx[None, :]
+
+
+def paste_mask_torchvision(mask, box, height, width, threshold=0.5):
+    """One S x S mask pasted as torchvision's paste_masks_in_image pastes it: the mask padded
+    by one zero cell on each side and its box grown by the same factor (S + 2) / S about its
+    centre, the box's corners truncated to integers (x1, y1, x2, y2), the padded mask resized
+    bilinearly (half-pixel centres, no antialiasing) to (y2 - y1 + 1) x (x2 - x1 + 1) pixels
+    and placed with its top-left at (x1, y1), cut to the image; on where >= threshold."""
+    out = np.zeros((int(height), int(width)), bool)
+    mask = np.pad(np.asarray(mask, np.float32), 1)
+    scale = mask.shape[1] / (mask.shape[1] - 2.0)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    cx, cy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
+    half_w, half_h = (x2 - x1) * 0.5 * scale, (y2 - y1) * 0.5 * scale
+    # torch's .to(int64) truncates toward zero.
+    x1, x2 = int(np.float32(cx - half_w)), int(np.float32(cx + half_w))
+    y1, y2 = int(np.float32(cy - half_h)), int(np.float32(cy + half_h))
+    w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+    resized = _resize_bilinear(mask, h, w)
+    xa, xb = max(x1, 0), min(x2 + 1, int(width))
+    ya, yb = max(y1, 0), min(y2 + 1, int(height))
+    if xb > xa and yb > ya:
+        out[ya:yb, xa:xb] = resized[ya - y1:yb - y1, xa - x1:xb - x1] >= threshold
+    return out
+
+
+def paste_masks(masks, boxes, height, width, threshold=0.5, rule="detectron2"):
+    """(D, S, S) masks into (D, height, width) bool at their (D, 4) xyxy boxes: `paste_mask`
+    (rule detectron2) or `paste_mask_torchvision`."""
+    paste = paste_mask_torchvision if rule == "torchvision" else paste_mask
     out = np.zeros((len(masks), int(height), int(width)), bool)
     for index, (mask, box) in enumerate(zip(masks, boxes)):
-        out[index] = paste_mask(mask, box, height, width, threshold)
+        out[index] = paste(mask, box, height, width, threshold)
     return out

@@ -12,7 +12,8 @@ Layout changes on the way: convolution kernels (O, I, kh, kw) -> (kh, kw, I, O),
 (C, 1, kh, kw) -> (kh, kw, C, 1), Linear (O, I) -> (I, O); the first fully connected layer of
 the box head reads the pooled RoI flattened channel-first in torch, (y, x)-first in Keras,
 so its rows are permuted; the box predictor's background row (torchvision predicts 91 boxes,
-detect one per class) is dropped. Labels are COCO category ids (torchvision's 91 outputs:
+detect one per class) is dropped, as is the mask predictor's background channel; the mask
+head's ConvTranspose2d (I, O, kh, kw) -> Conv2DTranspose (kh, kw, O, I), unflipped. Labels are COCO category ids (torchvision's 91 outputs:
 background and 90 ids, 10 of them unused, named `N/A-<id>`).
 """
 
@@ -33,6 +34,8 @@ ARCHS = {
         "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", 46.7),
     "fasterrcnn_mobilenet_v3_large_fpn": (
         "https://download.pytorch.org/models/fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth", 32.8),
+    # mask AP 34.6 as torchvision publishes it.
+    "maskrcnn_resnet50_fpn": ("https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", 37.9),
 }
 
 # torchvision's COCO category names by id (weights.meta["categories"] without the background).
@@ -265,6 +268,23 @@ def _assign_box_head(a, roi_heads, channels):
     a.set(predictor.box, [_dense(weight[4:]), bias[4:]], "roi_heads.box_predictor.bbox_pred")
 
 
+def _transpose_conv(w):
+    """ConvTranspose2d (I, O, kh, kw) -> Keras Conv2DTranspose (kh, kw, O, I); no spatial
+    flip (both are the gradient of a correlation; checked against torch numerically)."""
+    return np.transpose(w, (2, 3, 1, 0))
+
+
+def _assign_mask_head(a, head):
+    for i, conv in enumerate(head.convs):
+        a.conv(conv, f"roi_heads.mask_head.{i}.0")
+    prefix = "roi_heads.mask_predictor.conv5_mask"
+    a.set(head.deconv, [_transpose_conv(a.take(f"{prefix}.weight")), a.take(f"{prefix}.bias")], prefix)
+    # torchvision predicts a background mask too (channel 0): detect does not.
+    prefix = "roi_heads.mask_predictor.mask_fcn_logits"
+    weight, bias = a.take(f"{prefix}.weight"), a.take(f"{prefix}.bias")
+    a.set(head.predictor, [_conv(weight[1:]), bias[1:]], prefix)
+
+
 def assign_weights(model, state, path="checkpoint"):
     """Set every weight of a detector built from configs/zoo/<arch>.yaml from a torchvision
     state_dict ({key: NumPy array}); DetectError when the two do not fit one to one."""
@@ -273,6 +293,8 @@ def assign_weights(model, state, path="checkpoint"):
     _assign_fpn(a, model.neck)
     _assign_rpn(a, model.rpn)
     _assign_box_head(a, model.roi_heads, model.neck.channels)
+    if getattr(model, "mask_head", None) is not None:
+        _assign_mask_head(a, model.mask_head)
     a.finish(model)
 
 

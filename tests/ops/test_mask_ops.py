@@ -42,3 +42,24 @@ def test_box_without_pixel_centres_and_empty_inputs():
     # -> columns 2..5 (centres 2.5..5.5), rows 1..2.
     out = paste_masks(np.ones((1, 28, 28)), np.array([[2.5, 1, 6.5, 3]]), 5, 8)
     assert out.sum() == 8 and out[0, 1:3, 2:6].all()
+
+
+def test_torchvision_paste_by_hand():
+    from detect.ops.masks import paste_masks
+
+    # A 2 x 2 mask all ones, box x 2..6, y 1..3 in a 6 x 10 image. torchvision pads the mask to
+    # 4 x 4 (ones inside a ring of zeros) and grows the box by 4 / 2 = 2 about its centre (4, 2):
+    # x 0..8, y 0..4 (truncated to ints), so the padded mask is resized to 5 x 9 pixels placed at
+    # (0, 0). Bilinear at half-pixel centres over the 0,1,1,0 profile: column c reads
+    # x = (c + 0.5) * 4 / 9 - 0.5, giving 0.17, 0.61, 1, 1, 1, 0.61, 0.17 for c = 1..7 (c = 2..6
+    # non-zero above 0.5); row r reads y = (r + 0.5) * 4 / 5 - 0.5: 0.7, 1, 0.7 for r = 1..3. A
+    # pixel is the product: the four corners 0.7 x 0.61 = 0.43 < 0.5 are off.
+    mask = np.ones((1, 2, 2), np.float32)
+    pasted = paste_masks(mask, np.array([[2, 1, 6, 3]], np.float32), 6, 10, rule="torchvision")[0]
+    expected = np.zeros((6, 10), bool)
+    expected[1:4, 2:7] = True
+    expected[[1, 1, 3, 3], [2, 6, 2, 6]] = False
+    np.testing.assert_array_equal(pasted, expected)
+    # Past the image edge: the same mask at x 8..12 keeps only the columns inside the image.
+    edge = paste_masks(mask, np.array([[8, 1, 12, 3]], np.float32), 6, 10, rule="torchvision")[0]
+    assert edge[:, :8].sum() == 0 and edge.any()
