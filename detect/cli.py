@@ -311,7 +311,7 @@ def weights():
 @weights.command("convert")
 @click.option("--from", "source", required=True, type=click.Choice(["torchvision"]), help="Where the weights come from.")
 @click.option("--arch", required=True, help="fasterrcnn_resnet50_fpn | fasterrcnn_resnet50_fpn_v2 | "
-                                            "fasterrcnn_mobilenet_v3_large_fpn.")
+                                            "fasterrcnn_mobilenet_v3_large_fpn | maskrcnn_resnet50_fpn.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="A state_dict .pth file (default: torchvision's published COCO checkpoint, downloaded once).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
