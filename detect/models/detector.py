@@ -146,12 +146,18 @@ class TwoStageDetector(compat.BuiltInInit, compat.PerWorkerLogs, PredictsDetecti
         if sampling:
             rois, labels, targets = self.roi_heads.sample(proposals, valid, inputs["gt_boxes"], inputs["gt_labels"])
             outputs.update(roi_labels=labels, roi_targets=targets)
+            outputs.update(self.sampled_outputs(features, rois, labels, training=training))
             roi_valid = labels >= 0
         else:
             rois, roi_valid = proposals, valid
         class_logits, box_deltas = self.box_head(features, rois, training=training)
         outputs.update(rois=rois, roi_valid=roi_valid, class_logits=class_logits, box_deltas=box_deltas)
         return outputs
+
+    def sampled_outputs(self, features, rois, labels, training=False):
+        """Extra outputs of a training forward pass from the sampled RoIs (N, R, 4) and their
+        labels (N, R): none here; heads beyond the box head (Mask R-CNN's) add theirs."""
+        return {}
 
     # ----------------------------------------------------------------- training
     def set_trainable(self, backbone=True, rpn=True, heads=True):

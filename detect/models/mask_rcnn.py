@@ -56,25 +56,12 @@ class MaskRCNN(TwoStageDetector):
         return ops.where((detections["labels"] > 0)[:, :, None, None], probs, 0.0)
 
     # ----------------------------------------------------------------- forward
-    def call(self, inputs, training=False):
-        """TwoStageDetector's outputs; when sampling also mask_rois (N, M, 4), mask_labels
-        (N, M) (-1 for rows without a foreground RoI) and mask_logits (N, M, 2S, 2S, K)."""
-        features = self.features(inputs["images"], training=training)
-        sampling = "gt_boxes" in inputs
-        proposals, valid, rpn_outputs = self.propose(inputs, features, training=sampling)
-        outputs = {} if rpn_outputs is None else {"rpn": rpn_outputs}
-        if sampling:
-            rois, labels, targets = self.roi_heads.sample(proposals, valid, inputs["gt_boxes"], inputs["gt_labels"])
-            outputs.update(roi_labels=labels, roi_targets=targets)
-            roi_valid = labels >= 0
-            mask_rois, mask_labels = self.mask_head.select(rois, labels)
-            outputs.update(mask_rois=mask_rois, mask_labels=mask_labels,
-                           mask_logits=self.mask_logits(features, mask_rois, training=training))
-        else:
-            rois, roi_valid = proposals, valid
-        class_logits, box_deltas = self.box_head(features, rois, training=training)
-        outputs.update(rois=rois, roi_valid=roi_valid, class_logits=class_logits, box_deltas=box_deltas)
-        return outputs
+    def sampled_outputs(self, features, rois, labels, training=False):
+        """mask_rois (N, M, 4), mask_labels (N, M) (-1 for rows without a foreground RoI) and
+        mask_logits (N, M, 2S, 2S, K): the mask head's share of a training forward pass."""
+        mask_rois, mask_labels = self.mask_head.select(rois, labels)
+        return {"mask_rois": mask_rois, "mask_labels": mask_labels,
+                "mask_logits": self.mask_logits(features, mask_rois, training=training)}
 
     def predict_step(self, data):
         """TwoStageDetector's detections plus `masks` (N, D, 2S, 2S) (module docstring)."""
