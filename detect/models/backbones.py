@@ -20,6 +20,7 @@ import os
 import keras
 
 from detect.errors import DetectError
+from detect.models.blocks import PixelNormalization, fc_head  # noqa: F401 - re-exported
 from detect.models.pretrained import imagenet_weights_path, load_dense_from_h5
 
 # (keras.applications constructor name, stride-16 layer, res5 last layer)
@@ -44,27 +45,6 @@ _DEFAULT_HEAD_DROPOUT = {"vgg16": 0.5}
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
-@keras.saving.register_keras_serializable(package="detect")
-class PixelNormalization(keras.layers.Layer):
-    """(x[..., order] - mean) / std for RGB [0, 255] input; `bgr` reverses channels first."""
-
-    def __init__(self, mean, std, bgr=False, **kwargs):
-        super().__init__(**kwargs)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.bgr = bool(bgr)
-
-    def call(self, images):
-        if self.bgr:
-            images = images[..., ::-1]
-        mean = keras.ops.convert_to_tensor(self.mean, dtype=images.dtype)
-        std = keras.ops.convert_to_tensor(self.std, dtype=images.dtype)
-        return (images - mean) / std
-
-    def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std, "bgr": self.bgr}
-
-
 def _tiny_trunk(width, stages=False):
     """4 x [3x3 conv + BatchNorm + ReLU + 2x2 max-pool]: stride 16, 8*width channels.
 
@@ -84,29 +64,6 @@ def _tiny_trunk(width, stages=False):
     if stages:
         return keras.Model(inputs, outputs[1:], name="tiny_fpn_trunk")
     return keras.Model(inputs, x, name="tiny_trunk")
-
-
-def fc_head(input_shape, dim, name="fc_head", svd_ranks=None, dropout=0.0):
-    """fc6/fc7: flatten -> Dense(dim) -> ReLU [-> Dropout] -> Dense(dim) -> ReLU [-> Dropout].
-
-    Flatten is Keras' row-major (y, x, channel) order, the order of VGG16's own flatten
-    before fc1, so ImageNet fc1/fc2 kernels load into fc6/fc7 unchanged. `dropout` > 0 adds
-    Dropout layers `drop6` / `drop7` (active only with training=True).
-    `svd_ranks=(r6, r7)` factorizes both layers as truncated SVD does (detect.models.svd):
-    `fc6_svd` Dense(r6, linear, no bias) -> `fc6` Dense(dim, ReLU); likewise fc7. A rank is
-    clipped to min(inputs, dim), where the factorization is already exact.
-    """
-    inputs = keras.Input(input_shape, name="roi_features")
-    x = keras.layers.Flatten(name="flatten")(inputs)
-    for index, rank in zip((6, 7), svd_ranks or (None, None)):
-        layer_name = f"fc{index}"
-        if rank is not None:
-            rank = min(int(rank), int(x.shape[-1]), int(dim))
-            x = keras.layers.Dense(rank, use_bias=False, name=f"{layer_name}_svd")(x)
-        x = keras.layers.Dense(dim, activation="relu", name=layer_name)(x)
-        if dropout > 0:
-            x = keras.layers.Dropout(dropout, name=f"drop{index}")(x)
-    return keras.Model(inputs, x, name=name)
 
 
 def _application(name, weights):

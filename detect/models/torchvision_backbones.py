@@ -19,7 +19,7 @@ layer1_0_conv1; the stem's conv1 / bn1 -> stem_conv1 / stem_bn1), which the conv
 
 import keras
 
-from detect.models.backbones import PixelNormalization
+from detect.models.blocks import PixelNormalization, fc_head
 
 IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -233,7 +233,6 @@ def build_torchvision_backbone(name, weights="none", roi_size=7, head_dim=1024, 
     conv_fc_head(head_convs x fpn_channels convs, head_fcs fcs of head_dim).
     """
     from detect.errors import DetectError
-    from detect.models.backbones import fc_head
 
     if weights not in ("none",):
         raise DetectError(f"backbone.weights: {name} loads its weights with `detect weights convert` "

@@ -23,6 +23,7 @@ import tensorflow as tf
 from detect.data.splits import pipeline
 from detect.io import atomic_path, write_json
 from detect.models.registry import build_model
+from detect.training.init_from import apply_init
 from detect.runtime import jit_compile
 from detect.training.loop import fit_model, steps_per_epoch
 from detect.training.optimizers import build_optimizer
@@ -122,8 +123,6 @@ class _Schedule:
 
 
 def _model(config, classes, strategy, stage, **trainable):
-    from detect.training.train import apply_init
-
     with strategy.scope():
         model = build_model(config, classes)
         apply_init(model, config)

@@ -74,3 +74,15 @@ def initialize_from(model, source):
         _copy(model.roi_heads.predictor, init.roi_heads.predictor, "box predictor", folder)
         predictor = "kept"
     return {"folder": folder, "parts": copied, "predictor": predictor}
+
+
+def apply_init(model, config):
+    """Start `model` from config's model.init (see initialize_from), saying so in one line;
+    None when model.init is unset."""
+    source = config["model"]["init"]
+    if not source:
+        return None
+    done = initialize_from(model, source)
+    print(f"model.init: weights of {', '.join(done['parts'])} from {done['folder']}; class predictor "
+          f"{done['predictor']} ({model.num_classes} classes)")
+    return done

@@ -23,6 +23,7 @@ from detect.models.registry import build_model
 from detect.runtime import describe, jit_compile
 from detect.training import callbacks as cbs
 from detect.training.alternating import train_alternating
+from detect.training.init_from import apply_init
 from detect.training.loop import (
     fit_model, plot_history, select_strategy, set_precision, steps_per_epoch, worker_out_dir,
 )
@@ -41,19 +42,6 @@ def train_joint(config, out_dir, train_set, val_set, skipped, strategy, meter=No
         apply_init(model, config)
         model.compile(optimizer=build_optimizer(config["training"]), jit_compile=jit_compile())
     return fit_model(model, config, out_dir, train_ds, val, steps_per_epoch(config, train_set), skipped, meter=meter)
-
-
-def apply_init(model, config):
-    """Start `model` from config's model.init (detect.training.init_from), saying so."""
-    source = config["model"]["init"]
-    if not source:
-        return None
-    from detect.training.init_from import initialize_from
-
-    done = initialize_from(model, source)
-    print(f"model.init: weights of {', '.join(done['parts'])} from {done['folder']}; class predictor "
-          f"{done['predictor']} ({model.num_classes} classes)")
-    return done
 
 
 def _train_faster_rcnn(config, *args, **kwargs):
