@@ -8,6 +8,9 @@ from detect import runtime  # noqa: E402
 
 # Before TensorFlow is imported: it reads the oneDNN setting once (see detect/runtime.py).
 runtime.configure()
+# PyPI's CUDA builds of torch bring triton, whose extension crashes the process when it
+# loads after TensorFlow (see runtime.guard_triton).
+runtime.guard_triton()
 
 __version__ = "0.1.0"
 

@@ -17,6 +17,7 @@ once). The user's own TF_ENABLE_ONEDNN_OPTS always wins; it is also left alone w
 TensorFlow was imported first, because it can no longer take effect.
 """
 
+import importlib.util
 import os
 import platform
 import sys
@@ -140,6 +141,23 @@ def _logical_cpus(cpuinfo=None):
     text = _read_cpuinfo() if cpuinfo is None else cpuinfo
     count = sum(1 for line in text.splitlines() if line.partition(":")[0].strip() == "processor")
     return count or None
+
+
+def guard_triton():
+    """Keep PyPI's CUDA torch builds from crashing beside TensorFlow.
+
+    Their triton extension segfaults when it loads after TensorFlow (torch 2.14.1 with
+    TensorFlow 2.21; torch imports triton as torch._dynamo loads, which Keras' torch backend
+    imports). On PyTorch, Keras (so torch and triton) is imported now, before anything
+    imports TensorFlow. Elsewhere TensorFlow comes first, so triton is kept out of the
+    process (torch then runs without it: only torch.compile's GPU kernels need triton), which
+    lets a TensorFlow process load a model saved on PyTorch (its optimizer's class lives in
+    Keras' torch backend). Nothing changes where triton is absent or already imported.
+    """
+    if os.environ.get("KERAS_BACKEND") == "torch":
+        import keras  # noqa: F401
+    elif "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        sys.modules["triton"] = None  # `import triton` raises ImportError; torch checks for that
 
 
 def jit_compile():

@@ -1,5 +1,6 @@
 """CPU facts and the oneDNN choice made before TensorFlow starts (detect/runtime.py)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -117,3 +118,36 @@ def test_threads_follow_physical_cores_only_under_smt():
     environ = {"TF_NUM_INTRAOP_THREADS": "2"}  # the user's choice wins
     assert runtime.configure_threads(environ, SMT_PAIR) is None and environ == {"TF_NUM_INTRAOP_THREADS": "2"}
     assert runtime.configure_threads({}, SMT_PAIR, tensorflow_imported=True) is None  # too late to matter
+
+
+def test_guard_triton_blocks_triton_only_off_torch(monkeypatch):
+    modules = {}
+    monkeypatch.setattr(runtime.sys, "modules", modules)
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    runtime.guard_triton()
+    assert "triton" in modules and modules["triton"] is None
+    loaded = object()
+    modules["triton"] = loaded  # already imported: left alone
+    runtime.guard_triton()
+    assert modules["triton"] is loaded
+    modules.clear()
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: None)  # not installed
+    runtime.guard_triton()
+    assert "triton" not in modules
+
+
+@pytest.mark.parametrize("backend, code", [
+    # PyTorch: Keras' torch backend (torch, triton) is imported by `import detect`, before TF.
+    ("torch", "import detect, tensorflow, keras; print(keras.ops.ones((2,)).sum().item())"),
+    # TensorFlow: a model saved on PyTorch names Keras' torch backend; loading it imports torch.
+    ("tensorflow", "import detect, tensorflow, importlib, torch; importlib.import_module('keras.src.backend.torch');"
+                   " print(torch.ones(2).sum().item())"),
+])
+def test_torch_and_tensorflow_share_a_process(backend, code):
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed: make install-test")
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("2.0")

@@ -77,7 +77,7 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         image_index = ops.repeat(ops.arange(batch, dtype="int32"), num_rois)
         levels = assign_levels(flat, self.min_level, self.max_level, self.canonical_size, self.canonical_level,
                                rule="detectron2" if self.aligned else "torchvision")
-        if dispatch.native_available():
+        if dispatch.dynamic_shapes(flat, *features):
             merged = self._pool_by_level(features, flat, image_index, levels)
         else:
             merged = self._pool_every_level(features, flat, image_index, levels)

@@ -2,8 +2,9 @@
 
 Shapes: B images, N boxes per image, K classes. Boxes are xyxy in absolute pixels.
 Semantics (those of TensorFlow's NonMaxSuppression kernel, pinned by tests): boxes are visited by
-descending score; a box is dropped when its IoU with an already kept box is
-> iou_threshold, and boxes with score <= score_threshold are never kept.
+descending score (equal scores: lower index first); a box is dropped when its IoU with an already
+kept box is > iou_threshold (boxes of zero area overlap nothing; either corner order is the same
+box), and boxes with score <= score_threshold are never kept.
 """
 
 from keras import ops
@@ -20,6 +21,9 @@ def greedy_nms_padded(boxes, scores, max_output, iou_threshold, score_threshold=
     O(max_output x N) with O(N) memory per image.
     """
     boxes = as_boxes(boxes)
+    # Either corner order is one box, as in TensorFlow's kernel.
+    boxes = ops.concatenate([ops.minimum(boxes[..., :2], boxes[..., 2:]), ops.maximum(boxes[..., :2], boxes[..., 2:])],
+                            axis=-1)
     scores = ops.cast(ops.convert_to_tensor(scores), "float32")
     max_output = int(max_output)
     neg_inf = float("-inf")

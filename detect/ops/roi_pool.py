@@ -27,8 +27,8 @@ def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sam
     Args:
       features: (B, Hf, Wf, C); boxes: (X, 4) xyxy image pixels; box_indices: (X,) int32
         image of each box; spatial_scale: 1 / stride of `features`.
-      method: "crop_and_resize" (the backend's kernel where it has one: the fastest on
-        CPU), "gather" (keras.ops gathers: deterministic gradients on GPU) or None:
+      method: "crop_and_resize" (the backend's kernel where it has one, the fastest:
+        TensorFlow's crop_and_resize, torchvision's roi_align; ops/dispatch.py), "gather" (keras.ops gathers: deterministic gradients on GPU) or None:
         "gather" when TensorFlow's op determinism is on, else "crop_and_resize".
       aligned: True (detectron2's aligned=True: a half-cell shift, so cell k's centre is at
         k + 0.5) or False (torchvision's and the original RoIAlign: no shift, RoIs at least
@@ -38,6 +38,21 @@ def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sam
     """
     boxes = ops.stop_gradient(ops.cast(boxes, "float32"))
     size, ratio = int(output_size), int(sampling_ratio)
+    if method is None:
+        method = "gather" if compat.op_determinism_enabled() else "crop_and_resize"
+    if method == "gather":
+        pooled = _roi_align_by_crops(features, boxes, box_indices, size, spatial_scale, ratio, aligned, method)
+    else:
+        pooled = dispatch.roi_align(
+            features, boxes, ops.cast(box_indices, "int32"), size, spatial_scale, ratio, aligned,
+            portable=lambda: _roi_align_by_crops(features, boxes, box_indices, size, spatial_scale, ratio,
+                                                 aligned, method),
+        )
+    return ops.cast(pooled, features.dtype)
+
+
+def _roi_align_by_crops(features, boxes, box_indices, size, spatial_scale, ratio, aligned, method):
+    """roi_align_flat as bilinear crops of size x ratio samples, then average pooling (float32)."""
     samples = size * ratio
     height, width = ops.shape(features)[1], ops.shape(features)[2]
 
@@ -66,16 +81,13 @@ def roi_align_flat(features, boxes, box_indices, output_size, spatial_scale, sam
         ],
         axis=-1,
     )
-    if method is None:
-        method = "gather" if compat.op_determinism_enabled() else "crop_and_resize"
     if method == "gather":
         crops = bilinear_crops(padded, normalized, box_indices, samples)
     else:
         crops = dispatch.crop_and_resize(padded, normalized, box_indices, samples, portable=bilinear_crops)
     # Average of each bin's ratio x ratio samples; average pooling is the same arithmetic
     # as a mean over a reshaped tensor, and several times faster on CPU.
-    pooled = ops.average_pool(crops, ratio, ratio, "valid")
-    return ops.cast(pooled, features.dtype)
+    return ops.average_pool(crops, ratio, ratio, "valid")
 
 
 class _RoILayer(keras.layers.Layer):

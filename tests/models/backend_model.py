@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+import detect  # noqa: F401,E402 - Keras' backend before TensorFlow (detect/runtime.py: guard_triton)
+
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from test_detector import batch, small_model  # noqa: E402
 

@@ -85,20 +85,35 @@ def test_roi_pool_static_levels_equal_the_dynamic_ones(monkeypatch):
                                   tape.gradient(loss_native, features).numpy())
 
 
-def _other_backend_outputs(backend, tmp_path):
+def _other_backend_outputs(backend, tmp_path, torchvision_ops="1"):
     out = tmp_path / f"{backend}.npz"
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "", "DETECT_TORCHVISION_OPS": torchvision_ops}
     result = subprocess.run([sys.executable, os.path.join(HERE, "backend_cases.py"), str(out)], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return dict(np.load(out))
+    outputs = dict(np.load(out))
+    return outputs, bool(outputs.pop("_kernels/torchvision"))
 
 
-@pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
-def test_ops_on_other_backends_equal_tensorflow(backend, module, tmp_path):
+def _torchvision_importable():
+    """torchvision's C++ ops load beside this torch (a subprocess: this one runs TensorFlow)."""
+    probe = "import torch, torchvision.ops; torchvision.ops.nms(torch.zeros((1, 4)), torch.zeros(1), 0.5)"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+# torch: torchvision's NMS and RoIAlign where torchvision imports (make install-test puts it
+# in); torch-portable: the keras.ops forms on PyTorch (DETECT_TORCHVISION_OPS=0).
+@pytest.mark.parametrize("backend, module, torchvision_ops", [
+    ("jax", "jax", "1"), ("torch", "torch", "1"), ("torch", "torch", "0")], ids=["jax", "torch", "torch-portable"])
+def test_ops_on_other_backends_equal_tensorflow(backend, module, torchvision_ops, tmp_path):
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed: make install-test")
-    actual = _other_backend_outputs(backend, tmp_path)
+    actual, used_torchvision = _other_backend_outputs(backend, tmp_path, torchvision_ops)
+    if backend == "torch" and torchvision_ops == "1":
+        assert _torchvision_importable(), "torchvision does not import beside torch: make install-test"
+        assert used_torchvision
+    else:
+        assert not used_torchvision
     expected = {f"{name}/{key}": value for name, case in backend_cases.cases().items() for key, value in case().items()}
     assert sorted(actual) == sorted(expected)
     for key, value in expected.items():

@@ -1,7 +1,7 @@
 """torchvision's COCO detectors converted by `detect weights convert` detect what torchvision detects.
 
-For each architecture, torchvision itself (in its own venv: `make test` makes
-.venv-torchvision; DETECT_TORCHVISION_PYTHON names another interpreter) builds the model
+For each architecture, torchvision itself (in a subprocess of this interpreter, which `make
+test` gives torchvision; DETECT_TORCHVISION_PYTHON names another interpreter) builds the model
 with seeded random weights, saves them with torch.save(model.state_dict()) and runs on
 scikit-image's astronaut, coffee and chelsea photos at score threshold 0
 (scripts/torchvision_reference.py). The same file goes through `detect weights convert` and
@@ -28,9 +28,10 @@ ARCHS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mo
 
 
 def torchvision_python():
-    path = os.environ.get("DETECT_TORCHVISION_PYTHON") or os.path.join(ROOT, ".venv-torchvision", "bin", "python")
-    if not os.path.isfile(path):
-        message = f"no torchvision interpreter at {path}: `make install-torchvision` makes it"
+    path = os.environ.get("DETECT_TORCHVISION_PYTHON") or sys.executable
+    probe = subprocess.run([path, "-c", "import torchvision.models.detection"], capture_output=True)
+    if probe.returncode != 0:
+        message = f"torchvision does not import in {path}: `make install-test` installs it"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
