@@ -202,3 +202,29 @@ def test_pasted_masks_match_torchvision(converted):
             good += iou >= 0.99
             assert iou >= 0.99 or min(box[2] - box[0], box[3] - box[1]) < 4.5, (name, j, iou)
         assert good >= 0.85 * len(pairs), name
+
+
+@pytest.mark.parametrize("backend, module", [("jax", "jax"), ("torch", "torch")])
+def test_converted_model_matches_torchvision_on_other_backends(backend, module, converted, photos, tmp_path):
+    """The converted ResNet-50 FPN, loaded and run by `detect predict` under JAX and PyTorch
+    (RoIAlign aligned=False, torchvision's anchor rule and level mapper, per-image canvases),
+    detects what torchvision detects on one photo, as on TensorFlow."""
+    import importlib.util
+
+    from detect.zoo.torchvision import COCO_CLASS_NAMES
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed: make install-test")
+    reference, model_dir, _ = converted("fasterrcnn_resnet50_fpn")
+    index = PHOTOS.index("chelsea")
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": ""}
+    out = tmp_path / "predictions"
+    done = subprocess.run([sys.executable, "-m", "detect.cli", "predict", str(model_dir), str(photos[index]),
+                           "--score-threshold", "0", "--out", str(out)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "detections.json", encoding="utf-8") as f:
+        (entry,) = json.load(f)
+    boxes, scores, labels = (reference[f"{index}_{key}"] for key in ("boxes", "scores", "labels"))
+    assert len(entry["detections"]) == 100
+    assert matched_fraction(entry["detections"], boxes, scores, labels, COCO_CLASS_NAMES) >= 0.98
