@@ -55,6 +55,9 @@ DEFAULTS = {
         "canvas": None,  # landscape canvas [height, width] (portrait: its transpose); default min x max rounded to 32;
         # per_image: each image padded to its own size rounded up to 32 (torchvision's batching)
         "resize": "detect",  # detect (rounded sizes, antialiased) | torchvision (floor, plain bilinear)
+        # auto: tf.data where TensorFlow is installed, else keras.utils.PyDataset (NumPy batches,
+        # reader threads); tf_data | pydataset choose one (detect/data/splits.py)
+        "loader": "auto",
     },
     "rpn": {
         "anchor_sizes": [128, 256, 512],
@@ -181,6 +184,7 @@ _REQUIRED_CHOICES = {
                       "torchvision_resnet50_fpn", "torchvision_mobilenet_v3_large_fpn"),
     "fpn.norm": ("none", "batch"),
     "input.resize": ("detect", "torchvision"),
+    "input.loader": ("auto", "tf_data", "pydataset"),
     "rpn.anchor_rule": ("centred", "torchvision"),
     "mask.paste": ("detectron2", "torchvision"),
     "dataset.format": ("coco", "voc", "csv", "yolo", "labelme", "cvat"),

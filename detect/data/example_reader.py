@@ -1,21 +1,51 @@
-"""Per-image reads behind the tf.data pipeline: index -> pixels, targets, proposals.
+"""Per-image reads behind both input paths: index -> pixels, targets, proposals.
 
-The pipeline's graph holds only image indices; an ExampleReader, called through
-tf.numpy_function, reads one record at a time: its image file (or the uint8 image cache),
-its ground truth from the in-memory Record, its proposals from the proposal file. So no
-array proportional to the dataset is built or captured as a graph constant.
+The tf.data pipeline's graph holds only image indices; an ExampleReader, called through
+tf.numpy_function (or directly by the PyDataset path, pydataset.py), reads one record at a
+time: its image file (or the uint8 image cache), its ground truth from the in-memory
+Record, its proposals from the proposal file. So no array proportional to the dataset is
+built or captured as a graph constant. No TensorFlow here: both paths share it.
 """
 
 import logging
 import os
+import threading
 
 import numpy as np
-import tensorflow as tf
 
 from detect.data.images import read_image
 from detect.errors import DetectError
 
 log = logging.getLogger(__name__)
+
+
+class SkippedImages:
+    """Counts distinct images that could not be decoded while the pipeline runs (thread-safe).
+
+    A file is counted once however many epochs meet it, so `fraction` stays a share of
+    the dataset.
+    """
+
+    def __init__(self, total):
+        self.total = max(int(total), 1)
+        self.count = 0
+        self.files = []
+        self._seen = set()
+        self._lock = threading.Lock()
+
+    def add(self, path, reason):
+        with self._lock:
+            if path in self._seen:
+                return
+            self._seen.add(path)
+            self.count += 1
+            if len(self.files) < 20:
+                self.files.append(path)
+        log.warning("skipped unreadable image %s (%s)", path, reason)
+
+    @property
+    def fraction(self):
+        return self.count / self.total
 
 
 class _ArrayProposals:
@@ -55,8 +85,8 @@ class ExampleReader:
     padding and for objects without a mask).
     """
 
-    dtypes = (tf.uint8, tf.bool, tf.float32, tf.int32, tf.int64, tf.float32)
-    mask_dtypes = (tf.uint8, tf.bool)
+    dtypes = (np.uint8, np.bool_, np.float32, np.int32, np.int64, np.float32)
+    mask_dtypes = (np.uint8, np.bool_)
 
     def __init__(self, dataset, *, max_boxes, skipped, cache=False, proposals=None, num_proposals=None,
                  masks=False):

@@ -25,47 +25,17 @@ batches.
 """
 
 import logging
-import threading
 
 import tensorflow as tf
 
 from detect.data.canvas import canvas_for  # noqa: F401 - re-exported: the pipeline's canvas
-from detect.data.example_reader import ExampleReader
+from detect.data.example_reader import ExampleReader, SkippedImages  # noqa: F401 - re-exported
 from detect.data.transforms import (
     canvases, horizontal_flip, pad_boxes, pad_to_canvas, pad_to_orientation_canvas, per_image_canvas, resize,
 )
 from detect.errors import DetectError
 
 log = logging.getLogger(__name__)
-
-
-class SkippedImages:
-    """Counts distinct images that could not be decoded while the pipeline runs (thread-safe).
-
-    A file is counted once however many epochs meet it, so `fraction` stays a share of
-    the dataset.
-    """
-
-    def __init__(self, total):
-        self.total = max(int(total), 1)
-        self.count = 0
-        self.files = []
-        self._seen = set()
-        self._lock = threading.Lock()
-
-    def add(self, path, reason):
-        with self._lock:
-            if path in self._seen:
-                return
-            self._seen.add(path)
-            self.count += 1
-            if len(self.files) < 20:
-                self.files.append(path)
-        log.warning("skipped unreadable image %s (%s)", path, reason)
-
-    @property
-    def fraction(self):
-        return self.count / self.total
 
 
 def _check_canvas(landscape, min_size, max_size):
@@ -81,7 +51,7 @@ def _loader(reader, min_size, max_size, resize_rule="detect"):
 
     def load(index):
         image, ok, boxes, labels, image_id, props, *masks = tf.numpy_function(
-            reader, [index], reader.dtypes, stateful=False
+            reader, [index], [tf.as_dtype(d) for d in reader.dtypes], stateful=False
         )
         image = tf.ensure_shape(image, [None, None, 3])
         boxes = tf.ensure_shape(boxes, [None, 4])

@@ -1,13 +1,14 @@
-"""Config -> data: load a split's Dataset, open its proposals, build its tf.data pipeline.
+"""Config -> data: load a split's Dataset, open its proposals, build its input pipeline.
 
 The one place where the `dataset`, `input` and `proposals` sections of a config become
-arguments of the data layer (formats.load_dataset, pipeline.make_dataset).
+arguments of the data layer (formats.load_dataset, and pipeline.make_dataset or
+pydataset.make_batches: `input_loader` chooses).
 """
 
+import importlib.util
 import os
 
 from detect.data.formats import load_dataset
-from detect.data.pipeline import make_dataset
 from detect.errors import DetectError
 
 # Raw RGB pixel value that each backbone's PixelNormalization (models/backbones.py) maps to
@@ -77,8 +78,34 @@ def proposals_for(config, dataset, split):
     return proposal_file
 
 
+def has_tensorflow():
+    """True where TensorFlow can be imported (without importing it)."""
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"] is not None
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except ValueError:
+        return False
+
+
+def input_loader(config=None):
+    """tf_data | pydataset: the config's input.loader, where `auto` is tf.data when
+    TensorFlow is installed (every Keras backend iterates it) and the PyDataset path
+    otherwise. Asking for tf_data without TensorFlow is a DetectError."""
+    choice = ((config or {}).get("input") or {}).get("loader", "auto")
+    if choice == "auto":
+        return "tf_data" if has_tensorflow() else "pydataset"
+    if choice == "tf_data" and not has_tensorflow():
+        raise DetectError("config: input.loader is tf_data but TensorFlow is not installed "
+                          "(use input.loader=pydataset or auto)")
+    return choice
+
+
 def pipeline(config, dataset, training, skipped=None, batch_size=None, split=None, proposals=None):
-    """The tf.data pipeline for a dataset under a config's input settings.
+    """The input pipeline for a dataset under a config's input settings: a tf.data.Dataset
+    or a pydataset.DetectionBatches (input_loader), with the same batches.
 
     proposals: a proposal file path (or ProposalFile) to feed instead of the config's
     proposals.<split> (the alternating schedule's step 2 feeds those of its step-1 RPN).
@@ -88,6 +115,15 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None, split=Non
     split = split or ("train" if training else "val")
     if proposals is None:
         proposals = proposals_for(config, dataset, split)
+    loader = input_loader(config)
+    if loader == "pydataset":
+        from detect.data.pydataset import make_batches as make_dataset
+
+        extra = {"repeat": training}
+    else:
+        from detect.data.pipeline import make_dataset
+
+        extra = {}
     ds = make_dataset(
         dataset,
         batch_size=batch_size or config["training"]["batch_size"],
@@ -106,5 +142,6 @@ def pipeline(config, dataset, training, skipped=None, batch_size=None, split=Non
         num_proposals=config["proposals"]["max_proposals"],
         pad_value=pad_value(config["backbone"]["name"]),
         masks=config["detector"] == "mask_rcnn",
+        **extra,
     )
-    return ds.repeat() if training else ds
+    return ds.repeat() if training and loader == "tf_data" else ds

@@ -5,6 +5,9 @@ Boxes are (G, 4) xyxy in pixels of the image they come with.
 
 import tensorflow as tf
 
+# The canvas rules need no TensorFlow (canvas.py); re-exported here, where the pipeline finds them.
+from detect.data.canvas import RESIZE_RULES, canvases, is_portrait, per_image_canvas  # noqa: F401
+
 
 def resize_scale(height, width, min_size, max_size, canvas_size=None):
     """Scale factor for "shorter side to min_size, longer side at most max_size".
@@ -30,9 +33,6 @@ def resized_shape(height, width, min_size, max_size, canvas_size=None):
         new_h = tf.minimum(new_h, canvas_size[0])
         new_w = tf.minimum(new_w, canvas_size[1])
     return new_h, new_w
-
-
-RESIZE_RULES = ("detect", "torchvision")
 
 
 def torchvision_resized_shape(height, width, min_size, max_size):
@@ -76,34 +76,6 @@ def horizontal_flip(image, boxes):
     width = tf.cast(tf.shape(image)[1], boxes.dtype)
     flipped = tf.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
     return tf.reverse(image, axis=[1]), flipped
-
-
-def canvases(min_size, max_size, canvas=None, multiple=32):
-    """(landscape, portrait) canvases (height, width) for the resize rule.
-
-    Under "shorter side min_size, longer side at most max_size" a landscape or square image
-    (width >= height) becomes at most min_size x max_size (height x width), a portrait one
-    at most max_size x min_size. The landscape canvas is that bound rounded up to
-    `multiple` (or the explicit `canvas` [height, width]); the portrait canvas is its
-    transpose. 375x500 (WxH) at min 600 / max 1000 -> 600x800 fits the portrait canvas
-    (1024, 608) whichever canvas it came with.
-    """
-    if canvas:
-        landscape = (int(canvas[0]), int(canvas[1]))
-    else:
-        landscape = tuple(int(-(-int(side) // multiple) * multiple) for side in (min_size, max_size))
-    return landscape, (landscape[1], landscape[0])
-
-
-def per_image_canvas(height, width, multiple=32):
-    """(Hc, Wc): the content size rounded up to `multiple` (torchvision's batch_images and
-    detectron2's size_divisibility for a batch of one)."""
-    return (-(-height // multiple)) * multiple, (-(-width // multiple)) * multiple
-
-
-def is_portrait(height, width):
-    """True where height > width (a (content) shape that needs the portrait canvas)."""
-    return height > width
 
 
 def pad_to_canvas(image, canvas_size, pad_value=0.0):

@@ -1,4 +1,5 @@
-"""tf.data pipeline: static shapes, padding, boxes that follow resize and flip, bad images."""
+"""Input pipelines (tf.data and the PyDataset path, each test on both): static shapes, padding,
+boxes that follow resize and flip, bad images."""
 
 import json
 import logging
@@ -9,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from detect.data.pipeline import SkippedImages, canvas_for, make_dataset, prepare_image
+from detect.data.pydataset import make_batches
 from detect.data.formats import load_dataset
 from detect.data.records import Dataset, Record
 from detect.errors import DetectError
@@ -74,8 +76,37 @@ def shapes_dataset(tmp_path_factory):
     return load_dataset("coco", path, str(root / "images"))
 
 
+LOADERS = {"tf_data": make_dataset, "pydataset": make_batches}
+LOADER = {"name": "tf_data"}
+
+
+@pytest.fixture(autouse=True, params=sorted(LOADERS))
+def loader(request):
+    """Every test builds its pipelines with both loaders (splits.input_loader's choices)."""
+    LOADER["name"] = request.param
+    yield request.param
+    LOADER["name"] = "tf_data"
+
+
+def on_tf_data():
+    return LOADER["name"] == "tf_data"
+
+
+def spec(ds):
+    """key -> (shape, NumPy dtype) every batch has (None where batches differ): tf.data's
+    element_spec, or what one epoch of a PyDataset shows."""
+    if on_tf_data():
+        return {k: (tuple(s.shape.as_list()), s.dtype.as_numpy_dtype) for k, s in ds.element_spec.items()}
+    out = {}
+    for batch in batches(ds):
+        for k, v in batch.items():
+            shape = out.get(k, (v.shape, None))[0]
+            out[k] = (tuple(a if a == b else None for a, b in zip(shape, v.shape)), v.dtype.type)
+    return out
+
+
 def batches(ds):
-    return [{k: v.numpy() for k, v in batch.items()} for batch in ds]
+    return [{k: np.asarray(v) for k, v in batch.items()} for batch in ds]
 
 
 def examples(ds):
@@ -97,7 +128,7 @@ def expected_boxes(name):
 
 def make(dataset, **kwargs):
     args = dict(batch_size=2, min_size=MIN_SIZE, max_size=MAX_SIZE, max_boxes=MAX_BOXES)
-    return make_dataset(dataset, **{**args, **kwargs})
+    return LOADERS[LOADER["name"]](dataset, **{**args, **kwargs})
 
 
 def test_canvas_for():
@@ -110,14 +141,10 @@ def test_canvas_for():
 def test_element_spec_is_static_on_a_square_canvas(shapes_dataset):
     # min_size = max_size: landscape and portrait canvases are both 128 x 128.
     ds = make(shapes_dataset, training=True, flip=True, min_size=128)
-    spec = ds.element_spec
     # Training drops the remainder, so even the batch dimension is static.
-    assert spec["images"].shape == (2, 128, 128, 3) and spec["images"].dtype == tf.float32
-    assert spec["image_shape"].shape == (2, 2) and spec["image_shape"].dtype == tf.int32
-    assert spec["scale"].shape == (2, 2) and spec["scale"].dtype == tf.float32
-    assert spec["image_id"].shape == (2,) and spec["image_id"].dtype == tf.int64
-    assert spec["gt_boxes"].shape == (2, MAX_BOXES, 4) and spec["gt_boxes"].dtype == tf.float32
-    assert spec["gt_labels"].shape == (2, MAX_BOXES) and spec["gt_labels"].dtype == tf.int32
+    assert spec(ds) == {"images": ((2, 128, 128, 3), np.float32), "image_shape": ((2, 2), np.int32),
+                        "scale": ((2, 2), np.float32), "image_id": ((2,), np.int64),
+                        "gt_boxes": ((2, MAX_BOXES, 4), np.float32), "gt_labels": ((2, MAX_BOXES), np.int32)}
     # 5 images, batch 2, remainder dropped: 2 batches.
     assert len(batches(ds)) == 2
 
@@ -127,7 +154,7 @@ def test_batches_are_grouped_by_orientation(shapes_dataset):
     # Portrait: b 96x64 -> canvas 128 x 64. Batch 2 with the remainder dropped: the 4
     # landscape images make 2 batches, the single portrait image none.
     ds = make(shapes_dataset, training=True, flip=True)
-    assert ds.element_spec["images"].shape.as_list() == [2, None, None, 3]
+    assert spec(ds)["images"][0] == (2, None if on_tf_data() else 64, None if on_tf_data() else 128, 3)
     out = batches(ds)
     assert [b["images"].shape for b in out] == [(2, 64, 128, 3)] * 2
     for batch in out:
@@ -238,7 +265,7 @@ def test_proposals_are_resized_and_flipped_with_their_image(shapes_dataset):
     for i, record in enumerate(shapes_dataset.records):
         proposals[i, : len(record.boxes)] = record.boxes
     ds = make(shapes_dataset, training=True, flip=True, seed=3, proposals=proposals)
-    assert ds.element_spec["proposals"].shape == (2, 3, 4)
+    assert spec(ds)["proposals"] == ((2, 3, 4), np.float32)
     # c.png's crowd box comes last: a proposal, but no gt box.
     orientations = set()
     names = {r.image_id: r.file_name for r in shapes_dataset.records}

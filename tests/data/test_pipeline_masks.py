@@ -1,9 +1,23 @@
-"""The tf.data pipeline's instance masks: decoded, resized, flipped and padded with their boxes."""
+"""Instance masks in both input pipelines (tf.data, PyDataset): decoded, resized, flipped and
+padded with their boxes."""
 
 import numpy as np
+import pytest
 
-from detect.data.pipeline import make_dataset
+from detect.data.pipeline import make_dataset as tf_data
+from detect.data.pydataset import make_batches
 from detect.data.records import Dataset, Record
+
+LOADERS = {"tf_data": tf_data, "pydataset": make_batches}
+
+
+@pytest.fixture(params=sorted(LOADERS))
+def make_dataset(request):
+    """pipeline.make_dataset or pydataset.make_batches: each test runs on both."""
+    def make(*args, **kwargs):
+        return [{k: np.asarray(v) for k, v in batch.items()} for batch in LOADERS[request.param](*args, **kwargs)]
+
+    return make
 
 
 def _dataset(tmp_path, masks):
@@ -19,32 +33,32 @@ def _dataset(tmp_path, masks):
     return Dataset(classes=["x", "y"], records=[a, b])
 
 
-def test_masks_follow_the_resize_and_pad(tmp_path):
+def test_masks_follow_the_resize_and_pad(tmp_path, make_dataset):
     dataset = _dataset(tmp_path, [[[4, 2, 12, 2, 12, 10, 4, 10]], None])
     # min_size 40, max_size 80: 40x20 -> 80x40 (scale 2), canvas 64 x 96 (rounded to 32).
     ds = make_dataset(dataset, batch_size=2, min_size=40, max_size=80, max_boxes=3, masks=True)
-    batch = next(iter(ds))
-    masks, valid = batch["gt_masks"].numpy(), batch["gt_mask_valid"].numpy()
+    batch = ds[0]
+    masks, valid = batch["gt_masks"], batch["gt_mask_valid"]
     assert masks.shape == (2, 3, 64, 96) and masks.dtype == np.uint8
     # Scale 2: pixels x 4..11 -> 8..23, y 2..9 -> 4..19, the box (8, 4, 24, 20).
     expected = np.zeros((64, 96), np.uint8)
     expected[4:20, 8:24] = 1
     np.testing.assert_array_equal(masks[0, 0], expected)
-    np.testing.assert_array_equal(batch["gt_boxes"].numpy()[0, 0], [8, 4, 24, 20])
+    np.testing.assert_array_equal(batch["gt_boxes"][0, 0], [8, 4, 24, 20])
     # The box without a mask, the padding row and the negative image: zero and not valid.
     np.testing.assert_array_equal(valid, [[True, False, False], [False, False, False]])
     assert masks[0, 1:].sum() == 0 and masks[1].sum() == 0
 
 
-def test_flipped_masks_stay_with_their_boxes(tmp_path):
+def test_flipped_masks_stay_with_their_boxes(tmp_path, make_dataset):
     dataset = _dataset(tmp_path, [[[4, 2, 12, 2, 12, 10, 4, 10]], None])
     seen = set()
     batches = [batch for seed in range(6) for batch in make_dataset(
         dataset, batch_size=1, min_size=20, max_size=40, max_boxes=2, masks=True, training=True, flip=True,
         seed=seed, drop_remainder=False)]
     for batch in batches:
-        box, mask = batch["gt_boxes"].numpy()[0, 0], batch["gt_masks"].numpy()[0, 0]
-        if batch["gt_mask_valid"].numpy()[0, 0]:
+        box, mask = batch["gt_boxes"][0, 0], batch["gt_masks"][0, 0]
+        if batch["gt_mask_valid"][0, 0]:
             x1, y1, x2, y2 = box.astype(int)
             # The mask fills exactly its (flipped or not) box.
             assert mask[y1:y2, x1:x2].all() and mask.sum() == (x2 - x1) * (y2 - y1)
@@ -52,9 +66,9 @@ def test_flipped_masks_stay_with_their_boxes(tmp_path):
     assert seen == {4, 40 - 12}  # both the original and the mirrored box came by
 
 
-def test_boxes_only_pipeline_has_no_mask_keys(tmp_path):
+def test_boxes_only_pipeline_has_no_mask_keys(tmp_path, make_dataset):
     dataset = _dataset(tmp_path, None)
-    batch = next(iter(make_dataset(dataset, batch_size=2, min_size=20, max_size=40, max_boxes=2)))
+    batch = (make_dataset(dataset, batch_size=2, min_size=20, max_size=40, max_boxes=2))[0]
     assert "gt_masks" not in batch and "gt_mask_valid" not in batch
-    batch = next(iter(make_dataset(dataset, batch_size=2, min_size=20, max_size=40, max_boxes=2, masks=True)))
-    assert batch["gt_masks"].numpy().sum() == 0 and not batch["gt_mask_valid"].numpy().any()
+    batch = (make_dataset(dataset, batch_size=2, min_size=20, max_size=40, max_boxes=2, masks=True))[0]
+    assert batch["gt_masks"].sum() == 0 and not batch["gt_mask_valid"].any()
