@@ -293,6 +293,16 @@ def benchmark(detectors, backbone, images, dataset_config, runs, out, precision)
 @handle_errors
 def export(model_dir, fmt, svd, out):
     """Export a trained model (SavedModel, ONNX or LiteRT) through Keras' model.export."""
+    import keras
+
+    from detect.data.splits import has_tensorflow
+
+    if not has_tensorflow():
+        raise DetectError("detect export writes TensorFlow graphs (SavedModel, then ONNX / LiteRT): "
+                          "install tensorflow (pip install tensorflow) and run it with KERAS_BACKEND=tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        raise DetectError(f"detect export traces the model with TensorFlow: run it with KERAS_BACKEND=tensorflow "
+                          f"(a .keras file saved on {keras.backend.backend()} loads there)")
     quiet_tensorflow()
     from detect.inference.export import export_model
     from detect.progress import elapsed_bar

@@ -19,11 +19,17 @@ def quiet_tensorflow(init_devices=True):
     before its log is initialised, where TF_CPP_MIN_LOG_LEVEL does not reach them, so the
     file descriptor itself is muted meanwhile. Python exceptions still propagate once it
     is restored; TF_CPP_MIN_LOG_LEVEL=0 shows everything. Called only by the commands
-    that need TensorFlow, so `detect data ...` and `--help` stay fast. Multi-worker
-    training must create its strategy before any op runs: it passes init_devices=False.
+    that use TensorFlow where it is installed, so `detect data ...` and `--help` stay fast;
+    without TensorFlow (JAX or PyTorch and the PyDataset input path) it does nothing.
+    Multi-worker training must create its strategy before any op runs: it passes
+    init_devices=False.
     """
     import logging
 
+    from detect.data.splits import has_tensorflow
+
+    if not has_tensorflow():
+        return
     if "tensorflow" not in sys.modules and os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0":
         sys.stderr.flush()
         saved = os.dup(2)

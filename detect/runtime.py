@@ -191,7 +191,21 @@ def physical_cores(cpuinfo=None):
 
 def describe():
     """One line for speed reports: CPU model, count (and physical cores where SMT halves
-    them), vector ISA, TF version, oneDNN state."""
+    them), vector ISA, TF version and oneDNN state (or, on another Keras backend, that
+    backend and its version)."""
+    import keras
+
+    cores = physical_cores()
+    smt = f" ({cores} physical cores)" if cores and cores < (os.cpu_count() or 0) else ""
+    if threads_decision == "physical cores":
+        smt += f" ({THREADS_ENV}={os.environ.get(THREADS_ENV)} set by detect)"
+    machine = f"{cpu_model()} x{os.cpu_count()}{smt}, {isa_summary(cpu_flags())}"
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        import importlib
+
+        version = getattr(importlib.import_module(backend), "__version__", "?")
+        return f"{machine}, Keras {keras.__version__} on {backend} {version}"
     import tensorflow as tf
 
     from detect.compat import onednn_enabled
@@ -199,9 +213,4 @@ def describe():
     state = onednn_enabled()
     onednn = "unknown" if state is None else ("on" if state else "off")
     why = {"detect": " (turned on by detect for AVX-512)", "user": f" ({ONEDNN_ENV} set by the user)"}
-    cores = physical_cores()
-    smt = f" ({cores} physical cores)" if cores and cores < (os.cpu_count() or 0) else ""
-    if threads_decision == "physical cores":
-        smt += f" ({THREADS_ENV}={os.environ.get(THREADS_ENV)} set by detect)"
-    return (f"{cpu_model()} x{os.cpu_count()}{smt}, {isa_summary(cpu_flags())}, TF {tf.__version__}, "
-            f"oneDNN {onednn}{why.get(decision, '')}")
+    return f"{machine}, TF {tf.__version__}, oneDNN {onednn}{why.get(decision, '')}"

@@ -3,16 +3,16 @@
 
 The four stage columns are those of Faster R-CNN (the same backbone, RPN, box head and
 postprocess); the mask head (RoIAlign 14x14 + FCN + deconv + per-class logits over the D
-final detections, sigmoid of the detected class) is timed as its own tf.function and
+final detections, sigmoid of the detected class) is timed as its own Stage and
 reported in ms per image in the notes and under `mask_head` in the result; end-to-end is
 `predict_step`, masks included (pasting into the image is host-side and not timed).
 """
 
 import copy
 
-import tensorflow as tf
+import keras
 
-from detect.benchmark.timers import _feature_specs, _time_rpn_model, prepared_images, spec
+from detect.benchmark.timers import Stage, _feature_specs, _time_rpn_model, prepared_images, spec, stage
 
 
 def mask_rcnn_model(setup):
@@ -39,15 +39,18 @@ def time_mask_rcnn(setup):
     d = model.roi_heads.max_detections
     features = _feature_specs(model, setup.canvas_size)
 
-    @tf.function(input_signature=[features, spec(1, d, 4), spec(1, d, dtype=tf.int32)])
+    @stage([features, spec(1, d, 4), spec(1, d, dtype="int32")], model)
     def mask_head(features, boxes, labels):
         return model.predict_masks(features, {"boxes": boxes, "labels": labels})
 
-    backbone = tf.function(model.features)
+    backbone = Stage(model.features, [spec(1, *setup.canvas_size, 3)], model)
+    detect = Stage(model.predict_step, None, model)
+    ops = keras.ops
     inputs = []
     for batch in prepared_images(setup):
-        detections = model.predict_step(batch)
-        canvas = detections["boxes"] * tf.tile(tf.reverse(batch["scale"], [1]), [1, 2])[:, None, :]
+        detections = detect(batch)
+        # Boxes back on the canvas: (x, y) times (sx, sy), the scale (sy, sx) reversed.
+        canvas = detections["boxes"] * ops.tile(ops.flip(batch["scale"], axis=1), (1, 2))[:, None, :]
         inputs.append((backbone(batch["images"]), canvas, detections["labels"]))
     seconds = median_seconds(mask_head, inputs, setup.warmup, setup.runs)
     result["mask_head"] = seconds

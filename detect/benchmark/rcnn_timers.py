@@ -3,12 +3,13 @@ crops in chunks (backbone), SVM / regressor heads (RoI head), postprocess, plus 
 crop-batching measurement; see detect.benchmark.timers for the result's fields."""
 
 import numpy as np
-import tensorflow as tf
 
 from detect.benchmark.timers import (
     canvas_proposals, graph_flops, median_seconds, prepared_images, selective_search_proposals, spec, time_stages,
     timer_result,
 )
+from detect.compat import on_tensorflow, tf
+from detect.errors import DetectError
 from detect.ops.boxes import valid_mask
 
 
@@ -128,6 +129,9 @@ def time_rcnn(setup):
     cropped; every network time (stages and predict_step()) is measured on them and scaled by
     (all proposals / C), the CNN's cost being linear in the crop count.
     """
+    if not on_tensorflow():
+        # Its crop count changes from image to image: timed as TensorFlow functions only.
+        raise DetectError("the R-CNN timer needs KERAS_BACKEND=tensorflow (its stages take a varying crop count)")
     from detect.inference.precision import apply_precision
     from detect.models.rcnn import RCNN
 

@@ -2,10 +2,11 @@
 
 Every detector runs on the same backbone and the same images, one image at a time
 (batch 1), with random weights: speed does not depend on the weights. Each stage is its
-own `tf.function` with a static input signature (so it traces exactly once), called
+own compiled function with a static input signature (a timers.Stage: tf.function on
+TensorFlow, jax.jit on JAX, an eager no_grad call on PyTorch; it traces once), called
 `warmup` times per image before `runs` timed passes over all images; a stage's time is
 the median over the passes of the mean seconds per image. Model building and tracing
-are never timed. The end-to-end time is one `tf.function` around `model.predict_step`, which
+are never timed. The end-to-end time is one Stage around `model.predict_step`, which
 is what a user of the model gets; for R-CNN and Fast R-CNN it reads precomputed
 selective-search proposals (network only, as in the papers), and the time with selective
 search is reported beside it.
@@ -26,6 +27,7 @@ import copy
 import dataclasses
 import os
 
+import keras
 import numpy as np
 
 from detect.benchmark.mask_timers import time_mask_rcnn
@@ -36,6 +38,9 @@ from detect.errors import DetectError
 from detect.runtime import describe
 
 # Detector name -> timer (detect.benchmark.timers, rcnn_timers).
+# How each backend runs a stage (detect.benchmark.timers.Stage).
+STAGE_COMPILER = {"tensorflow": "tf.function", "jax": "jax.jit", "torch": "eager call (no_grad)"}
+
 TIMERS = {"rcnn": time_rcnn, "fast_rcnn": time_fast_rcnn, "faster_rcnn": time_faster_rcnn,
           "faster_rcnn_fpn": time_faster_rcnn_fpn, "mask_rcnn": time_mask_rcnn}
 
@@ -295,8 +300,9 @@ def _setup_notes(setup, detectors, source):
         f"{len(setup.class_names) + 1} classes with background",
         f"RPN: {rpn['pre_nms_top_n_test']} boxes before NMS, {rpn['post_nms_top_n_test']} proposals; "
         f"{roi['size']}x{roi['size']} {POOL_NAMES[roi['pool']]}; fc6/fc7 {roi['head_dim']}",
-        f"median of {setup.runs} runs after {setup.warmup} warm-up runs per image; each stage one tf.function "
-        "traced once on static shapes; model building and tracing excluded; predict_step() is the end-to-end call "
+        f"median of {setup.runs} runs after {setup.warmup} warm-up runs per image; each stage one "
+        f"{STAGE_COMPILER.get(keras.backend.backend(), 'compiled function')} traced once on static shapes; "
+        "model building and tracing excluded; predict_step() is the end-to-end call "
         "users get",
         "random weights: the boxes reaching NMS are not a trained model's, so postprocess time is indicative",
         "paper rows: VGG16 on an Nvidia K40 GPU; the paper's region-wise time (RoI pooling, fc, NMS) is in the "

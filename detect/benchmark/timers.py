@@ -9,9 +9,12 @@ A timer takes a `detect.benchmark.speed_table.BenchSetup` and returns a dict:
 R-CNN and Fast R-CNN add `end_to_end_with_proposals` (predict_step() + selective search); R-CNN
 adds `crop_batching` (see `time_rcnn`) and `extrapolation` when its proposals are capped.
 
-Each stage is one `tf.function` with a static input signature (traced once) fed with the
-previous stage's outputs on the same image; only the timed calls are timed. Selective
-search runs in NumPy / OpenCV, outside TensorFlow, like the papers' CPU proposal stage.
+Each stage is one compiled function with a static input signature (a Stage: traced once)
+fed with the previous stage's outputs on the same image; only the timed calls are timed.
+Selective search runs in NumPy / OpenCV, outside the model, like the papers' CPU proposal
+stage. Stages compile for the Keras backend that runs: tf.function on TensorFlow, jax.jit
+of the stage run statelessly on the model's variables on JAX, eager under no_grad on
+PyTorch (Keras' own torch predict path).
 """
 
 import copy
@@ -19,8 +22,8 @@ import logging
 import statistics
 import time
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from detect import compat
 from detect.benchmark.report import STAGES
@@ -33,7 +36,88 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- timing
 def _block(outputs):
     """Fetch every tensor so the timed call has really finished."""
-    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, outputs)
+    return keras.tree.map_structure(
+        lambda t: keras.ops.convert_to_numpy(t) if keras.ops.is_tensor(t) else t, outputs)
+
+
+def _backend():
+    return keras.backend.backend()
+
+
+class Stage:
+    """One stage function compiled once for a static input signature (a list of spec(...)
+    per argument) on the running backend. Callable; `tracing_count()` counts traces
+    (None on PyTorch, which runs eagerly); `flops(*args)` counts FLOPs per call where the
+    backend can (TF's graph profiler, XLA's cost analysis, torch's FlopCounterMode)."""
+
+    def __init__(self, fn, signature, model=None):
+        self.fn, self.signature, self.model = fn, signature, model
+        self.traces = 0
+        self.backend = _backend()
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            self._compiled = tf.function(fn, input_signature=signature)
+        elif self.backend == "jax":
+            import jax
+
+            self._compiled = jax.jit(self._stateless)
+        else:
+            self._compiled = None
+
+    def _variables(self):
+        model = self.model
+        return list(model.trainable_variables) + list(model.non_trainable_variables)
+
+    def _stateless(self, values, *args):
+        self.traces += 1
+        with keras.StatelessScope(state_mapping=list(zip(self._variables(), values))):
+            return self.fn(*args)
+
+    def __call__(self, *args):
+        if self.backend == "tensorflow":
+            return self._compiled(*args)
+        if self.backend == "jax":
+            return self._compiled([v.value for v in self._variables()], *args)
+        import torch
+
+        with torch.no_grad():
+            return self.fn(*args)
+
+    def tracing_count(self):
+        if self.backend == "tensorflow":
+            return self._compiled.experimental_get_tracing_count()
+        return self.traces if self.backend == "jax" else None
+
+    def flops(self, *args):
+        """(FLOPs per call, method) on `args` (unused on TensorFlow: the signature's graph)."""
+        if self.backend == "tensorflow":
+            return graph_flops(self._compiled)
+        if self.backend == "jax":
+            try:
+                lowered = self._compiled.lower([v.value for v in self._variables()], *args)
+                analysis = lowered.compile().cost_analysis()
+                analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+                return float(analysis["flops"]), "XLA cost analysis"
+            except Exception as e:  # noqa: BLE001 - the table says what was not counted
+                logger.warning("XLA cost analysis failed (%s)", e)
+                return None, "not counted"
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self(*args)
+        return float(counter.get_total_flops()), "torch FlopCounterMode (conv/matmul)"
+
+
+def stage(signature, model=None):
+    """Decorator: `@stage([spec(...), ...], model)` makes a Stage of the function."""
+    return lambda fn: Stage(fn, signature, model)
+
+
+def tensor(value):
+    """A backend tensor of a NumPy array (the inputs a stage is timed on)."""
+    return keras.ops.convert_to_tensor(value)
 
 
 def median_seconds(fn, inputs, warmup, runs):
@@ -74,7 +158,7 @@ def _shape_flops(graph):
 
 
 def graph_flops(fn):
-    """(FLOPs, method) of a tf.function with a static input signature.
+    """(FLOPs, method) of a tf.function with a static input signature (TensorFlow).
 
     TF's graph profiler (float_ops) counts every op with a registered FLOP formula; if it
     fails, conv / matmul FLOPs are computed from the graph's static shapes instead.
@@ -88,10 +172,10 @@ def graph_flops(fn):
 
 
 def time_stages(functions, inputs, warmup, runs, count_flops=None):
-    """Seconds per image and FLOPs of each tf.function (static input signature) on its inputs.
+    """Seconds per image and FLOPs of each Stage (static input signature) on its inputs.
 
-    functions: {name: tf.function}; inputs: {name: [arg tuple per image]}; count_flops:
-    names whose graph FLOPs are counted (None: all; the others get None).
+    functions: {name: Stage}; inputs: {name: [arg tuple per image]}; count_flops:
+    names whose FLOPs are counted (None: all; the others get None).
     Returns (seconds {name: s}, flops {name: FLOPs or None}, methods set, notes on retracing).
     """
     seconds, flops, methods = {}, {}, set()
@@ -99,18 +183,25 @@ def time_stages(functions, inputs, warmup, runs, count_flops=None):
         seconds[name] = median_seconds(fn, inputs[name], warmup, runs)
         flops[name] = None
         if count_flops is None or name in count_flops:
-            flops[name], method = graph_flops(fn)
+            flops[name], method = fn.flops(*inputs[name][0])
             methods.add(method)
     notes = [
-        f"{name} traced {fn.experimental_get_tracing_count()} times"
+        f"{name} traced {fn.tracing_count()} times"
         for name, fn in functions.items()
-        if fn.experimental_get_tracing_count() != 1
+        if fn.tracing_count() not in (1, None)
     ]
     return seconds, flops, methods, notes
 
 
-def spec(*shape, dtype=tf.float32):
-    return tf.TensorSpec(shape, dtype)
+def spec(*shape, dtype="float32"):
+    """A stage argument's shape and dtype: a tf.TensorSpec on TensorFlow (the traced
+    signature), a KerasTensor elsewhere (documentation only: JAX traces on first call)."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.TensorSpec(shape, dtype)
+    return keras.KerasTensor(shape, dtype)
 
 
 def timer_result(name, seconds, flops, methods, notes):
@@ -127,12 +218,18 @@ def timer_result(name, seconds, flops, methods, notes):
 # --------------------------------------------------------------------------- shared inputs
 def prepared_images(setup):
     """Model inputs of every image (cached on the setup): dicts of images (1, Hc, Wc, 3),
-    image_shape (1, 2) int32, scale (1, 2) (sy, sx) original -> canvas, as tf constants."""
+    image_shape (1, 2) int32, scale (1, 2) (sy, sx) original -> canvas, as backend tensors
+    (prepared by tf.image where TensorFlow is installed, by numpy_transforms elsewhere)."""
     if "prepared" not in setup.cache:
-        from detect.data.pipeline import prepare_image
+        from detect.data.splits import has_tensorflow
+
+        if has_tensorflow():
+            from detect.data.pipeline import prepare_image
+        else:
+            from detect.data.numpy_transforms import prepare_image
 
         setup.cache["prepared"] = [
-            {key: tf.constant(value) for key, value in prepare_image(
+            {key: tensor(value) for key, value in prepare_image(
                 image, min_size=setup.min_size, max_size=setup.max_size, canvas_size=setup.canvas_size).items()}
             for image in setup.images
         ]
@@ -165,7 +262,7 @@ def canvas_proposals(boxes, scale, count):
     out = np.zeros((1, count, 4), np.float32)
     kept = np.asarray(boxes, np.float32)[:count]
     out[0, : len(kept)] = scale_boxes_np(kept, sx, sy)
-    return tf.constant(out)
+    return tensor(out)
 
 
 # --------------------------------------------------------------------------- Faster / Fast R-CNN
@@ -212,34 +309,34 @@ def _feature_specs(model, canvas_size):
 
 
 def _two_stage_functions(model, canvas_size, num_rois):
-    """tf.functions of the model's public stages (`features`, `rpn`, `box_head`,
+    """Stages of the model's public stages (`features`, `rpn`, `box_head`,
     `postprocess`) and of `predict_step` on static batch-1 shapes, R = num_rois RoIs per
     image. With an RPN the proposals stage is the RPN head + proposal layer; without
     one, predict_step reads proposals (1, R, 4) from its inputs."""
     features = _feature_specs(model, canvas_size)
-    images, image_shape, scale = spec(1, *canvas_size, 3), spec(1, 2, dtype=tf.int32), spec(1, 2)
+    images, image_shape, scale = spec(1, *canvas_size, 3), spec(1, 2, dtype="int32"), spec(1, 2)
     r, k = int(num_rois), model.num_classes
     rois = spec(1, r, 4)
 
-    @tf.function(input_signature=[images])
+    @stage([images], model)
     def backbone(images):
         return model.features(images)
 
-    @tf.function(input_signature=[features, rois])
+    @stage([features, rois], model)
     def roi_head(features, rois):
         return model.box_head(features, rois)
 
     head = {"class_logits": spec(1, r, k + 1), "box_deltas": spec(1, r, k, 4), "rois": rois,
-            "roi_valid": spec(1, r, dtype=tf.bool)}
+            "roi_valid": spec(1, r, dtype="bool")}
 
-    @tf.function(input_signature=[head, image_shape, scale])
+    @stage([head, image_shape, scale], model)
     def postprocess(outputs, image_shape, scale):
         return model.postprocess(outputs, image_shape, scale)
 
     fns = {"backbone": backbone, "roi_head": roi_head, "postprocess": postprocess}
     detect_spec = {"images": images, "image_shape": image_shape, "scale": scale}
     if model.use_rpn:
-        @tf.function(input_signature=[features, image_shape])
+        @stage([features, image_shape], model)
         def proposals(features, image_shape):
             outputs = model.rpn(features, image_shape)
             return outputs["proposals"], outputs["proposal_valid"]
@@ -247,7 +344,7 @@ def _two_stage_functions(model, canvas_size, num_rois):
         fns["proposals"] = proposals
     else:
         detect_spec["proposals"] = rois
-    fns["detect"] = tf.function(model.predict_step, input_signature=[detect_spec])
+    fns["detect"] = Stage(model.predict_step, [detect_spec], model)
     return fns
 
 
@@ -292,8 +389,8 @@ def _time_rpn_model(setup, model, name):
         boxes, valid = fns["proposals"](features, batch["image_shape"])
         logits, deltas = fns["roi_head"](features, boxes)
         post_args = _post_args(logits, deltas, boxes, valid, batch)
-        proposal_count += int(tf.reduce_sum(tf.cast(valid, tf.int32)))
-        detection_count += int(fns["postprocess"](*post_args)["num_detections"][0])
+        proposal_count += int(np.sum(keras.ops.convert_to_numpy(valid)))
+        detection_count += int(keras.ops.convert_to_numpy(fns["postprocess"](*post_args)["num_detections"])[0])
         inputs["backbone"].append((batch["images"],))
         inputs["proposals"].append((features, batch["image_shape"]))
         inputs["roi_head"].append((features, boxes))

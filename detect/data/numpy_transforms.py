@@ -119,3 +119,22 @@ def pad_boxes(boxes, labels, max_boxes):
     boxes_out[:n] = np.asarray(boxes, np.float32)[:n]
     labels_out[:n] = np.asarray(labels, np.int32)[:n]
     return boxes_out, labels_out
+
+
+def prepare_image(image, *, min_size, max_size, canvas_size=None, pad_value=0.0, canvas=None):
+    """pipeline.prepare_image in NumPy: one (H, W, 3) image -> model inputs with a batch
+    dimension of 1 (images, image_shape, scale), on the canvas of its orientation or on an
+    explicit canvas_size that also bounds the resize."""
+    empty = np.zeros((0, 4), np.float32)
+    if canvas_size is None:
+        resized, _, scale = resize(image, empty, min_size, max_size)
+        landscape, portrait = canvases(min_size, max_size, canvas)
+        target = portrait if is_portrait(*resized.shape[:2]) else landscape
+    else:
+        resized, _, scale = resize(image, empty, min_size, max_size, canvas_size)
+        target = canvas_size
+    return {
+        "images": pad_to_canvas(resized, target, pad_value)[None],
+        "image_shape": np.array(resized.shape[:2], np.int32)[None],
+        "scale": scale[None],
+    }

@@ -54,3 +54,14 @@ class PredictFunction:
 def predict_function(model, input_signature=None):
     """A PredictFunction of `model` (input_signature: a dict of tf.TensorSpec, TF only)."""
     return PredictFunction(model, input_signature)
+
+
+def traced(fn):
+    """`fn` traced once per input signature on TensorFlow (tf.function with reduced
+    retracing); as it is, run eagerly, on the other backends. Inputs should be backend
+    tensors (keras.ops.convert_to_tensor), so TensorFlow traces by shape, not by value."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    return fn

@@ -12,14 +12,24 @@ traced once with free canvas sizes.
 
 import os
 
+import keras
 import numpy as np
-import tensorflow as tf
 
+from detect.data.canvas import canvases, per_image_canvas
 from detect.data.images import read_image
-from detect.data.splits import pad_value
-from detect.data.transforms import canvases, pad_to_canvas, pad_to_orientation_canvas, per_image_canvas, resize
+from detect.data.splits import has_tensorflow, pad_value
 from detect.models.loading import load_model_dir
 from detect.inference.predict_function import predict_function
+
+
+def _signature(model, canvas):
+    """The model's input signature on a canvas (dict of tf.TensorSpec), for TensorFlow's
+    one trace per canvas; None on the other backends (they compile per input shape)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    from detect.inference.export import input_signature
+
+    return {s.name: s for s in input_signature(model, canvas)}
 
 
 def canvas_of(prepared):
@@ -54,7 +64,6 @@ class Predictor:
         `--score-threshold 0` sees up to test.max_detections detections per image.
         precision: float32 | bf16 (detect/inference/precision.py); None: the config's
         test.precision. The model is switched in place before it is traced."""
-        from detect.inference.export import input_signature
         from detect.inference.precision import apply_precision
 
         self.precision = precision or config.get("test", {}).get("precision", "float32")
@@ -73,13 +82,14 @@ class Predictor:
         self.pad_value = pad_value(config["backbone"]["name"])
         self._detect = {}
         if self.per_image:
-            spec = {s.name: s for s in input_signature(model, (None, None))}
-            self._any_canvas = predict_function(model, spec)
+            self._any_canvas = predict_function(model, _signature(model, (None, None)))
         else:
             for canvas in dict.fromkeys(self.canvases):
-                spec = {s.name: s for s in input_signature(model, canvas)}
-                self._detect[canvas] = predict_function(model, spec)
+                self._detect[canvas] = predict_function(model, _signature(model, canvas))
         self._resizers = {}
+        # The tf.data pipeline resizes with tf.image, the PyDataset path with NumPy
+        # (numpy_transforms, equal within 0.05 of 255): the predictor does as evaluation does.
+        self._numpy_resize = not has_tensorflow()
 
     @classmethod
     def from_dir(cls, model_dir, min_score=None, precision=None):
@@ -88,6 +98,10 @@ class Predictor:
     def _resize_graph(self, image):
         """The pipeline's resize and padding as one graph (eager op by op is ~5x slower):
         (canvas image, content (height, width), scale (sy, sx))."""
+        import tensorflow as tf
+
+        from detect.data.transforms import pad_to_canvas, pad_to_orientation_canvas, resize
+
         inp = self.config["input"]
         resized, _, scale = resize(image, tf.zeros([0, 4]), inp["min_size"], inp["max_size"], rule=self.resize_rule)
         content = tf.shape(resized)[:2]
@@ -97,8 +111,26 @@ class Predictor:
             padded = pad_to_orientation_canvas(resized, *self.canvases, self.pad_value)
         return padded, content, scale
 
+    def _resize_numpy(self, image):
+        """_resize_graph in NumPy (numpy_transforms), where TensorFlow is not installed."""
+        from detect.data import numpy_transforms as nt
+
+        inp = self.config["input"]
+        resized, _, scale = nt.resize(image, np.zeros((0, 4), np.float32), inp["min_size"], inp["max_size"],
+                                      rule=self.resize_rule)
+        content = np.array(resized.shape[:2], np.int32)
+        if self.per_image:
+            canvas = per_image_canvas(int(content[0]), int(content[1]))
+        else:
+            canvas = self.canvases[1] if content[0] > content[1] else self.canvases[0]
+        return nt.pad_to_canvas(resized, canvas, self.pad_value), content, scale
+
     def _resizer(self, dtype):
         """The traced resize for (H, W, 3) images of one dtype."""
+        if self._numpy_resize:
+            return lambda image: tuple(keras.ops.convert_to_numpy(a) for a in self._resize_numpy(image))
+        import tensorflow as tf
+
         if dtype not in self._resizers:
             spec = tf.TensorSpec([None, None, 3], tf.as_dtype(dtype))
             self._resizers[dtype] = tf.function(self._resize_graph, input_signature=[spec])
@@ -111,9 +143,8 @@ class Predictor:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB image, got an array of shape {image.shape}")
-        images, content, scale = self._resizer(image.dtype)(image)
-        prepared = {"images": images.numpy()[None], "image_shape": content.numpy()[None],
-                    "scale": scale.numpy()[None]}
+        images, content, scale = (np.asarray(a) for a in self._resizer(image.dtype)(image))
+        prepared = {"images": images[None], "image_shape": content[None], "scale": scale[None]}
         if not self.model.use_rpn:
             prepared["proposals"] = self._proposals(image, prepared["scale"][0])
         return prepared

@@ -17,8 +17,8 @@ import json
 import os
 import shutil
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from detect.data.splits import pipeline
 from detect.io import atomic_path, write_json
@@ -41,7 +41,9 @@ def rpn_proposals(model, tf_dataset, dataset, path=None):
     num_images x P stays in RAM.
     """
 
-    @tf.function(reduce_retracing=True)
+    from detect.inference.predict_function import traced
+
+    @traced
     def propose(inputs):
         proposals, valid, _ = model.propose(inputs, model.features(inputs["images"]), training=True)
         return proposals, valid
@@ -63,12 +65,12 @@ def rpn_proposals(model, tf_dataset, dataset, path=None):
 def _boxes_by_image(propose, tf_dataset):
     """Yields (image_id, (P, 4) float32 original pixels, invalid rows zero) per image."""
     for batch in tf_dataset:
-        inputs = {k: batch[k] for k in ("images", "image_shape")}
-        boxes, valid = propose(inputs)
-        scale = batch["scale"].numpy()
-        boxes = scale_boxes_np(boxes.numpy(), 1 / scale[:, 1, None], 1 / scale[:, 0, None])
-        boxes[~valid.numpy()] = 0.0
-        for image_id, b in zip(batch["image_id"].numpy(), boxes):
+        inputs = {k: keras.ops.convert_to_tensor(np.asarray(batch[k])) for k in ("images", "image_shape")}
+        boxes, valid = (keras.ops.convert_to_numpy(t) for t in propose(inputs))
+        scale = np.asarray(batch["scale"])
+        boxes = scale_boxes_np(boxes, 1 / scale[:, 1, None], 1 / scale[:, 0, None])
+        boxes[~valid] = 0.0
+        for image_id, b in zip(np.asarray(batch["image_id"]), boxes):
             yield int(image_id), b.astype(np.float32)
 
 

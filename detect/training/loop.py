@@ -3,28 +3,51 @@ into a model folder, steps per epoch, loss curves. The trainers (detect.training
 joint training, alternating.py, rcnn_train.py) import from here; nothing here imports them.
 """
 
+import contextlib
+import logging
 import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from detect.errors import DetectError
 from detect.io import atomic_path
 from detect.training import callbacks as cbs
 
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+
+
+class SingleDevice:
+    """The strategy of the JAX and PyTorch backends: no tf.distribute, one process on the
+    backend's default device (a scope that does nothing, no cluster)."""
+
+    cluster_resolver = None
+
+    def scope(self):
+        return contextlib.nullcontext()
+
 
 def select_strategy(name):
-    """auto | default | mirrored | multi_worker -> a tf.distribute strategy."""
+    """auto | default | mirrored | multi_worker -> a tf.distribute strategy (TensorFlow
+    backend); SingleDevice on the other backends, where auto and default are all there is."""
+    if name not in STRATEGIES:
+        raise DetectError(f"--strategy: unknown strategy {name!r} ({', '.join(STRATEGIES)})")
+    if keras.backend.backend() != "tensorflow":
+        if name in ("mirrored", "multi_worker"):
+            raise DetectError(f"--strategy {name} is a tf.distribute strategy: it needs KERAS_BACKEND=tensorflow "
+                              f"(the {keras.backend.backend()} backend trains on one device)")
+        return SingleDevice()
+    import tensorflow as tf
+
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
-    if name in ("auto", "default"):
-        return tf.distribute.get_strategy()
-    raise DetectError(f"--strategy: unknown strategy {name!r} (auto, mirrored, multi_worker)")
+    return tf.distribute.get_strategy()
 
 
 def _options(spec):
@@ -76,7 +99,13 @@ def make_callbacks(config, out_dir, steps_per_epoch, val, skipped, meter=None):
         out.append(cbs.HistoryCSV(os.path.join(out_dir, "history.csv")))
     enabled, opts = _options(c["tensorboard"])
     if enabled:
-        out.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), **opts))
+        from detect.data.splits import has_tensorflow
+
+        if has_tensorflow():  # Keras writes TensorBoard logs with tf.summary
+            out.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), **opts))
+        else:
+            log.warning("callbacks.tensorboard: no TensorBoard logs without TensorFlow (history.csv and "
+                        "loss_curve.png still record the run)")
     if t.get("time_budget_minutes"):
         out.append(cbs.TimeBudget(t["time_budget_minutes"]))
     out.append(cbs.SkippedImagesGuard(skipped))
@@ -157,9 +186,27 @@ def steps_per_epoch(config, train_set):
     return t["steps_per_epoch"] or max(len(train_set) // t["batch_size"], 1)
 
 
+def has_gpu():
+    """True where the Keras backend computes on a GPU."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
 def set_precision(mode):
     """mixed_float16 on GPUs (auto) or when asked (on); float32 otherwise."""
-    use = mode == "on" or (mode == "auto" and tf.config.list_logical_devices("GPU"))
+    use = mode == "on" or (mode == "auto" and has_gpu())
     keras.mixed_precision.set_global_policy("mixed_float16" if use else "float32")
     return bool(use)
 

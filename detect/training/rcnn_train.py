@@ -27,8 +27,8 @@ import os
 import shutil
 import time
 
+import keras
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
 from detect.data.splits import pipeline
@@ -142,7 +142,9 @@ def extract_features(model, tf_dataset, folder, reg_iou, total=None, progress=Tr
     RAM does not grow with the split. Returns the FeatureStore.
     """
 
-    @tf.function(reduce_retracing=True)
+    from detect.inference.predict_function import traced
+
+    @traced
     def run(images, boxes, box_indices):
         return model.chunked_region_features(images, boxes, box_indices)
 
@@ -157,7 +159,7 @@ def extract_features(model, tf_dataset, folder, reg_iou, total=None, progress=Tr
     bar = tqdm(total=total, unit="img", desc="R-CNN features", disable=not progress)
     try:
         for batch in tf_dataset:
-            arrays = {k: batch[k].numpy() for k in ("gt_boxes", "gt_labels", "proposals", "image_id")}
+            arrays = {k: np.asarray(batch[k]) for k in ("gt_boxes", "gt_labels", "proposals", "image_id")}
             rows = [
                 _image_rows(arrays["gt_boxes"][i], arrays["gt_labels"][i], arrays["proposals"][i], model.num_classes)
                 for i in range(len(arrays["image_id"]))
@@ -166,12 +168,14 @@ def extract_features(model, tf_dataset, folder, reg_iou, total=None, progress=Tr
             meta = {key: np.concatenate([r[key] for r in rows]) for key in rows[0]}
             meta["image"] = np.repeat(arrays["image_id"].astype(np.int64), counts)
             indices = np.repeat(np.arange(len(rows), dtype=np.int32), counts)
-            features, regression = run(batch["images"], tf.constant(meta["boxes"]), tf.constant(indices))
-            to_store_dtype(features.numpy()).tofile(files["features"])
+            tensor = keras.ops.convert_to_tensor
+            features, regression = run(tensor(np.asarray(batch["images"])), tensor(meta["boxes"]), tensor(indices))
+            features, regression = keras.ops.convert_to_numpy(features), keras.ops.convert_to_numpy(regression)
+            to_store_dtype(features).tofile(files["features"])
             reg_mask = meta["best_iou"] >= reg_iou
             (np.flatnonzero(reg_mask).astype(np.int64) + rows_written).tofile(files["reg_rows"])
             if separate:
-                to_store_dtype(regression.numpy()[reg_mask]).tofile(files["regression"])
+                to_store_dtype(regression[reg_mask]).tofile(files["regression"])
             for key, (dtype, _) in _META_LAYOUT.items():
                 meta[key].astype(dtype).tofile(files[key])
             rows_written += len(indices)
@@ -243,7 +247,7 @@ def fit_box_regressors(store, num_classes, coder, r, seed=0):
         if len(positions) < 2:
             continue
         rows = reg_rows[positions]
-        targets = coder.encode(meta["best_box"][rows], meta["boxes"][rows]).numpy()
+        targets = keras.ops.convert_to_numpy(coder.encode(meta["best_box"][rows], meta["boxes"][rows]))
         mean, std = targets.mean(axis=0), targets.std(axis=0) + 1e-6
         ridge = Ridge(alpha=r["ridge_lambda"]).fit(store.regression_features(positions) * scale, (targets - mean) / std)
         kernel[:, 4 * (k - 1) : 4 * k] = ridge.coef_.T * std * scale

@@ -1,4 +1,4 @@
-"""`detect train`: datasets -> tf.data -> model.fit with Keras callbacks -> a model folder.
+"""`detect train`: datasets -> tf.data (or a PyDataset) -> model.fit with Keras callbacks -> a model folder.
 
 A model folder holds model.keras (best by the monitored metric), last.keras, config.yaml
 (resolved, with the class list), history.csv, loss_curve.png, train_summary.json and
@@ -13,9 +13,8 @@ import shutil
 import time
 
 import keras
-import tensorflow as tf
 
-from detect.data.pipeline import SkippedImages
+from detect.data.example_reader import SkippedImages
 from detect.data.splits import load_split, pipeline
 from detect.errors import DetectError
 from detect.io import write_json
@@ -53,6 +52,21 @@ TRAINERS = {"faster_rcnn": _train_faster_rcnn, "fast_rcnn": train_joint, "rcnn":
             "mask_rcnn": _train_faster_rcnn}
 
 
+def deterministic_kernels():
+    """Deterministic kernels, so that a seed reproduces a run as far as the backend allows
+    (on TensorFlow RoIAlign then samples with gathers, which have deterministic GPU
+    kernels; JAX's CPU and GPU kernels are deterministic already)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def _check_classes(train, val):
     if val is not None and list(train.classes) != list(val.classes):
         raise DetectError(
@@ -67,9 +81,7 @@ def prepare_training(config, out_dir, resume, overwrite=False):
     (model_folder.prepare_model_folder; `overwrite` replaces such a run)."""
     keras.utils.set_random_seed(int(config["seed"]))
     if config["training"]["deterministic"]:
-        # Deterministic kernels, so that a seed reproduces a run as far as TensorFlow
-        # allows (RoIAlign then samples with gathers, which have deterministic GPU kernels).
-        tf.config.experimental.enable_op_determinism()
+        deterministic_kernels()
     backup = os.path.join(out_dir, "backup")
     states = ("alternating.json", "rcnn_state.json")
     if resume and not os.path.isdir(backup) and not any(os.path.isfile(os.path.join(out_dir, s)) for s in states):
