@@ -5,10 +5,15 @@ crop-batching measurement; see detect.benchmark.timers for the result's fields."
 import numpy as np
 
 from detect.benchmark.timers import (
-    canvas_proposals, graph_flops, median_seconds, prepared_images, selective_search_proposals, spec, time_stages,
+    Stage, canvas_proposals, graph_flops, median_seconds, prepared_images, selective_search_proposals, spec, time_stages,
     timer_result,
 )
 from detect.compat import on_tensorflow, tf
+
+
+def stage_of(model, signature):
+    """Decorator: a timers.Stage (a tf.function of that signature: R-CNN times on TensorFlow)."""
+    return lambda fn: Stage(fn, signature, model)
 from detect.errors import DetectError
 from detect.ops.boxes import valid_mask
 
@@ -54,30 +59,30 @@ def best_chunk_size(per_crop, counts):
 
 
 def _rcnn_functions(model, canvas_size, num_rois):
-    """tf.functions of R-CNN's public stages and of `predict_step`, P = num_rois proposal rows."""
+    """Stages (tf.functions) of R-CNN's public stages and of `predict_step`, P = num_rois proposal rows."""
     images, image_shape, scale = spec(1, *canvas_size, 3), spec(1, 2, dtype=tf.int32), spec(1, 2)
     p, k = int(num_rois), model.num_classes
     rois = spec(1, p, 4)
 
-    @tf.function(input_signature=[images, spec(None, 4), spec(None, dtype=tf.int32)])
+    @stage_of(model, [images, spec(None, 4), spec(None, dtype=tf.int32)])
     def backbone(images, boxes, box_indices):
         return model.chunked_region_features(images, boxes, box_indices)
 
-    @tf.function(input_signature=[spec(None, model.feature_dim), spec(None, model.regression_dim),
-                                  spec(None, 2, dtype=tf.int64)])
+    @stage_of(model, [spec(None, model.feature_dim), spec(None, model.regression_dim),
+                      spec(None, 2, dtype=tf.int64)])
     def roi_head(features, regression, index):
         return model.box_head(features, regression, index, tf.ones([1, p], tf.bool))
 
     head = {"rois": rois, "roi_valid": spec(1, p, dtype=tf.bool), "class_logits": spec(1, p, k + 1),
             "svm_scores": spec(1, p, k), "box_deltas": spec(1, p, k, 4)}
 
-    @tf.function(input_signature=[head, image_shape, scale])
+    @stage_of(model, [head, image_shape, scale])
     def postprocess(outputs, image_shape, scale):
         return model.postprocess(outputs, image_shape, scale)
 
     detect_spec = {"images": images, "image_shape": image_shape, "scale": scale, "proposals": rois}
     return {"backbone": backbone, "roi_head": roi_head, "postprocess": postprocess,
-            "detect": tf.function(model.predict_step, input_signature=[detect_spec])}
+            "detect": Stage(model.predict_step, [detect_spec], model)}
 
 
 def _rcnn_inputs(fns, setup, boxes, count):

@@ -317,7 +317,7 @@ def _proposal_notes(setup, detectors):
     if {"rcnn", "fast_rcnn"} & set(detectors):
         notes.append(
             f"selective search: {search['mode']} mode, longest side {search['max_side']} px, at most "
-            f"{search['max_proposals']} proposals, timed on the uint8 image in NumPy / OpenCV (outside TF); R-CNN "
+            f"{search['max_proposals']} proposals, timed on the uint8 image in NumPy / OpenCV (outside the model); R-CNN "
             "and Fast R-CNN read the same proposals; their predict_step() is network only, the stages sum adds "
             "selective search")
     if "rcnn" in detectors:

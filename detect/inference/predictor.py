@@ -87,9 +87,6 @@ class Predictor:
             for canvas in dict.fromkeys(self.canvases):
                 self._detect[canvas] = predict_function(model, _signature(model, canvas))
         self._resizers = {}
-        # The tf.data pipeline resizes with tf.image, the PyDataset path with NumPy
-        # (numpy_transforms, equal within 0.05 of 255): the predictor does as evaluation does.
-        self._numpy_resize = not has_tensorflow()
 
     @classmethod
     def from_dir(cls, model_dir, min_score=None, precision=None):
@@ -110,6 +107,12 @@ class Predictor:
         else:
             padded = pad_to_orientation_canvas(resized, *self.canvases, self.pad_value)
         return padded, content, scale
+
+    @property
+    def _numpy_resize(self):
+        """The tf.data pipeline resizes with tf.image, the PyDataset path (no TensorFlow)
+        with NumPy (numpy_transforms, equal within 0.05 of 255): as evaluation does."""
+        return not has_tensorflow()
 
     def _resize_numpy(self, image):
         """_resize_graph in NumPy (numpy_transforms), where TensorFlow is not installed."""
