@@ -15,6 +15,7 @@ Keras accepts tf.data on every backend where TensorFlow is installed; this path 
 one for machines without it (splits.input_loader chooses).
 """
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,8 +30,6 @@ from detect.errors import DetectError
 
 def default_workers():
     """Reader threads: NumPy, OpenCV and PIL release the GIL while they decode and resize."""
-    import os
-
     return max(1, min(4, os.cpu_count() or 1))
 
 
